@@ -1,0 +1,10 @@
+# Required dependencies, all from Debian packages (see README): liburing, mimalloc, fmt, CLI11, doctest.
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(URING REQUIRED IMPORTED_TARGET liburing)
+find_package(fmt REQUIRED)
+find_package(CLI11 REQUIRED)
+find_package(mimalloc REQUIRED)
+find_package(Threads REQUIRED)
+if(MOE_BUILD_TESTS)
+  find_package(doctest REQUIRED)
+endif()

@@ -1,0 +1,168 @@
+// moe/gguf.h — GGUF files: a validating reader (versions 2 and 3) and a streaming writer.
+//
+// Reader: GgufFile::open() maps the file read-only and parses the header; every count, length,
+// offset and size is checked against the file size before it is used, so a corrupt or hostile file
+// gives moe::Error (Corrupt / Unsupported / Io, message naming the file and cause) and never an
+// allocation sized by an unchecked number. Tensor data is reachable as a mapped view (data()) and as
+// an absolute (offset, size) pair for direct IO. A GgufFile is immutable after open(): concurrent
+// readers are safe.
+//
+// Writer: GgufWriter collects metadata and tensor descriptions, then write() streams the header and
+// each tensor's bytes (produced on demand by a callback) to disk in bounded memory.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "moe/kernels/types.h"
+
+namespace moe::gguf {
+
+inline constexpr uint32_t kMagic = 0x46554747;  // "GGUF" read as little-endian u32
+inline constexpr uint32_t kDefaultAlignment = 32;
+inline constexpr int kMaxDims = 4;
+
+enum class ValueType : uint32_t {
+  UINT8 = 0, INT8 = 1, UINT16 = 2, INT16 = 3, UINT32 = 4, INT32 = 5, FLOAT32 = 6, BOOL = 7,
+  STRING = 8, ARRAY = 9, UINT64 = 10, INT64 = 11, FLOAT64 = 12,
+};
+const char* value_type_name(ValueType t) noexcept;
+
+// One metadata value. Scalars live in the union; strings in `str`; arrays in `arr` (elements all of
+// `elem_type`, possibly arrays themselves).
+struct Value {
+  ValueType type = ValueType::UINT8;
+  ValueType elem_type = ValueType::UINT8;  // arrays only
+  union {
+    uint64_t u64;
+    int64_t i64;
+    double f64;
+    bool b;
+  } num{};
+  std::string str;
+  std::vector<Value> arr;
+
+  bool is_integer() const noexcept;
+  bool is_float() const noexcept;
+  // Converting accessors: nullopt when the value is not of a compatible kind or out of range.
+  std::optional<int64_t> as_int() const noexcept;
+  std::optional<uint64_t> as_uint() const noexcept;
+  std::optional<double> as_double() const noexcept;
+  std::optional<bool> as_bool() const noexcept;
+  const std::string* as_string() const noexcept;
+
+  static Value make_u32(uint32_t v);
+  static Value make_i32(int32_t v);
+  static Value make_u64(uint64_t v);
+  static Value make_f32(float v);
+  static Value make_bool(bool v);
+  static Value make_string(std::string v);
+  static Value make_array(ValueType elem, std::vector<Value> v);
+};
+
+struct TensorInfo {
+  std::string name;
+  TensorType type = TensorType::F32;
+  uint32_t n_dims = 0;
+  uint64_t ne[kMaxDims] = {1, 1, 1, 1};  // ne[0] is the innermost (contiguous) dimension
+  uint64_t rel_offset = 0;               // as stored: relative to the start of the data section
+  uint64_t offset = 0;                   // absolute file offset of the first byte
+  uint64_t nbytes = 0;                   // size in bytes (validated, no overflow)
+
+  uint64_t n_elements() const noexcept { return ne[0] * ne[1] * ne[2] * ne[3]; }
+  uint64_t row_bytes() const noexcept { return nbytes / (n_elements() / ne[0]); }
+};
+
+class GgufFile {
+ public:
+  // Opens and validates. Throws moe::Error naming `path` and the cause.
+  static std::unique_ptr<GgufFile> open(const std::string& path);
+  // Parses an in-memory image (fuzzing, tests). `name` is used in messages. The bytes must outlive
+  // the object.
+  static std::unique_ptr<GgufFile> parse_memory(std::span<const uint8_t> bytes, const std::string& name);
+  ~GgufFile();
+  GgufFile(const GgufFile&) = delete;
+  GgufFile& operator=(const GgufFile&) = delete;
+
+  const std::string& path() const noexcept { return path_; }
+  uint32_t version() const noexcept { return version_; }
+  uint64_t file_size() const noexcept { return bytes_.size(); }
+  uint32_t alignment() const noexcept { return alignment_; }
+  uint64_t data_offset() const noexcept { return data_offset_; }
+
+  // Metadata in file order.
+  const std::vector<std::pair<std::string, Value>>& metadata() const noexcept { return kv_; }
+  const Value* find(std::string_view key) const noexcept;
+  // Typed lookups: nullopt when absent; moe::Error (Corrupt) when present with an incompatible type.
+  std::optional<int64_t> get_int(std::string_view key) const;
+  std::optional<uint64_t> get_uint(std::string_view key) const;
+  std::optional<double> get_float(std::string_view key) const;
+  std::optional<bool> get_bool(std::string_view key) const;
+  std::optional<std::string> get_string(std::string_view key) const;
+  // Array of strings / numbers; moe::Error (Corrupt) when the element type is not compatible.
+  const std::vector<Value>* get_array(std::string_view key) const;
+  std::vector<std::string> get_string_array(std::string_view key) const;
+  std::vector<float> get_float_array(std::string_view key) const;
+  std::vector<int64_t> get_int_array(std::string_view key) const;
+
+  const std::vector<TensorInfo>& tensors() const noexcept { return tensors_; }
+  const TensorInfo* find_tensor(std::string_view name) const noexcept;
+  // Mapped view of a tensor's bytes (valid while the GgufFile lives).
+  std::span<const uint8_t> data(const TensorInfo& t) const noexcept {
+    return bytes_.subspan(t.offset, t.nbytes);
+  }
+  std::span<const uint8_t> bytes() const noexcept { return bytes_; }
+
+ private:
+  GgufFile() = default;
+  void parse();
+
+  std::string path_;
+  void* map_ = nullptr;
+  size_t map_len_ = 0;
+  std::span<const uint8_t> bytes_;
+  uint32_t version_ = 0;
+  uint32_t alignment_ = kDefaultAlignment;
+  uint64_t data_offset_ = 0;
+  std::vector<std::pair<std::string, Value>> kv_;
+  std::unordered_map<std::string, size_t> kv_index_;
+  std::vector<TensorInfo> tensors_;
+  std::unordered_map<std::string, size_t> tensor_index_;
+};
+
+// Streaming writer. Typical use: set metadata, add tensors (name, type, shape), then write() with a
+// callback that produces each tensor's bytes in order. Memory stays bounded by the largest chunk the
+// callback hands over.
+class GgufWriter {
+ public:
+  explicit GgufWriter(uint32_t alignment = kDefaultAlignment);
+  void set(std::string key, Value v);  // replaces an existing key, keeps first position
+  void set_u32(std::string key, uint32_t v) { set(std::move(key), Value::make_u32(v)); }
+  void set_f32(std::string key, float v) { set(std::move(key), Value::make_f32(v)); }
+  void set_bool(std::string key, bool v) { set(std::move(key), Value::make_bool(v)); }
+  void set_string(std::string key, std::string v) { set(std::move(key), Value::make_string(std::move(v))); }
+  // ne[0] innermost. Returns the tensor's index. Throws InvalidArgument for a bad shape.
+  size_t add_tensor(std::string name, TensorType type, std::vector<uint64_t> ne);
+  const std::vector<TensorInfo>& tensors() const noexcept { return tensors_; }
+
+  // `emit(i, sink)` must call sink(ptr, len) with exactly tensors()[i].nbytes bytes in total, in as
+  // many pieces as it likes. Throws moe::Error (Io) naming `path`.
+  using Sink = std::function<void(const void*, size_t)>;
+  void write(const std::string& path, const std::function<void(size_t, const Sink&)>& emit);
+  // Convenience for small files: tensors' bytes given up front.
+  void write(const std::string& path, const std::vector<std::vector<uint8_t>>& data);
+
+ private:
+  uint32_t alignment_;
+  std::vector<std::pair<std::string, Value>> kv_;
+  std::vector<TensorInfo> tensors_;
+  uint64_t data_size_ = 0;
+};
+
+}  // namespace moe::gguf

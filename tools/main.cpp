@@ -1,0 +1,70 @@
+// The `moe` command: dispatches to the registered subcommands (tools/cmd_*.cpp).
+#include <cstdio>
+#include <memory>
+
+#include "cli.h"
+#include "moe/error.h"
+
+namespace moe::tools {
+
+std::vector<CommandDef>& commands() {
+  static std::vector<CommandDef> defs;
+  return defs;
+}
+
+uint64_t parse_bytes(const std::string& s) {
+  size_t pos = 0;
+  double v = 0;
+  try {
+    v = std::stod(s, &pos);
+  } catch (...) {
+    throw CLI::ValidationError("size", "not a size: '" + s + "'");
+  }
+  std::string unit = s.substr(pos);
+  for (auto& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  double mul = 1;
+  if (unit.empty() || unit == "B") mul = 1;
+  else if (unit == "K" || unit == "KB" || unit == "KIB") mul = 1024.0;
+  else if (unit == "M" || unit == "MB" || unit == "MIB") mul = 1024.0 * 1024;
+  else if (unit == "G" || unit == "GB" || unit == "GIB") mul = 1024.0 * 1024 * 1024;
+  else if (unit == "T" || unit == "TB" || unit == "TIB") mul = 1024.0 * 1024 * 1024 * 1024;
+  else throw CLI::ValidationError("size", "unknown unit in '" + s + "' (use K, M, G or T)");
+  if (v < 0) throw CLI::ValidationError("size", "negative size: '" + s + "'");
+  return static_cast<uint64_t>(v * mul);
+}
+
+}  // namespace moe::tools
+
+int main(int argc, char** argv) {
+  using namespace moe::tools;
+  CLI::App app{"moe: run Mixture-of-Experts models larger than your memory"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("moe ") + MOE_VERSION
+#ifdef MOE_HAVE_CUDA
+                                        + " (backends: cpu, cuda)"
+#else
+                                        + " (backends: cpu)"
+#endif
+  );
+  std::vector<std::pair<CLI::App*, Action>> actions;
+  for (auto& def : commands()) {
+    CLI::App* sub = app.add_subcommand(def.name, def.help);
+    actions.emplace_back(sub, def.setup(*sub));
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    for (auto& [sub, action] : actions)
+      if (sub->parsed()) return action();
+  } catch (const moe::Error& e) {
+    std::fprintf(stderr, "moe: error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "moe: error: out of memory\n");
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Builds moe and runs the whole test suite (unit, integration; GPU tests skip with code 77 when no
+# device is present). Set MOE_CUDA=OFF to skip compiling the CUDA backend.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./tools/install-deps.sh
+./tools/build.sh -DMOE_CUDA="${MOE_CUDA:-AUTO}"
+ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure -j"$(nproc)"
