@@ -1,0 +1,121 @@
+// moe/model.h — what a model is, read from a GGUF file's metadata and tensor table.
+// ModelSpec: architecture hyperparameters and per-layer MoE structure, with the gating rules as
+// data (the engine reads these flags; it never branches on the architecture name).
+// ExpertTable: for every (layer, expert) the absolute file offsets and sizes of its slices, so one
+// expert is a few direct reads.
+// Both are built once at load and are immutable afterwards (safe to share across threads).
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "moe/gguf.h"
+#include "moe/kernels/types.h"
+
+namespace moe {
+
+enum class Arch { Llama, Qwen2Moe, Qwen3Moe, Olmoe, Deepseek2, GptOss, Llama4, PhiMoe, GraniteMoe, Dbrx };
+const char* arch_gguf_name(Arch a) noexcept;  // "llama", "qwen2moe", ...
+
+enum class RopeStyle { Normal, NeoX };              // adjacent pairs vs. halves
+enum class RopeScaling { None, Linear, Yarn };
+enum class QkNorm { None, PerHead, Full };          // Qwen3: per head (head_dim); OLMoE: whole projection
+enum class GatingFunc { Softmax, Sigmoid };
+enum class FfnAct { SiluGlu, GeluGlu, SwigluOai };  // act(gate) * up; gpt-oss uses a clamped variant
+
+// How router logits become expert weights. Examples:
+//   Mixtral:   topk_before_norm = true  (top-k on logits, softmax over the k)
+//   Qwen2-MoE: softmax over all, top-k, renormalize = false (+ shared expert with sigmoid gate)
+//   Qwen3-MoE: softmax over all, top-k, renormalize = true
+//   OLMoE:     softmax over all, top-k, renormalize = false
+struct Gating {
+  GatingFunc func = GatingFunc::Softmax;
+  bool topk_before_norm = false;  // choose top-k on raw logits, then apply func over the k
+  bool renormalize = false;       // divide the k weights by their sum
+  bool has_bias = false;          // selection bias added to scores for choosing only (DeepSeek-V3)
+  float scale = 1.0f;             // routed scaling factor applied to the final weights
+  uint32_t n_group = 0;           // group-limited top-k (0 = off)
+  uint32_t topk_group = 0;
+  bool shared_gate = false;       // shared expert output multiplied by sigmoid(x . w_shared_gate)
+};
+
+struct LayerSpec {
+  bool is_moe = false;
+  uint32_t n_expert = 0;         // routed experts (0 for dense layers)
+  uint32_t n_expert_used = 0;
+  uint32_t n_expert_shared = 0;  // shared experts (always resident, dense weights)
+  uint32_t n_ff_expert = 0;      // hidden size of one routed expert
+  uint32_t n_ff_shared = 0;      // hidden size of the shared expert block (all shared experts together)
+  uint32_t n_ff_dense = 0;       // hidden size of the dense FFN (dense layers)
+};
+
+struct ModelSpec {
+  Arch arch = Arch::Llama;
+  std::string arch_name;  // as in general.architecture
+  std::string name;       // general.name if present
+  uint32_t n_layer = 0, n_embd = 0, n_head = 0, n_head_kv = 0;
+  uint32_t head_dim_k = 0, head_dim_v = 0;  // per-head key / value size
+  uint32_t n_vocab = 0, n_ctx_train = 0;
+  float rms_eps = 1e-5f;
+  // RoPE
+  RopeStyle rope_style = RopeStyle::Normal;
+  uint32_t n_rot = 0;  // dimensions rotated per head
+  float rope_freq_base = 10000.0f, rope_freq_scale = 1.0f;
+  RopeScaling rope_scaling = RopeScaling::None;
+  float yarn_orig_ctx = 0, yarn_ext_factor = -1.0f, yarn_attn_factor = 1.0f, yarn_beta_fast = 32.0f,
+        yarn_beta_slow = 1.0f;
+  QkNorm qk_norm = QkNorm::None;
+  bool attn_bias = false;        // q/k/v projections carry biases (Qwen2-MoE)
+  bool tied_embeddings = false;  // no output.weight: the LM head reuses token_embd
+  FfnAct ffn_act = FfnAct::SiluGlu;
+  // MoE (model-wide values; per-layer detail in layers)
+  uint32_t n_expert = 0, n_expert_used = 0, n_expert_shared = 0, n_ff_expert = 0;
+  Gating gating;
+  std::vector<LayerSpec> layers;
+  // Tokenizer facts the engine needs without loading the tokenizer.
+  std::optional<uint32_t> bos_id, eos_id;
+};
+
+// Reads and validates the spec. Throws moe::Error: Unsupported naming the architecture when it is
+// not one of Arch; Corrupt naming the key when a required key is missing, has the wrong type, or is
+// inconsistent with the tensors (e.g. ffn_gate_exps shape vs. expert_count).
+ModelSpec load_model_spec(const gguf::GgufFile& f);
+
+// One contiguous piece of an expert in the file.
+struct Slice {
+  uint64_t offset = 0;  // absolute file offset
+  uint64_t nbytes = 0;
+  TensorType type = TensorType::F32;
+};
+
+// An expert's weights: gate (n_embd -> n_ff), up (n_embd -> n_ff), down (n_ff -> n_embd), and the
+// optional per-expert biases (gpt-oss) — absent slices have nbytes == 0.
+struct ExpertSlices {
+  Slice gate, up, down;
+  Slice gate_bias, up_bias, down_bias;
+  uint64_t bytes() const noexcept {
+    return gate.nbytes + up.nbytes + down.nbytes + gate_bias.nbytes + up_bias.nbytes + down_bias.nbytes;
+  }
+};
+
+class ExpertTable {
+ public:
+  // Builds the table from ffn_{gate,up,down}_exps (stacked) or per-expert tensors
+  // (blk.L.ffn_gate.E.weight, older Mixtral files). Throws moe::Error (Corrupt) on shape mismatches.
+  static ExpertTable build(const gguf::GgufFile& f, const ModelSpec& spec);
+  uint32_t n_layer() const noexcept { return n_layer_; }
+  uint32_t n_expert() const noexcept { return n_expert_; }
+  // nullptr for a dense layer.
+  const ExpertSlices* at(uint32_t layer, uint32_t expert) const noexcept;
+  uint64_t max_expert_bytes() const noexcept { return max_bytes_; }
+  uint64_t total_bytes() const noexcept { return total_bytes_; }
+
+ private:
+  uint32_t n_layer_ = 0, n_expert_ = 0;
+  std::vector<ExpertSlices> e_;  // n_layer x n_expert, empty slices for dense layers
+  std::vector<bool> moe_layer_;
+  uint64_t max_bytes_ = 0, total_bytes_ = 0;
+};
+
+}  // namespace moe
