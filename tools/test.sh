@@ -6,3 +6,5 @@ cd "$(dirname "$0")/.."
 ./tools/install-deps.sh
 ./tools/build.sh -DMOE_CUDA="${MOE_CUDA:-AUTO}"
 ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure -j"$(nproc)"
+# libFuzzer targets (clang): a short bounded run of each from its seed corpus.
+./tools/fuzz.sh
