@@ -7,7 +7,8 @@
 namespace moe {
 namespace {
 
-// dequantizable/quantizable say what kernels/cpu implements (kept in step with quant.cpp's tests).
+// dequantizable/quantizable say what kernels/cpu/quant*.cpp implements; tests/unit/test_quant.cpp checks
+// that every flagged type really round-trips and that the others are refused.
 constexpr TypeTraits kTable[] = {
     {TensorType::F32, "f32", 1, 4, true, true},
     {TensorType::F16, "f16", 1, 2, true, true},
@@ -16,18 +17,18 @@ constexpr TypeTraits kTable[] = {
     {TensorType::Q5_0, "q5_0", 32, 22, true, true},
     {TensorType::Q5_1, "q5_1", 32, 24, true, true},
     {TensorType::Q8_0, "q8_0", 32, 34, true, true},
-    {TensorType::Q8_1, "q8_1", 32, 36, false, false},
+    {TensorType::Q8_1, "q8_1", 32, 36, true, false},
     {TensorType::Q2_K, "q2_K", 256, 84, true, false},
     {TensorType::Q3_K, "q3_K", 256, 110, true, false},
     {TensorType::Q4_K, "q4_K", 256, 144, true, true},
     {TensorType::Q5_K, "q5_K", 256, 176, true, true},
     {TensorType::Q6_K, "q6_K", 256, 210, true, true},
-    {TensorType::Q8_K, "q8_K", 256, 292, false, false},
+    {TensorType::Q8_K, "q8_K", 256, 292, true, true},
     {TensorType::IQ2_XXS, "iq2_xxs", 256, 66, false, false},
     {TensorType::IQ2_XS, "iq2_xs", 256, 74, false, false},
     {TensorType::IQ3_XXS, "iq3_xxs", 256, 98, false, false},
     {TensorType::IQ1_S, "iq1_s", 256, 50, false, false},
-    {TensorType::IQ4_NL, "iq4_nl", 32, 18, true, false},
+    {TensorType::IQ4_NL, "iq4_nl", 32, 18, true, true},
     {TensorType::IQ3_S, "iq3_s", 256, 110, false, false},
     {TensorType::IQ2_S, "iq2_s", 256, 82, false, false},
     {TensorType::IQ4_XS, "iq4_xs", 256, 136, true, false},
