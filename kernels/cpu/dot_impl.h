@@ -1,0 +1,674 @@
+// Private to kernels/cpu: the SIMD tile kernels, written once and compiled twice: by dot_avx2.cpp
+// (-mavx2 -mfma -mf16c; u8 x s8 dots with vpmaddubsw + vpmaddwd) and by dot_avx512.cpp (adds
+// AVX-512 F/BW/VL/VNNI/BF16; the same 256-bit code uses vpdpbusd / vpdpwssd, and the float kernels use
+// 512-bit vectors). The including file defines MOE_DOT_NS (a distinct namespace) and, for the AVX-512
+// build, MOE_DOT_AVX512. Everything here has internal linkage and calls only compiler intrinsics, so no
+// AVX code can leak into a baseline translation unit through a shared inline function.
+//
+// Block layouts (bytes; d/dmin are IEEE f16, little-endian), as in GGUF:
+//   Q4_0  (18): d, qs[16]        x[i] = d*((qs[i]&15)-8), x[i+16] = d*((qs[i]>>4)-8), i<16
+//   Q8_0  (34): d, qs[32] int8   x[i] = d*qs[i]
+//   MXFP4 (17): e (E8M0), qs[16] x[i] = 2^(e-128)*K[qs[i]&15], x[i+16] = ..K[qs[i]>>4],
+//               K = {0,1,2,3,4,6,8,12,0,-1,-2,-3,-4,-6,-8,-12} (twice the FP4 E2M1 values)
+//   Q4_K (144): d, dmin, scales[12] (8 6-bit scales + 8 6-bit mins), qs[128]: chunk j<4 of 64 elements:
+//               low nibbles of qs[32j..32j+31] are sub-block 2j, high nibbles sub-block 2j+1;
+//               x = d*sc[s]*q - dmin*m[s]
+//   Q5_K (176): as Q4_K plus qh[32] after the scales: bit s of qh[l] is the 5th bit of element 32s+l
+//   Q6_K (210): ql[128], qh[64], scales[16] int8, d. Half h<2 (128 elements): for l<32
+//               e[l]    = ql[64h+l]&15    | ((qh[32h+l]>>0)&3)<<4, e[l+32] = ql[64h+l+32]&15 | ((..>>2)&3)<<4
+//               e[l+64] = ql[64h+l]>>4    | ((qh[32h+l]>>4)&3)<<4, e[l+96] = ql[64h+l+32]>>4 | ((..>>6)&3)<<4
+//               x = d*scales[8h + l/16 + 2c]*(e-32) for chunk c = 0..3
+// Activations (ActView): Q8_32 blocks for Q8_0, Q8_32P (pair-interleaved, see matmul_internal.h) for
+// the nibble types Q4_0/MXFP4, Q8_256 blocks for the K-quants, f32 for F32/F16/BF16. Integer sums stay in int32 within a block/super-block (bounds noted per kernel).
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "matmul_internal.h"
+
+// GCC 12's own intrinsic headers (_mm512_castps512_ps256 via _mm256_undefined_pd) trip
+// -Wmaybe-uninitialized / -Wuninitialized; the value is fully defined.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
+// Small fixed-trip loops (tokens of a tile, sub-blocks of a super-block) must be fully unrolled: they
+// index register arrays and build shuffle constants from the loop counter.
+#define MOE_UNROLL _Pragma("GCC unroll 16")
+
+namespace moe::kernels::detail {
+namespace MOE_DOT_NS {
+namespace {
+
+inline uint16_t ld16(const uint8_t* p) { uint16_t v; __builtin_memcpy(&v, p, 2); return v; }
+inline uint32_t ld32(const uint8_t* p) { uint32_t v; __builtin_memcpy(&v, p, 4); return v; }
+inline float f16f(const uint8_t* p) { return _cvtsh_ss(ld16(p)); }
+inline __m256i ldu(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Sum of u8*s8 products, four per int32 lane. AVX2: pairs saturate at int16, callers keep
+// u*|s|*2 <= 32767 (u <= 128 with |s| <= 127).
+inline __m256i dot_us(__m256i u, __m256i s) {
+#ifdef MOE_DOT_AVX512
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+#else
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+#endif
+}
+// acc + sum over pairs of (u8*s8 pair sums) * int16 scales.
+inline __m256i dot_us_scaled(__m256i acc, __m256i u, __m256i s, __m256i sc16) {
+#ifdef MOE_DOT_AVX512
+  return _mm256_dpwssd_epi32(acc, _mm256_maddubs_epi16(u, s), sc16);
+#else
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), sc16));
+#endif
+}
+
+// Expands the 16 packed nibbles at p: low nibbles to bytes 0..15, high nibbles to bytes 16..31.
+inline __m256i nibbles32(const uint8_t* p) {
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m256i both = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
+  return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
+}
+
+// ---------------- 32-element block types with Q8_32 activations ----------------
+// Blocks go in groups of 8: per block and token an int32 dot of the unsigned weight codes u with q
+// (8 lanes), the 8 dots reduced to one vector of 8 block sums, then per group and token
+//   acc += float(sums) * (dw * d_x);  corr += dw * s_x   (s_x = d_x * sum q, vectors of 8 blocks)
+// and y = sum(acc) - offset * sum(corr), because w = dw * (u - offset). Per-block scalar work (f16
+// decode, broadcast, scale multiply) becomes one vector op per 8 blocks.
+
+inline __m128i gather_u16x8(const uint8_t* p, size_t stride) {
+  __m128i v = _mm_cvtsi32_si128(ld16(p));
+  v = _mm_insert_epi16(v, ld16(p + 1 * stride), 1);
+  v = _mm_insert_epi16(v, ld16(p + 2 * stride), 2);
+  v = _mm_insert_epi16(v, ld16(p + 3 * stride), 3);
+  v = _mm_insert_epi16(v, ld16(p + 4 * stride), 4);
+  v = _mm_insert_epi16(v, ld16(p + 5 * stride), 5);
+  v = _mm_insert_epi16(v, ld16(p + 6 * stride), 6);
+  v = _mm_insert_epi16(v, ld16(p + 7 * stride), 7);
+  return v;
+}
+
+// Scale decoding of the nibble types (their codes are decoded by the Nib* policies below).
+struct Q4_0 {
+  static constexpr size_t kBytes = 18;
+  static float scale(const uint8_t* b) { return f16f(b); }
+  static __m256 scales8(const uint8_t* b) { return _mm256_cvtph_ps(gather_u16x8(b, kBytes)); }
+};
+
+struct MXFP4 {
+  static constexpr size_t kBytes = 17;
+  // Scale 2^(e-128) (half of E8M0's 2^(e-127), because K holds twice the FP4 values).
+  static float scale(const uint8_t* b) {
+    const uint32_t e = b[0];
+    const uint32_t bits = e < 2 ? (0x00200000u << e) : ((e - 1) << 23);  // 2^(e-128), subnormal for e<2
+    float f;
+    __builtin_memcpy(&f, &bits, 4);
+    return f;
+  }
+  static __m256 scales8(const uint8_t* b) {
+    __m128i v = _mm_cvtsi32_si128(b[0]);
+    v = _mm_insert_epi8(v, b[1 * kBytes], 1);
+    v = _mm_insert_epi8(v, b[2 * kBytes], 2);
+    v = _mm_insert_epi8(v, b[3 * kBytes], 3);
+    v = _mm_insert_epi8(v, b[4 * kBytes], 4);
+    v = _mm_insert_epi8(v, b[5 * kBytes], 5);
+    v = _mm_insert_epi8(v, b[6 * kBytes], 6);
+    v = _mm_insert_epi8(v, b[7 * kBytes], 7);
+    const __m256i e = _mm256_cvtepu8_epi32(v);
+    const __m256i normal = _mm256_slli_epi32(_mm256_sub_epi32(e, _mm256_set1_epi32(1)), 23);
+    const __m256i small = _mm256_sllv_epi32(_mm256_set1_epi32(0x00200000), e);
+    const __m256i is_small = _mm256_cmpgt_epi32(_mm256_set1_epi32(2), e);
+    return _mm256_castsi256_ps(_mm256_blendv_epi8(normal, small, is_small));
+  }
+};
+
+struct Q8_0 {
+  static constexpr size_t kBytes = 34;
+  static constexpr float kOffset = 0.0f;
+  static __m256i decode(const uint8_t* b) { return ldu(b + 2); }
+  static float scale(const uint8_t* b) { return f16f(b); }
+  static __m256 scales8(const uint8_t* b) { return _mm256_cvtph_ps(gather_u16x8(b, kBytes)); }
+  // Signed x signed through |w| * (x * sign(w)): |w| <= 128, |x| <= 127.
+  static __m256i dot(__m256i w, const int8_t* x) {
+    return dot_us(_mm256_abs_epi8(w), _mm256_sign_epi8(ldu(x), w));
+  }
+};
+
+// Reduces 8 vectors of 8 int32 to one vector whose lane i is the sum of s[i].
+inline __m256i reduce8(const __m256i* s) {
+  const __m256i h0123 = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
+  const __m256i h4567 = _mm256_hadd_epi32(_mm256_hadd_epi32(s[4], s[5]), _mm256_hadd_epi32(s[6], s[7]));
+  return _mm256_add_epi32(_mm256_permute2x128_si256(h0123, h4567, 0x20),
+                          _mm256_permute2x128_si256(h0123, h4567, 0x31));
+}
+
+// ---- nibble-packed types (Q4_0, MXFP4) with Q8_32P activations ----
+// One 256-bit load holds the 16 code bytes of blocks 2j and 2j+1 ([2j | 2j+1]); its low nibbles meet
+// activation bytes [2j: 0..15][2j+1: 0..15] and its high nibbles [2j: 16..31][2j+1: 16..31] (the
+// Q8_32P layout), so one dot covers two blocks: lanes 0..3 block 2j, lanes 4..7 block 2j+1.
+struct NibQ4_0 {
+  static constexpr size_t kBytes = 18, kQs = 2;
+  static constexpr float kOffset = 8.0f;
+  static __m256i map(__m256i nib) { return nib; }
+  static float scale(const uint8_t* b) { return Q4_0::scale(b); }
+  static __m256 scales8(const uint8_t* b) { return Q4_0::scales8(b); }
+};
+struct NibMXFP4 {
+  static constexpr size_t kBytes = 17, kQs = 1;
+  static constexpr float kOffset = 12.0f;
+  static __m256i map(__m256i nib) {
+    const __m256i lut = _mm256_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0,
+                                         12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0);
+    return _mm256_shuffle_epi8(lut, nib);
+  }
+  static float scale(const uint8_t* b) { return MXFP4::scale(b); }
+  static __m256 scales8(const uint8_t* b) { return MXFP4::scales8(b); }
+};
+
+// u8 x s8 dot of two 32-byte halves, summed: codes <= 24 keep every int16 pair sum <= 24*127*4.
+inline __m256i dot2_us(__m256i u0, __m256i x0, __m256i u1, __m256i x1) {
+#ifdef MOE_DOT_AVX512
+  return _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u0, x0), u1, x1);
+#else
+  const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(u0, x0), _mm256_maddubs_epi16(u1, x1));
+  return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+#endif
+}
+
+template <class B, int NT>
+inline void group_nib_full(const uint8_t* p, size_t b, const ActView* a, __m256* acc, __m256* corr) {
+  const __m256i m4 = _mm256_set1_epi8(0x0f);
+  __m256i lo[4], hi[4];
+  MOE_UNROLL
+  for (int j = 0; j < 4; ++j) {
+    const uint8_t* p0 = p + 2 * j * B::kBytes + B::kQs;
+    const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p0))),
+                                              _mm_loadu_si128(reinterpret_cast<const __m128i*>(p0 + B::kBytes)), 1);
+    lo[j] = B::map(_mm256_and_si256(v, m4));
+    hi[j] = B::map(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+  }
+  const __m256 dw = B::scales8(p);
+  MOE_UNROLL
+  for (int t = 0; t < NT; ++t) {
+    const int8_t* xq = a[t].q + b * 32;
+    __m256i s[4];
+    MOE_UNROLL
+    for (int j = 0; j < 4; ++j) s[j] = dot2_us(lo[j], ldu(xq + 64 * j), hi[j], ldu(xq + 64 * j + 32));
+    // [b0 b2 b4 b6 | b1 b3 b5 b7] -> natural order.
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
+    const __m256i sums = _mm256_permutevar8x32_epi32(h, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(dw, _mm256_loadu_ps(a[t].d + b)), acc[t]);
+    corr[t] = _mm256_fmadd_ps(dw, _mm256_loadu_ps(a[t].s + b), corr[t]);
+  }
+}
+
+// The last k < 8 blocks of a row (b0 = first of them, nb = blocks per row), block by block.
+template <class B, int NT>
+inline void group_nib_tail(const uint8_t* p, size_t b0, int k, size_t nb, const ActView* a, __m256* acc, __m256* corr) {
+  alignas(32) float dws[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  __m256i u[8];
+  for (int i = 0; i < 8; ++i) {
+    u[i] = i < k ? B::map(nibbles32(p + i * B::kBytes + B::kQs)) : _mm256_setzero_si256();
+    if (i < k) dws[i] = B::scale(p + i * B::kBytes);
+  }
+  const __m256 dw = _mm256_load_ps(dws);
+  const size_t paired_end = nb & ~size_t(1);
+  for (int t = 0; t < NT; ++t) {
+    alignas(32) float dxs[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sxs[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    __m256i s[8];
+    for (int i = 0; i < 8; ++i) {
+      if (i >= k) { s[i] = _mm256_setzero_si256(); continue; }
+      const size_t g = b0 + size_t(i);
+      size_t lo_off, hi_off;  // where elements 0..15 and 16..31 of block g sit (Q8_32P)
+      if (g < paired_end) {
+        lo_off = 64 * (g / 2) + 16 * (g & 1);
+        hi_off = lo_off + 32;
+      } else {
+        lo_off = 32 * g;
+        hi_off = lo_off + 16;
+      }
+      const __m256i x = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a[t].q + hi_off)),
+                                         _mm_loadu_si128(reinterpret_cast<const __m128i*>(a[t].q + lo_off)));
+      s[i] = dot_us(u[i], x);
+      dxs[i] = a[t].d[g];
+      sxs[i] = a[t].s[g];
+    }
+    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8(s)), _mm256_mul_ps(dw, _mm256_load_ps(dxs)), acc[t]);
+    corr[t] = _mm256_fmadd_ps(dw, _mm256_load_ps(sxs), corr[t]);
+  }
+}
+
+template <class B, int NT>
+void rows_nib(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, float* Y,
+              size_t ldy) {
+  const size_t nb = cols / 32;
+  for (size_t r = r0; r < r1; ++r) {
+    const uint8_t* w = W + r * rb;
+    __m256 acc[NT], corr[NT];
+    MOE_UNROLL
+    for (int t = 0; t < NT; ++t) acc[t] = corr[t] = _mm256_setzero_ps();
+    size_t b = 0;
+    for (; b + 8 <= nb; b += 8) group_nib_full<B, NT>(w + b * B::kBytes, b, a, acc, corr);
+    if (b < nb) group_nib_tail<B, NT>(w + b * B::kBytes, b, int(nb - b), nb, a, acc, corr);
+    MOE_UNROLL
+    for (int t = 0; t < NT; ++t) Y[t * ldy + r] = hsum8(acc[t]) - B::kOffset * hsum8(corr[t]);
+  }
+}
+
+// One group of k <= 8 blocks starting at block b (kFull: k == 8, no bounds care).
+template <class B, int NT, bool kFull>
+inline void group_q32(const uint8_t* p, size_t b, int k, const ActView* a, __m256* acc, __m256* corr) {
+  __m256i u[8];
+  __m256 dw;
+  if (kFull) {
+    MOE_UNROLL
+    for (int i = 0; i < 8; ++i) u[i] = B::decode(p + i * B::kBytes);
+    dw = B::scales8(p);
+  } else {
+    alignas(32) float dws[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int i = 0; i < 8; ++i) {
+      u[i] = i < k ? B::decode(p + i * B::kBytes) : _mm256_setzero_si256();
+      if (i < k) dws[i] = B::scale(p + i * B::kBytes);
+    }
+    dw = _mm256_load_ps(dws);
+  }
+  MOE_UNROLL
+  for (int t = 0; t < NT; ++t) {
+    const int8_t* xq = a[t].q + b * 32;
+    __m256i s[8];
+    __m256 dx, sx;
+    if (kFull) {
+      MOE_UNROLL
+      for (int i = 0; i < 8; ++i) s[i] = B::dot(u[i], xq + 32 * i);
+      dx = _mm256_loadu_ps(a[t].d + b);
+      sx = _mm256_loadu_ps(a[t].s + b);
+    } else {
+      alignas(32) float dxs[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sxs[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      for (int i = 0; i < 8; ++i) {
+        s[i] = i < k ? B::dot(u[i], xq + 32 * i) : _mm256_setzero_si256();
+        if (i < k) { dxs[i] = a[t].d[b + i]; sxs[i] = a[t].s[b + i]; }
+      }
+      dx = _mm256_load_ps(dxs);
+      sx = _mm256_load_ps(sxs);
+    }
+    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8(s)), _mm256_mul_ps(dw, dx), acc[t]);
+    if (B::kOffset != 0.0f) corr[t] = _mm256_fmadd_ps(dw, sx, corr[t]);
+  }
+}
+
+template <class B, int NT>
+void rows_q32(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, float* Y,
+              size_t ldy) {
+  const size_t nb = cols / 32;
+  for (size_t r = r0; r < r1; ++r) {
+    const uint8_t* w = W + r * rb;
+    __m256 acc[NT], corr[NT];
+    MOE_UNROLL
+    for (int t = 0; t < NT; ++t) acc[t] = corr[t] = _mm256_setzero_ps();
+    size_t b = 0;
+    for (; b + 8 <= nb; b += 8) group_q32<B, NT, true>(w + b * B::kBytes, b, 8, a, acc, corr);
+    if (b < nb) group_q32<B, NT, false>(w + b * B::kBytes, b, int(nb - b), a, acc, corr);
+    MOE_UNROLL
+    for (int t = 0; t < NT; ++t) Y[t * ldy + r] = hsum8(acc[t]) - B::kOffset * hsum8(corr[t]);
+  }
+}
+
+// ---------------- K-quants with Q8_256 activations ----------------
+
+// Broadcast int16 element k of each 128-bit lane (byte pair 2k, 2k+1) across that lane.
+inline __m256i bcast16(__m256i v, int k) { return _mm256_shuffle_epi8(v, _mm256_set1_epi16(short(((2 * k + 1) << 8) | (2 * k)))); }
+
+// Unpacks Q4_K/Q5_K scales: 8 scales and 8 mins (6 bits each) from 12 bytes.
+inline void kscales(const uint8_t* s, uint64_t& sc, uint64_t& mn) {
+  const uint32_t u0 = ld32(s), u1 = ld32(s + 4), u2 = ld32(s + 8);
+  const uint32_t sc_lo = u0 & 0x3f3f3f3fu, mn_lo = u1 & 0x3f3f3f3fu;
+  const uint32_t sc_hi = (u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4);
+  const uint32_t mn_hi = ((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4);
+  sc = uint64_t(sc_lo) | (uint64_t(sc_hi) << 32);
+  mn = uint64_t(mn_lo) | (uint64_t(mn_hi) << 32);
+}
+
+// Q4_K and Q5_K (kHigh): y += dx * (d * sum_s sc_s * dot_s - dmin * sum_s m_s * sum_x_s).
+// Bounds: |dot_s| <= 31*127*32, sc <= 63: the int32 sum over 8 sub-blocks stays below 2^26.
+template <bool kHigh, int NT>
+void rows_q45k(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, float* Y,
+               size_t ldy) {
+  constexpr size_t kBytes = kHigh ? 176 : 144;
+  constexpr size_t kQs = kHigh ? 48 : 16;
+  const size_t nb = cols / 256;
+  const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
+  for (size_t r = r0; r < r1; ++r) {
+    const uint8_t* w = W + r * rb;
+    __m256 acc[NT];
+    MOE_UNROLL
+    for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+    for (size_t b = 0; b < nb; ++b) {
+      const uint8_t* blk = w + b * kBytes;
+      const float d = f16f(blk), dmin = f16f(blk + 2);
+      uint64_t sc8, mn8;
+      kscales(blk + 4, sc8, mn8);
+      const __m128i sc16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<long long>(sc8)));
+      const __m256i scv = _mm256_broadcastsi128_si256(sc16);
+      const __m128i mn = _mm_cvtsi64_si128(static_cast<long long>(mn8));
+      const __m256i mexp = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn, mn));  // m0,m0,m1,m1,...
+      // Two integer accumulators per token (low / high nibble sub-blocks) halve the dependency chain.
+      __m256i isum[NT], isum2[NT];
+      MOE_UNROLL
+      for (int t = 0; t < NT; ++t) isum[t] = isum2[t] = _mm256_setzero_si256();
+      const uint8_t* qs = blk + kQs;
+      __m256i hb = kHigh ? ldu(blk + 16) : _mm256_setzero_si256();
+      MOE_UNROLL
+      for (int j = 0; j < 4; ++j) {
+        const __m256i q = ldu(qs + 32 * j);
+        __m256i lo = _mm256_and_si256(q, m4);
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        if (kHigh) {
+          lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
+          hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one), 4));
+          hb = _mm256_srli_epi16(hb, 2);
+        }
+        const __m256i slo = bcast16(scv, 2 * j), shi = bcast16(scv, 2 * j + 1);
+        MOE_UNROLL
+        for (int t = 0; t < NT; ++t) {
+          const int8_t* x = a[t].q + b * 256 + 64 * j;
+          isum[t] = dot_us_scaled(isum[t], lo, ldu(x), slo);
+          isum2[t] = dot_us_scaled(isum2[t], hi, ldu(x + 32), shi);
+        }
+      }
+      MOE_UNROLL
+      for (int t = 0; t < NT; ++t) {
+        const __m256i msum = _mm256_madd_epi16(mexp, ldu(a[t].bsums + b * 16));
+        const float dx = a[t].d[b];
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(isum[t], isum2[t])), _mm256_set1_ps(d * dx), acc[t]);
+        acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(dmin * dx), acc[t]);
+      }
+    }
+    MOE_UNROLL
+    for (int t = 0; t < NT; ++t) Y[t * ldy + r] = hsum8(acc[t]);
+  }
+}
+
+// Q6_K: y += dx * d * (sum_g sc_g * dot_g - 32 * sum_g sc_g * sum_x_g) over 16 groups of 16.
+// Bounds: |dot| <= 63*127 per pair (no int16 saturation); the int32 total stays below 2^29.
+template <int NT>
+void rows_q6k(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, float* Y,
+              size_t ldy) {
+  const size_t nb = cols / 256;
+  const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
+  for (size_t r = r0; r < r1; ++r) {
+    const uint8_t* w = W + r * rb;
+    __m256 acc[NT];
+    MOE_UNROLL
+    for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+    for (size_t b = 0; b < nb; ++b) {
+      const uint8_t* blk = w + b * 210;
+      const float d = f16f(blk + 208);
+      const __m256i sc_all = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 192)));
+      __m256i isum[NT], isum2[NT];  // even / odd chunks: two shorter dependency chains
+      MOE_UNROLL
+      for (int t = 0; t < NT; ++t) isum[t] = isum2[t] = _mm256_setzero_si256();
+      MOE_UNROLL
+      for (int h = 0; h < 2; ++h) {
+        const uint8_t* ql = blk + 64 * h;
+        const uint8_t* qh = blk + 128 + 32 * h;
+        const __m128i sc8 = _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 192 + 8 * h)));
+        const __m256i scv = _mm256_broadcastsi128_si256(sc8);
+        const __m256i qa = ldu(ql), qb = ldu(ql + 32), hb = ldu(qh);
+        __m256i u[4];
+        u[0] = _mm256_or_si256(_mm256_and_si256(qa, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m30));
+        u[1] = _mm256_or_si256(_mm256_and_si256(qb, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m30));
+        u[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qa, 4), m4), _mm256_and_si256(hb, m30));
+        u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4),
+                               _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30));
+        MOE_UNROLL
+        for (int c = 0; c < 4; ++c) {
+          // Low lane: scale 2c (elements 0..15 of the chunk), high lane: scale 2c+1.
+          const __m256i ctl = _mm256_set_m128i(_mm_set1_epi16(short(((4 * c + 3) << 8) | (4 * c + 2))),
+                                               _mm_set1_epi16(short(((4 * c + 1) << 8) | (4 * c))));
+          const __m256i sc = _mm256_shuffle_epi8(scv, ctl);
+          MOE_UNROLL
+          for (int t = 0; t < NT; ++t) {
+            __m256i& acc_i = (c & 1) ? isum2[t] : isum[t];
+            acc_i = dot_us_scaled(acc_i, u[c], ldu(a[t].q + b * 256 + 128 * h + 32 * c), sc);
+          }
+        }
+      }
+      MOE_UNROLL
+      for (int t = 0; t < NT; ++t) {
+        const __m256i corr = _mm256_madd_epi16(sc_all, ldu(a[t].bsums + b * 16));
+        const __m256i tot = _mm256_sub_epi32(_mm256_add_epi32(isum[t], isum2[t]), _mm256_slli_epi32(corr, 5));
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot), _mm256_set1_ps(d * a[t].d[b]), acc[t]);
+      }
+    }
+    MOE_UNROLL
+    for (int t = 0; t < NT; ++t) Y[t * ldy + r] = hsum8(acc[t]);
+  }
+}
+
+// ---------------- F32 / F16 / BF16 weights with f32 activations ----------------
+#ifdef MOE_DOT_AVX512
+using VF = __m512;
+constexpr size_t kW = 16;
+inline VF vzero() { return _mm512_setzero_ps(); }
+inline VF vload_x(const float* p) { return _mm512_loadu_ps(p); }
+inline VF vfma(VF a, VF b, VF c) { return _mm512_fmadd_ps(a, b, c); }
+inline VF vadd(VF a, VF b) { return _mm512_add_ps(a, b); }
+inline float vsum(VF v) { return hsum8(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1))); }
+inline VF wload_f32(const uint8_t* p) { return _mm512_loadu_ps(p); }
+inline VF wload_f16(const uint8_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+inline VF wload_bf16(const uint8_t* p) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+}
+#else
+using VF = __m256;
+constexpr size_t kW = 8;
+inline VF vzero() { return _mm256_setzero_ps(); }
+inline VF vload_x(const float* p) { return _mm256_loadu_ps(p); }
+inline VF vfma(VF a, VF b, VF c) { return _mm256_fmadd_ps(a, b, c); }
+inline VF vadd(VF a, VF b) { return _mm256_add_ps(a, b); }
+inline float vsum(VF v) { return hsum8(v); }
+inline VF wload_f32(const uint8_t* p) { return _mm256_loadu_ps(reinterpret_cast<const float*>(p)); }
+inline VF wload_f16(const uint8_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+inline VF wload_bf16(const uint8_t* p) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+}
+#endif
+
+struct WF32 {
+  static constexpr size_t kEl = 4;
+  static VF load(const uint8_t* p) { return wload_f32(p); }
+  static float one(const uint8_t* p) { float f; __builtin_memcpy(&f, p, 4); return f; }
+};
+struct WF16 {
+  static constexpr size_t kEl = 2;
+  static VF load(const uint8_t* p) { return wload_f16(p); }
+  static float one(const uint8_t* p) { return f16f(p); }
+};
+struct WBF16 {
+  static constexpr size_t kEl = 2;
+  static VF load(const uint8_t* p) { return wload_bf16(p); }
+  static float one(const uint8_t* p) { uint32_t u = uint32_t(ld16(p)) << 16; float f; __builtin_memcpy(&f, &u, 4); return f; }
+};
+
+// R rows x NT tokens per pass: the weight vectors are loaded once for NT tokens and the activation
+// vectors once for R rows. Every (row, token) keeps its own two accumulators with the same update order
+// whatever R and NT are, so results do not depend on the tiling.
+template <class E, int NT, int R>
+inline void rows_float_r(const uint8_t* w0p, size_t rb, size_t r, size_t cols, const ActView* a, float* Y,
+                         size_t ldy) {
+  VF acc0[R][NT], acc1[R][NT];
+  MOE_UNROLL
+  for (int k = 0; k < R; ++k) {
+    MOE_UNROLL
+    for (int t = 0; t < NT; ++t) acc0[k][t] = acc1[k][t] = vzero();
+  }
+  size_t i = 0;
+  for (; i + 2 * kW <= cols; i += 2 * kW) {
+    VF w0[R], w1[R];
+    MOE_UNROLL
+    for (int k = 0; k < R; ++k) {
+      w0[k] = E::load(w0p + k * rb + i * E::kEl);
+      w1[k] = E::load(w0p + k * rb + (i + kW) * E::kEl);
+    }
+    MOE_UNROLL
+    for (int t = 0; t < NT; ++t) {
+      const VF x0 = vload_x(a[t].x + i), x1 = vload_x(a[t].x + i + kW);
+      MOE_UNROLL
+      for (int k = 0; k < R; ++k) {
+        acc0[k][t] = vfma(w0[k], x0, acc0[k][t]);
+        acc1[k][t] = vfma(w1[k], x1, acc1[k][t]);
+      }
+    }
+  }
+  if (i + kW <= cols) {
+    MOE_UNROLL
+    for (int k = 0; k < R; ++k) {
+      const VF w0 = E::load(w0p + k * rb + i * E::kEl);
+      MOE_UNROLL
+      for (int t = 0; t < NT; ++t) acc0[k][t] = vfma(w0, vload_x(a[t].x + i), acc0[k][t]);
+    }
+    i += kW;
+  }
+  MOE_UNROLL
+  for (int k = 0; k < R; ++k) {
+    const uint8_t* w = w0p + k * rb;
+    MOE_UNROLL
+    for (int t = 0; t < NT; ++t) {
+      float sum = vsum(vadd(acc0[k][t], acc1[k][t]));
+      for (size_t c = i; c < cols; ++c) sum += E::one(w + c * E::kEl) * a[t].x[c];
+      Y[t * ldy + r + size_t(k)] = sum;
+    }
+  }
+}
+
+template <class E, int NT>
+void rows_float(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, float* Y,
+                size_t ldy) {
+  size_t r = r0;
+#ifdef MOE_DOT_AVX512
+  // Two rows at a time (2 x 4 tokens x 2 accumulators = 16 of the 32 vector registers).
+  if (NT > 1)
+    for (; r + 2 <= r1; r += 2) rows_float_r<E, NT, 2>(W + r * rb, rb, r, cols, a, Y, ldy);
+#endif
+  for (; r < r1; ++r) rows_float_r<E, NT, 1>(W + r * rb, rb, r, cols, a, Y, ldy);
+}
+
+// ---------------- activation quantizers (contract in matmul_internal.h) ----------------
+inline float hmax8(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
+inline int hsum8i(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+  return _mm_cvtsi128_si32(s);
+}
+// Quantizes 32 floats with multiplier id; stores 32 int8, returns their int32 sums in 8 lanes (two
+// groups of 16: lanes of v0+v1 are elements 0..15, v2+v3 elements 16..31).
+inline void quant32(const float* x, __m256 id, int8_t* q, __m256i& sum_lo, __m256i& sum_hi) {
+  const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+  __m256i v[4];
+  MOE_UNROLL
+  for (int k = 0; k < 4; ++k) {
+    // cvtps rounds to nearest even (the default MXCSR mode), as nearbyint.
+    v[k] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * k), id));
+    v[k] = _mm256_min_epi32(_mm256_max_epi32(v[k], lo), hi);
+  }
+  const __m256i p16a = _mm256_packs_epi32(v[0], v[1]), p16b = _mm256_packs_epi32(v[2], v[3]);
+  const __m256i p8 = _mm256_packs_epi16(p16a, p16b);  // lane-interleaved: fix the dword order
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+  sum_lo = _mm256_add_epi32(v[0], v[1]);
+  sum_hi = _mm256_add_epi32(v[2], v[3]);
+}
+inline float amax_of(const float* x, size_t n) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 m = _mm256_setzero_ps();
+  for (size_t i = 0; i < n; i += 8) m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(x + i), abs_mask));
+  return hmax8(m);
+}
+
+void quant_q8_32(const float* x, size_t cols, int8_t* q, float* d, float* s, bool paired) {
+  const size_t nb = cols / 32;
+  for (size_t b = 0; b < nb; ++b) {
+    const float amax = amax_of(x + 32 * b, 32);
+    const float db = amax / 127.0f;
+    const float id = db > 0.0f ? 127.0f / amax : 0.0f;
+    __m256i s0, s1;
+    quant32(x + 32 * b, _mm256_set1_ps(id), q + 32 * b, s0, s1);
+    d[b] = db;
+    s[b] = db * static_cast<float>(hsum8i(_mm256_add_epi32(s0, s1)));
+    if (paired && (b & 1)) {  // both blocks of the pair are done: interleave their halves
+      const __m256i q0 = ldu(q + 32 * (b - 1)), q1 = ldu(q + 32 * b);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + 32 * (b - 1)), _mm256_permute2x128_si256(q0, q1, 0x20));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + 32 * b), _mm256_permute2x128_si256(q0, q1, 0x31));
+    }
+  }
+}
+
+void quant_q8_256(const float* x, size_t cols, int8_t* q, float* d, int16_t* bsums) {
+  for (size_t b = 0; b < cols / 256; ++b) {
+    const float amax = amax_of(x + 256 * b, 256);
+    const float db = amax / 127.0f;
+    const __m256 id = _mm256_set1_ps(db > 0.0f ? 127.0f / amax : 0.0f);
+    MOE_UNROLL
+    for (int k = 0; k < 8; ++k) {
+      __m256i s0, s1;
+      quant32(x + 256 * b + 32 * k, id, q + 256 * b + 32 * k, s0, s1);
+      bsums[16 * b + 2 * k] = static_cast<int16_t>(hsum8i(s0));
+      bsums[16 * b + 2 * k + 1] = static_cast<int16_t>(hsum8i(s1));
+    }
+    d[b] = db;
+  }
+}
+
+// ---------------- tile entry points ----------------
+template <template <int> class K>
+void tile(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, int nt, float* Y,
+          size_t ldy) {
+  static_assert(kMaxTile == 4, "tile() instantiates 1..4 tokens");
+  switch (nt) {
+    case 1: K<1>::run(W, rb, r0, r1, cols, a, Y, ldy); break;
+    case 2: K<2>::run(W, rb, r0, r1, cols, a, Y, ldy); break;
+    case 3: K<3>::run(W, rb, r0, r1, cols, a, Y, ldy); break;
+    default: K<4>::run(W, rb, r0, r1, cols, a, Y, ldy); break;
+  }
+}
+
+template <class B> struct KQ32 { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_q32<B, NT>(W, rb, r0, r1, c, a, Y, l); } }; };
+template <class B> struct KNib { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_nib<B, NT>(W, rb, r0, r1, c, a, Y, l); } }; };
+template <bool H> struct KQ45 { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_q45k<H, NT>(W, rb, r0, r1, c, a, Y, l); } }; };
+template <int NT> struct KQ6 { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_q6k<NT>(W, rb, r0, r1, c, a, Y, l); } };
+template <class E> struct KF { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_float<E, NT>(W, rb, r0, r1, c, a, Y, l); } }; };
+
+void fill(KernelTable& t) {
+  for (int i = 0; i < kNumTypes; ++i) { t.fn[i] = nullptr; t.act[i] = ActKind::F32; }
+  auto set = [&](int type, TileFn f, ActKind k) { t.fn[type] = f; t.act[type] = k; };
+  set(0, &tile<KF<WF32>::K>, ActKind::F32);
+  set(1, &tile<KF<WF16>::K>, ActKind::F32);
+  set(30, &tile<KF<WBF16>::K>, ActKind::F32);
+  set(2, &tile<KNib<NibQ4_0>::K>, ActKind::Q8_32P);
+  set(8, &tile<KQ32<Q8_0>::K>, ActKind::Q8_32);
+  set(39, &tile<KNib<NibMXFP4>::K>, ActKind::Q8_32P);
+  set(12, &tile<KQ45<false>::K>, ActKind::Q8_256);
+  set(13, &tile<KQ45<true>::K>, ActKind::Q8_256);
+  set(14, &tile<KQ6>, ActKind::Q8_256);
+  t.quant32 = &quant_q8_32;
+  t.quant256 = &quant_q8_256;
+}
+
+}  // namespace
+}  // namespace MOE_DOT_NS
+}  // namespace moe::kernels::detail

@@ -1,0 +1,229 @@
+// matmul / matvec (moe/kernels/matmul.h): argument checks, dispatch by SimdLevel, the scalar reference
+// level (dequantize_row + f32 dot), activation quantization (Q8_0-style blocks of 32 with per-block
+// d*sum, Q8_K-style blocks of 256 with sums per 16; the quantizers live with the ISA kernels) and the
+// rows x tokens tiling around the ISA kernels.
+// Thread-safety: scratch is thread_local (grown on first use, never shrunk), so concurrent calls from
+// different threads are safe and steady-state calls allocate nothing.
+#include "moe/kernels/matmul.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "matmul_internal.h"
+#include "moe/kernels/cpu_features.h"
+#include "moe/kernels/quant.h"
+
+namespace moe::kernels {
+namespace {
+
+using detail::ActKind;
+using detail::ActView;
+using detail::KernelTable;
+
+struct Tables {
+  KernelTable avx2{};
+  KernelTable avx512{};
+  SimdLevel best = SimdLevel::Scalar;
+};
+
+const Tables& tables() {
+  static const Tables t = [] {
+    Tables r;
+    const CpuFeatures& f = cpu_features();
+#if defined(__x86_64__)
+    if (f.has_avx2_level()) {
+      detail::fill_table_avx2(r.avx2);
+      r.best = SimdLevel::AVX2;
+    }
+    if (f.has_avx512_level()) {
+      detail::fill_table_avx512(r.avx512);
+      r.best = SimdLevel::AVX512;
+    }
+#else
+    (void)f;
+#endif
+    return r;
+  }();
+  return t;
+}
+
+const KernelTable* table_for(SimdLevel level) {
+  const Tables& t = tables();
+  if (level > t.best) level = t.best;
+  switch (level) {
+    case SimdLevel::AVX512: return &t.avx512;
+    case SimdLevel::AVX2: return &t.avx2;
+    default: return nullptr;
+  }
+}
+
+struct ActScratch {
+  std::vector<int8_t> q;
+  std::vector<float> d, s;
+  std::vector<int16_t> bsums;
+  std::vector<ActView> views;
+};
+
+// Fills views[0..n) for kind; quantizes the tokens (in parallel when there are several).
+const ActView* prepare_acts(const KernelTable& tab, ActKind kind, const float* X, size_t n, size_t cols,
+                           ThreadPool* pool) {
+  thread_local ActScratch sc;
+  if (sc.views.size() < n) sc.views.resize(n);
+  if (kind == ActKind::F32) {
+    for (size_t t = 0; t < n; ++t) sc.views[t] = ActView{X + t * cols, nullptr, nullptr, nullptr, nullptr};
+    return sc.views.data();
+  }
+  const size_t blk = kind == ActKind::Q8_256 ? 256 : 32;
+  const size_t nb = cols / blk;
+  if (sc.q.size() < n * cols) sc.q.resize(n * cols);
+  if (sc.d.size() < n * nb) sc.d.resize(n * nb);
+  if (kind != ActKind::Q8_256 && sc.s.size() < n * nb) sc.s.resize(n * nb);
+  if (kind == ActKind::Q8_256 && sc.bsums.size() < n * cols / 16) sc.bsums.resize(n * cols / 16);
+  for (size_t t = 0; t < n; ++t) {
+    ActView& v = sc.views[t];
+    v = ActView{};
+    v.q = sc.q.data() + t * cols;
+    v.d = sc.d.data() + t * nb;
+    if (kind != ActKind::Q8_256) v.s = sc.s.data() + t * nb;
+    else v.bsums = sc.bsums.data() + t * cols / 16;
+  }
+  ActView* views = sc.views.data();
+  auto quant = [&](size_t t0, size_t t1, int) {
+    for (size_t t = t0; t < t1; ++t) {
+      ActView& v = views[t];
+      if (kind != ActKind::Q8_256)
+        tab.quant32(X + t * cols, cols, const_cast<int8_t*>(v.q), const_cast<float*>(v.d), const_cast<float*>(v.s),
+                    kind == ActKind::Q8_32P);
+      else
+        tab.quant256(X + t * cols, cols, const_cast<int8_t*>(v.q), const_cast<float*>(v.d),
+                            const_cast<int16_t*>(v.bsums));
+    }
+  };
+  if (pool && n > 1) pool->parallel_for(n, quant, 1);
+  else quant(0, n, 0);
+  return views;
+}
+
+// ---- the scalar reference level ----
+
+float dot_f32(const float* a, const float* b, size_t n) {
+  // Four interleaved partial sums in a fixed order (deterministic, lets the CPU overlap the adds).
+  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += a[i] * b[i];
+    s1 += a[i + 1] * b[i + 1];
+    s2 += a[i + 2] * b[i + 2];
+    s3 += a[i + 3] * b[i + 3];
+  }
+  for (; i < n; ++i) s0 += a[i] * b[i];
+  return (s0 + s1) + (s2 + s3);
+}
+
+void scalar_rows(TensorType wt, const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const float* X,
+                 size_t n, float* Y, size_t ldy) {
+  thread_local std::vector<float> row;
+  if (row.size() < cols) row.resize(cols);
+  for (size_t r = r0; r < r1; ++r) {
+    const float* w;
+    if (wt == TensorType::F32) {
+      w = reinterpret_cast<const float*>(W + r * rb);
+    } else {
+      dequantize_row(wt, W + r * rb, row.data(), static_cast<int64_t>(cols));
+      w = row.data();
+    }
+    for (size_t t = 0; t < n; ++t) Y[t * ldy + r] = dot_f32(w, X + t * cols, cols);
+  }
+}
+
+[[noreturn]] void bad_arg(const std::string& what) { throw std::invalid_argument("moe::kernels::matmul: " + what); }
+
+}  // namespace
+
+const char* simd_level_name(SimdLevel l) noexcept {
+  switch (l) {
+    case SimdLevel::Scalar: return "scalar";
+    case SimdLevel::AVX2: return "avx2";
+    case SimdLevel::AVX512: return "avx512";
+  }
+  return "unknown";
+}
+
+SimdLevel best_simd_level() noexcept { return tables().best; }
+
+bool matmul_supported(TensorType wt) noexcept {
+  const TypeTraits* tr = type_traits(static_cast<uint32_t>(wt));
+  return tr && tr->dequantizable;
+}
+
+bool matmul_has_simd(TensorType wt, SimdLevel level) noexcept {
+  const KernelTable* t = table_for(level);
+  const uint32_t i = static_cast<uint32_t>(wt);
+  return t && level <= best_simd_level() && i < uint32_t(detail::kNumTypes) && t->fn[i] != nullptr;
+}
+
+void matmul_at(SimdLevel level, TensorType wt, const void* W, size_t rows, size_t cols, const float* X, size_t n,
+               float* Y, ThreadPool* pool) {
+  if (!matmul_supported(wt)) bad_arg(std::string("unsupported weight type ") + type_name(wt));
+  const auto rbo = row_bytes(wt, cols);
+  if (!rbo) bad_arg(std::string("cols ") + std::to_string(cols) + " is not a multiple of the " + type_name(wt) +
+                    " block size");
+  if (n == 0 || rows == 0) return;
+  const size_t rb = static_cast<size_t>(*rbo);
+  const uint8_t* Wb = static_cast<const uint8_t*>(W);
+
+  const KernelTable* table = table_for(level);
+  const uint32_t ti = static_cast<uint32_t>(wt);
+  detail::TileFn fn = table && ti < uint32_t(detail::kNumTypes) ? table->fn[ti] : nullptr;
+
+  // Cache blocking for batches: a block of weight rows (~128 KiB) is re-read from L2 for each tile of
+  // kMaxTile tokens, and the tokens go in blocks whose activations fit beside it in L2 (~512 KiB: f32
+  // activations are 4x larger than quantized ones). With a single tile the whole chunk is one block
+  // (pure streaming). Weights are read from memory once per token block (once for n <= 128 quantized).
+  const size_t ntiles = (n + detail::kMaxTile - 1) / detail::kMaxTile;
+  const size_t rblock = ntiles <= 1 ? rows : std::max<size_t>(1, (size_t(128) << 10) / rb);
+  const bool f32_acts = fn && table->act[ti] == ActKind::F32;
+  const size_t act_bytes = cols * (f32_acts ? 4 : 1) + 1;
+  const size_t tblock = std::max<size_t>(detail::kMaxTile, (size_t(512) << 10) / act_bytes / detail::kMaxTile * detail::kMaxTile);
+  // Grain: several rows per chunk so chunk bookkeeping is negligible; for large batches a chunk is
+  // a whole cache block.
+  const size_t grain = std::max<size_t>(ntiles <= 1 ? 16 : rblock, 1);
+
+  if (!fn) {
+    auto body = [&](size_t r0, size_t r1, int) { scalar_rows(wt, Wb, rb, r0, r1, cols, X, n, Y, rows); };
+    if (pool) pool->parallel_for(rows, body, 16);
+    else body(0, rows, 0);
+    return;
+  }
+
+  const ActView* acts = prepare_acts(*table, table->act[ti], X, n, cols, pool);
+  auto body = [&](size_t r0, size_t r1, int) {
+    for (size_t tb0 = 0; tb0 < n; tb0 += tblock) {
+      const size_t tb1 = std::min(n, tb0 + tblock);
+      for (size_t b0 = r0; b0 < r1; b0 += rblock) {
+        const size_t b1 = std::min(r1, b0 + rblock);
+        for (size_t t0 = tb0; t0 < tb1; t0 += detail::kMaxTile) {
+          const int nt = static_cast<int>(std::min<size_t>(detail::kMaxTile, tb1 - t0));
+          fn(Wb, rb, b0, b1, cols, acts + t0, nt, Y + t0 * rows, rows);
+        }
+      }
+    }
+  };
+  if (pool) pool->parallel_for(rows, body, grain);
+  else body(0, rows, 0);
+}
+
+void matmul(TensorType wt, const void* W, size_t rows, size_t cols, const float* X, size_t n, float* Y,
+            ThreadPool* pool) {
+  matmul_at(best_simd_level(), wt, W, rows, cols, X, n, Y, pool);
+}
+
+void matvec(TensorType wt, const void* W, size_t rows, size_t cols, const float* x, float* y, ThreadPool* pool) {
+  matmul_at(best_simd_level(), wt, W, rows, cols, x, 1, y, pool);
+}
+
+}  // namespace moe::kernels
