@@ -28,4 +28,7 @@ struct Registrar {
 // Throws CLI::ValidationError on bad input.
 uint64_t parse_bytes(const std::string& s);
 
+// The --version text: version, compiled backends, CPU features and the kernel level in use.
+std::string version_string();
+
 }  // namespace moe::tools

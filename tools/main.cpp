@@ -4,6 +4,8 @@
 
 #include "cli.h"
 #include "moe/error.h"
+#include "moe/kernels/cpu_features.h"
+#include "moe/kernels/matmul.h"
 
 namespace moe::tools {
 
@@ -33,19 +35,37 @@ uint64_t parse_bytes(const std::string& s) {
   return static_cast<uint64_t>(v * mul);
 }
 
+// "moe 0.1.0\nbackends: cpu[, cuda]\ncpu: avx2 fma f16c avx512f ... (kernels: avx512)"
+std::string version_string() {
+  const auto& f = moe::kernels::cpu_features();
+  std::string feats;
+  auto add = [&](bool on, const char* n) {
+    if (on) feats += std::string(feats.empty() ? "" : " ") + n;
+  };
+  add(f.avx2, "avx2");
+  add(f.fma, "fma");
+  add(f.f16c, "f16c");
+  add(f.avx512f, "avx512f");
+  add(f.avx512bw, "avx512bw");
+  add(f.avx512vl, "avx512vl");
+  add(f.avx512vnni, "avx512vnni");
+  add(f.avx512bf16, "avx512bf16");
+  std::string s = std::string("moe ") + MOE_VERSION + "\nbackends: cpu";
+#ifdef MOE_HAVE_CUDA
+  s += ", cuda (sm_75 sm_80 sm_86 sm_89 sm_90 + PTX)";
+#endif
+  s += "\ncpu features: " + (feats.empty() ? std::string("none") : feats) +
+       "\ncpu kernels: " + moe::kernels::simd_level_name(moe::kernels::best_simd_level());
+  return s;
+}
+
 }  // namespace moe::tools
 
 int main(int argc, char** argv) {
   using namespace moe::tools;
   CLI::App app{"moe: run Mixture-of-Experts models larger than your memory"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", std::string("moe ") + MOE_VERSION
-#ifdef MOE_HAVE_CUDA
-                                        + " (backends: cpu, cuda)"
-#else
-                                        + " (backends: cpu)"
-#endif
-  );
+  app.set_version_flag("--version", [] { return version_string(); });
   std::vector<std::pair<CLI::App*, Action>> actions;
   for (auto& def : commands()) {
     CLI::App* sub = app.add_subcommand(def.name, def.help);

@@ -38,6 +38,9 @@ struct Gating {
   uint32_t n_group = 0;           // group-limited top-k (0 = off)
   uint32_t topk_group = 0;
   bool shared_gate = false;       // shared expert output multiplied by sigmoid(x . w_shared_gate)
+  // Additions (model helper):
+  bool router_bias = false;        // ffn_gate_inp.bias added to the router logits (gpt-oss)
+  bool weight_before_ffn = false;  // expert input scaled by its weight before the FFN (llama4)
 };
 
 struct LayerSpec {
@@ -75,6 +78,22 @@ struct ModelSpec {
   std::vector<LayerSpec> layers;
   // Tokenizer facts the engine needs without loading the tokenizer.
   std::optional<uint32_t> bos_id, eos_id;
+
+  // Additions (model helper); defaults mean "not used by this architecture".
+  bool layer_norm = false;        // LayerNorm (phimoe, dbrx) instead of RMSNorm; epsilon in rms_eps
+  bool attn_out_bias = false;     // attn_output carries a bias (gpt-oss, phimoe)
+  bool fused_qkv = false;         // one attn_qkv projection (dbrx) instead of attn_q/k/v
+  bool qk_l2_norm = false;        // llama4: L2-normalize q and k (no weights) on RoPE layers
+  bool attn_sinks = false;        // gpt-oss: per-head attention sink logits (attn_sinks tensor)
+  uint32_t n_swa = 0;             // sliding-window size (gpt-oss: every other layer, starting at 0)
+  uint32_t no_rope_layer_step = 0;  // llama4: every n-th layer (il+1) % n == 0 uses no RoPE
+  uint32_t q_lora_rank = 0, kv_lora_rank = 0;  // deepseek2 MLA (0 = plain attention)
+  float yarn_log_mul = 0.0f;      // deepseek2 YaRN mscale multiplier
+  float clamp_kqv = 0.0f;         // dbrx: clamp q/k/v activations to [-c, c] (0 = off)
+  // granitemoe multipliers (0 = not used)
+  float embedding_scale = 0.0f, residual_scale = 0.0f, attention_scale = 0.0f, logit_scale = 0.0f;
+  uint32_t n_ff_dense = 0;        // feed_forward_length: hidden size of dense FFN layers
+  uint32_t n_moe_layer = 0;       // number of layers with routed experts
 };
 
 // Reads and validates the spec. Throws moe::Error: Unsupported naming the architecture when it is
@@ -110,12 +129,32 @@ class ExpertTable {
   const ExpertSlices* at(uint32_t layer, uint32_t expert) const noexcept;
   uint64_t max_expert_bytes() const noexcept { return max_bytes_; }
   uint64_t total_bytes() const noexcept { return total_bytes_; }
+  bool is_moe_layer(uint32_t layer) const noexcept { return layer < n_layer_ && moe_layer_[layer]; }
+  // Bytes of every file tensor that belongs to no expert (always resident: attention, norms,
+  // routers, shared experts, embeddings). dense_bytes() + total_bytes() == sum of tensor sizes.
+  uint64_t dense_bytes() const noexcept { return dense_bytes_; }
+  // Names of the tensors whose bytes are expert slices (stacked *_exps and their biases, or
+  // per-expert tensors); everything else is dense.
+  const std::vector<std::string>& expert_tensor_names() const noexcept { return expert_tensors_; }
 
  private:
   uint32_t n_layer_ = 0, n_expert_ = 0;
   std::vector<ExpertSlices> e_;  // n_layer x n_expert, empty slices for dense layers
   std::vector<bool> moe_layer_;
   uint64_t max_bytes_ = 0, total_bytes_ = 0;
+  uint64_t dense_bytes_ = 0;
+  std::vector<std::string> expert_tensors_;
 };
+
+// Byte accounting of a model as `moe inspect` reports it.
+struct ModelBytes {
+  uint64_t file = 0;              // file size
+  uint64_t tensors = 0;           // sum of tensor sizes
+  uint64_t dense = 0;             // always resident (tensors in no expert)
+  uint64_t experts = 0;           // all routed experts
+  uint64_t per_expert = 0;        // one expert (the largest)
+  uint64_t active_per_token = 0;  // dense + n_expert_used experts in every MoE layer
+};
+ModelBytes model_bytes(const gguf::GgufFile& f, const ModelSpec& spec, const ExpertTable& t);
 
 }  // namespace moe

@@ -1,0 +1,52 @@
+// moe/gen.h — synthetic MoE models: random weights in the real GGUF layout of an architecture
+// (tensor names, shapes and the metadata keys llama.cpp requires), with a real tokenizer's metadata
+// copied from a vocabulary GGUF. Used by `moe gen`, the tests and the benchmarks.
+// generate_model() is reentrant (no global state); it writes one file and uses opts.threads threads.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace moe {
+
+struct GenOptions {
+  std::string arch;    // llama (Mixtral layout), qwen2moe, qwen3moe, olmoe; empty = from preset (else qwen3moe)
+  std::string out;     // output path (required)
+  std::string preset;  // "", "tiny", "olmoe-1b-7b", "qwen3-30b-a3b", "mixtral-8x7b"
+  // Dimensions; 0 = from the preset (or the tiny defaults).
+  uint32_t n_layer = 0, n_embd = 0;
+  uint32_t n_ff = 0;         // hidden size of one routed expert
+  uint32_t n_ff_shared = 0;  // qwen2moe shared expert hidden size
+  uint32_t n_expert = 0, n_expert_used = 0;
+  uint32_t n_head = 0, n_head_kv = 0, head_dim = 0;
+  uint32_t n_ctx = 0;
+  uint32_t n_vocab = 0;  // 0 = the vocabulary file's size; larger pads it with unused tokens
+  std::string type = "f32";  // type of the projection and expert weights (norms, routers stay f32)
+  uint64_t seed = 1;
+  // Vocabulary: a path to a GGUF, a name from <data>/tokenizers (ggml-vocab-NAME.gguf, e.g. "gpt-2"),
+  // "" = the architecture's default (llama-spm for llama, gpt-2 otherwise), or "none" = no tokenizer
+  // (tokenizer.ggml.model "none"; n_vocab from n_vocab, default 256) for fast tests.
+  std::string vocab;
+  std::string data_dir;  // folder holding tokenizers/; "" = $MOE_SHARED_DATA or the build default
+  float router_skew = 0.0f;  // Zipf-like exponent of expert popularity (0 = uniform)
+  unsigned threads = 2;
+  std::function<void(uint64_t bytes_done, uint64_t bytes_total)> progress;  // optional, called per chunk
+};
+
+struct GenResult {
+  GenOptions resolved;  // options after applying the preset and defaults (every dimension set)
+  uint64_t file_bytes = 0;
+  uint64_t n_tensors = 0;
+};
+
+// Applies the preset and defaults. Throws moe::Error (InvalidArgument) for an unknown preset or
+// architecture, or inconsistent dimensions (top-k > experts, heads not dividing, ...).
+GenOptions resolve_gen_options(const GenOptions& opts);
+
+// Writes the model to opts.out in bounded memory (one chunk of a few MiB per thread at a time).
+// Deterministic: the same options (seed included) give byte-identical files, whatever opts.threads.
+// Throws moe::Error: InvalidArgument (options), Unsupported (a type this build cannot quantize to),
+// Io (writing), Corrupt (a bad vocabulary file).
+GenResult generate_model(const GenOptions& opts);
+
+}  // namespace moe

@@ -1,0 +1,452 @@
+// Synthetic model generator (moe/gen.h): random weights written in the GGUF layout llama.cpp
+// expects for llama (Mixtral), qwen2moe, qwen3moe and olmoe, streamed through GgufWriter in chunks
+// so even a 50 GB preset is written in a few MiB of memory. Reentrant; each call spawns at most
+// opts.threads - 1 short-lived worker threads per chunk.
+//
+// Determinism: element j of row r of tensor T is drawn from a generator seeded by
+// (seed, name of T, r) only, so the bytes do not depend on chunking or the thread count.
+// Scales: a weight with fan-in n is uniform with standard deviation 1/sqrt(n) (output projections
+// additionally 1/sqrt(2 * n_layer) so the residual stream stays O(1)); norms are 1 +- 0.05; biases
+// small; token embeddings unit variance; the LM head 3/sqrt(n_embd) so logits are peaked.
+// Router skew S: in layer L the router row of the expert ranked k (ranks are a seeded permutation
+// per layer) is scaled by (1 + k)^-S (then rescaled to unit RMS). A row with a larger norm gives a
+// logit with a larger spread, so it wins top-k more often: popularity falls with rank, Zipf-like.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "moe/error.h"
+#include "moe/gen.h"
+#include "moe/gguf.h"
+#include "moe/kernels/quant.h"
+#include "moe/kernels/types.h"
+
+#ifndef MOE_DEFAULT_DATA_DIR
+#define MOE_DEFAULT_DATA_DIR ""
+#endif
+
+namespace moe {
+namespace {
+
+struct Preset {
+  const char* name;
+  const char* arch;
+  uint32_t n_layer, n_embd, n_ff, n_ff_shared, n_expert, n_used, n_head, n_head_kv, head_dim, n_ctx, n_vocab;
+  float rope_base, eps;
+};
+// Shapes of the public releases (the names say which); tiny is for tests.
+constexpr Preset kPresets[] = {
+    {"tiny", "", 4, 128, 128, 0, 8, 2, 4, 2, 32, 2048, 0, 10000.0f, 1e-5f},
+    {"olmoe-1b-7b", "olmoe", 16, 2048, 1024, 0, 64, 8, 16, 16, 128, 4096, 50304, 10000.0f, 1e-5f},
+    {"qwen3-30b-a3b", "qwen3moe", 48, 2048, 768, 0, 128, 8, 32, 4, 128, 40960, 0, 1000000.0f, 1e-6f},
+    {"mixtral-8x7b", "llama", 32, 4096, 14336, 0, 8, 2, 32, 8, 128, 32768, 0, 1000000.0f, 1e-5f},
+};
+constexpr const char* kArchs[] = {"llama", "qwen2moe", "qwen3moe", "olmoe"};
+
+const Preset& find_preset(const std::string& name) {
+  const std::string n = name.empty() ? "tiny" : name;
+  for (const auto& p : kPresets)
+    if (n == p.name) return p;
+  std::string list;
+  for (const auto& p : kPresets) list += fmt::format("{}{}", list.empty() ? "" : ", ", p.name);
+  fail(ErrorCode::InvalidArgument, "unknown preset '{}' (known: {})", name, list);
+}
+
+uint64_t splitmix(uint64_t& s) {
+  uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
+  return h;
+}
+uint64_t row_seed(uint64_t seed, uint64_t name_hash, uint64_t row) {
+  uint64_t s = seed ^ (name_hash * 0x9E3779B97F4A7C15ull);
+  splitmix(s);
+  s ^= row * 0xD1B54A32D192ED03ull;
+  splitmix(s);
+  return s;
+}
+// Uniform in [-1, 1) from the top 24 bits.
+inline float unit(uint64_t& s) { return static_cast<float>(splitmix(s) >> 40) * (2.0f / 16777216.0f) - 1.0f; }
+
+enum class Init { Weight, Norm, Bias, Embed, Router };
+
+struct TPlan {
+  std::string name;
+  TensorType type = TensorType::F32;
+  std::vector<uint64_t> ne;
+  Init init = Init::Weight;
+  float std = 0.0f;
+  uint32_t layer = 0;
+};
+
+struct Plan {
+  GenOptions o;
+  const Preset* preset = nullptr;
+  TensorType req = TensorType::F32;
+  std::vector<TPlan> tensors;
+  std::vector<std::vector<float>> router_scale;  // [layer][expert]
+};
+
+// Tensor type for a weight of row length ne0 under the requested type: norms, biases, routers
+// stay f32 (llama.cpp's quantizer keeps ffn_gate_inp in f32 too); q4_K gets a Q4_K_M-like mix
+// (LM head in q6_K); rows that do not fit the block size fall back to q8_0, then f16.
+TensorType pick_type(const std::string& name, size_t n_dims, uint64_t ne0, TensorType req) {
+  if (n_dims < 2 || name.find("ffn_gate_inp") != std::string::npos) return TensorType::F32;
+  TensorType t = req;
+  if (req == TensorType::Q4_K && name == "output.weight") t = TensorType::Q6_K;
+  for (TensorType c : {t, TensorType::Q8_0, TensorType::F16})
+    if (ne0 % traits(c).block_elems == 0) return c;
+  return TensorType::F32;
+}
+
+std::string resolve_data_dir(const GenOptions& o) {
+  if (!o.data_dir.empty()) return o.data_dir;
+  if (const char* e = std::getenv("MOE_SHARED_DATA"); e && *e) return e;
+  return MOE_DEFAULT_DATA_DIR;
+}
+
+// Tokenizer metadata (all tokenizer.* keys) from a vocabulary GGUF, padded to n_vocab if asked.
+struct Vocab {
+  std::vector<std::pair<std::string, gguf::Value>> kv;
+  uint32_t n = 0;
+};
+
+Vocab load_vocab(const GenOptions& o) {
+  Vocab v;
+  if (o.vocab == "none") {
+    v.n = o.n_vocab ? o.n_vocab : 256;
+    v.kv.emplace_back("tokenizer.ggml.model", gguf::Value::make_string("none"));
+    return v;
+  }
+  std::string name = o.vocab.empty() ? (o.arch == "llama" ? "llama-spm" : "gpt-2") : o.vocab;
+  std::string path = name;
+  if (name.find('/') == std::string::npos && name.find(".gguf") == std::string::npos) {
+    std::string dir = resolve_data_dir(o);
+    if (dir.empty())
+      fail(ErrorCode::InvalidArgument, "vocabulary '{}': no data folder (set MOE_SHARED_DATA or pass a path)", name);
+    path = fmt::format("{}/tokenizers/ggml-vocab-{}.gguf", dir, name);
+  }
+  auto f = gguf::GgufFile::open(path);
+  for (const auto& [k, val] : f->metadata())
+    if (k.rfind("tokenizer.", 0) == 0) v.kv.emplace_back(k, val);
+  const gguf::Value* toks = f->find("tokenizer.ggml.tokens");
+  if (!toks || toks->type != gguf::ValueType::ARRAY || toks->elem_type != gguf::ValueType::STRING || toks->arr.empty())
+    fail(ErrorCode::Corrupt, "{}: no 'tokenizer.ggml.tokens' string array: not a vocabulary file", path);
+  const size_t have = toks->arr.size();
+  v.n = static_cast<uint32_t>(have);
+  if (o.n_vocab && o.n_vocab < have)
+    fail(ErrorCode::InvalidArgument, "vocabulary size {} is smaller than the {} tokens of {}", o.n_vocab, have, path);
+  if (o.n_vocab > have) {
+    // Pad with unused tokens (llama.cpp token type 5 = UNUSED), as converters do for padded embeddings.
+    for (auto& [k, val] : v.kv) {
+      if (val.type != gguf::ValueType::ARRAY || val.arr.size() != have) continue;
+      for (size_t i = have; i < o.n_vocab; ++i) {
+        if (k == "tokenizer.ggml.tokens") val.arr.push_back(gguf::Value::make_string(fmt::format("<|moe_pad_{}|>", i)));
+        else if (k == "tokenizer.ggml.token_type" && val.elem_type == gguf::ValueType::INT32)
+          val.arr.push_back(gguf::Value::make_i32(5));
+        else if (k == "tokenizer.ggml.scores" && val.elem_type == gguf::ValueType::FLOAT32)
+          val.arr.push_back(gguf::Value::make_f32(0.0f));
+        else
+          fail(ErrorCode::Corrupt, "{}: cannot pad per-token array '{}' of {}", path, k,
+               gguf::value_type_name(val.elem_type));
+      }
+    }
+    v.n = o.n_vocab;
+  }
+  return v;
+}
+
+void add_weight(Plan& p, std::string name, std::vector<uint64_t> ne, float std_scale = 1.0f, uint32_t layer = 0) {
+  TPlan t;
+  t.type = pick_type(name, ne.size(), ne[0], p.req);
+  t.name = std::move(name);
+  t.std = std_scale / std::sqrt(static_cast<float>(ne[0]));
+  t.ne = std::move(ne);
+  t.layer = layer;
+  p.tensors.push_back(std::move(t));
+}
+void add_vec(Plan& p, std::string name, uint64_t n, Init init) {
+  TPlan t;
+  t.name = std::move(name);
+  t.ne = {n};
+  t.init = init;
+  t.std = init == Init::Bias ? 0.02f : 0.05f;
+  p.tensors.push_back(std::move(t));
+}
+
+void build_tensors(Plan& p, uint32_t n_vocab) {
+  const GenOptions& o = p.o;
+  const uint64_t E = o.n_embd, F = o.n_ff, X = o.n_expert, HD = o.head_dim;
+  const uint64_t q_dim = uint64_t(o.n_head) * HD, kv_dim = uint64_t(o.n_head_kv) * HD;
+  const float out_scale = 1.0f / std::sqrt(2.0f * static_cast<float>(o.n_layer));
+  {
+    TPlan t;
+    t.name = "token_embd.weight";
+    t.ne = {E, n_vocab};
+    t.type = pick_type(t.name, 2, E, p.req);
+    t.init = Init::Embed;
+    t.std = 1.0f;
+    p.tensors.push_back(std::move(t));
+  }
+  add_vec(p, "output_norm.weight", E, Init::Norm);
+  add_weight(p, "output.weight", {E, n_vocab}, 3.0f);
+  for (uint32_t il = 0; il < o.n_layer; ++il) {
+    auto n = [il](const char* what) { return fmt::format("blk.{}.{}", il, what); };
+    add_vec(p, n("attn_norm.weight"), E, Init::Norm);
+    add_weight(p, n("attn_q.weight"), {E, q_dim});
+    add_weight(p, n("attn_k.weight"), {E, kv_dim});
+    add_weight(p, n("attn_v.weight"), {E, kv_dim});
+    if (o.arch == "qwen2moe") {
+      add_vec(p, n("attn_q.bias"), q_dim, Init::Bias);
+      add_vec(p, n("attn_k.bias"), kv_dim, Init::Bias);
+      add_vec(p, n("attn_v.bias"), kv_dim, Init::Bias);
+    }
+    if (o.arch == "qwen3moe") {
+      add_vec(p, n("attn_q_norm.weight"), HD, Init::Norm);
+      add_vec(p, n("attn_k_norm.weight"), HD, Init::Norm);
+    }
+    if (o.arch == "olmoe") {
+      add_vec(p, n("attn_q_norm.weight"), q_dim, Init::Norm);
+      add_vec(p, n("attn_k_norm.weight"), kv_dim, Init::Norm);
+    }
+    add_weight(p, n("attn_output.weight"), {q_dim, E}, out_scale);
+    add_vec(p, n("ffn_norm.weight"), E, Init::Norm);
+    {
+      TPlan t;
+      t.name = n("ffn_gate_inp.weight");
+      t.ne = {E, X};
+      t.type = TensorType::F32;
+      t.init = Init::Router;
+      t.std = 1.0f / std::sqrt(static_cast<float>(E));
+      t.layer = il;
+      p.tensors.push_back(std::move(t));
+    }
+    add_weight(p, n("ffn_gate_exps.weight"), {E, F, X});
+    add_weight(p, n("ffn_up_exps.weight"), {E, F, X});
+    add_weight(p, n("ffn_down_exps.weight"), {F, E, X}, out_scale);
+    if (o.arch == "qwen2moe") {
+      const uint64_t FS = o.n_ff_shared;
+      add_weight(p, n("ffn_gate_inp_shexp.weight"), {E});
+      p.tensors.back().type = TensorType::F32;
+      add_weight(p, n("ffn_gate_shexp.weight"), {E, FS});
+      add_weight(p, n("ffn_up_shexp.weight"), {E, FS});
+      add_weight(p, n("ffn_down_shexp.weight"), {FS, E}, out_scale);
+    }
+  }
+}
+
+void fill_row(const Plan& p, const TPlan& t, uint64_t name_hash, uint64_t row, float* dst) {
+  uint64_t s = row_seed(p.o.seed, name_hash, row);
+  const uint64_t n = t.ne[0];
+  constexpr float kSqrt3 = 1.7320508f;  // uniform on [-a, a] has standard deviation a / sqrt(3)
+  switch (t.init) {
+    case Init::Norm:
+      for (uint64_t j = 0; j < n; ++j) dst[j] = 1.0f + t.std * unit(s);
+      break;
+    case Init::Bias:
+      for (uint64_t j = 0; j < n; ++j) dst[j] = t.std * unit(s);
+      break;
+    case Init::Router: {
+      const float a = t.std * kSqrt3 * p.router_scale[t.layer][row % p.o.n_expert];
+      for (uint64_t j = 0; j < n; ++j) dst[j] = a * unit(s);
+      break;
+    }
+    default: {
+      const float a = t.std * kSqrt3;
+      for (uint64_t j = 0; j < n; ++j) dst[j] = a * unit(s);
+    }
+  }
+}
+
+void check_quantizable(TensorType t) {
+  if (t == TensorType::F32) return;
+  const auto& tr = traits(t);
+  std::vector<float> src(tr.block_elems, 0.5f);
+  std::vector<uint8_t> dst(tr.block_bytes);
+  if (!tr.quantizable || kernels::quantize_row(t, src.data(), dst.data(), tr.block_elems) != tr.block_bytes)
+    fail(ErrorCode::Unsupported, "tensor type {} cannot be written by this build (no quantizer)", tr.name);
+}
+
+}  // namespace
+
+GenOptions resolve_gen_options(const GenOptions& in) {
+  GenOptions o = in;
+  const Preset& p = find_preset(in.preset);
+  if (p.arch[0]) {
+    if (!o.arch.empty() && o.arch != p.arch)
+      fail(ErrorCode::InvalidArgument, "preset '{}' is a {} model, not {}", p.name, p.arch, o.arch);
+    o.arch = p.arch;
+  }
+  if (o.arch.empty()) o.arch = "qwen3moe";
+  if (std::find_if(std::begin(kArchs), std::end(kArchs), [&](const char* a) { return o.arch == a; }) == std::end(kArchs))
+    fail(ErrorCode::InvalidArgument, "moe gen cannot write architecture '{}' (supported: llama, qwen2moe, qwen3moe, olmoe)",
+         o.arch);
+  o.preset = p.name;
+  auto dflt = [](uint32_t& v, uint32_t d) {
+    if (v == 0) v = d;
+  };
+  dflt(o.n_layer, p.n_layer);
+  dflt(o.n_embd, p.n_embd);
+  dflt(o.n_ff, p.n_ff);
+  dflt(o.n_expert, p.n_expert);
+  dflt(o.n_expert_used, p.n_used);
+  dflt(o.n_head, p.n_head);
+  dflt(o.n_ctx, p.n_ctx);
+  if (o.arch == "qwen2moe") dflt(o.n_ff_shared, p.n_ff_shared ? p.n_ff_shared : 2 * o.n_ff);
+  else o.n_ff_shared = 0;
+  if (o.vocab != "none") dflt(o.n_vocab, p.n_vocab);  // 0 stays "from the file"
+  else dflt(o.n_vocab, 256);
+  const bool full_width = o.arch == "olmoe" || o.arch == "qwen2moe";  // llama.cpp: q is [n_embd, n_embd]
+  if (full_width) {
+    if (o.n_head_kv && o.arch == "olmoe" && o.n_head_kv != o.n_head)
+      fail(ErrorCode::InvalidArgument, "olmoe needs as many kv heads as heads ({} != {})", o.n_head_kv, o.n_head);
+    if (o.n_embd % o.n_head) fail(ErrorCode::InvalidArgument, "{}: n_embd {} is not a multiple of {} heads", o.arch, o.n_embd, o.n_head);
+    if (o.head_dim && o.head_dim != o.n_embd / o.n_head)
+      fail(ErrorCode::InvalidArgument, "{} needs head_dim = n_embd / n_head = {}", o.arch, o.n_embd / o.n_head);
+    o.head_dim = o.n_embd / o.n_head;
+    if (o.arch == "olmoe") o.n_head_kv = o.n_head;
+  }
+  if (o.head_dim == 0) o.head_dim = (in.n_embd || in.n_head || !p.head_dim) ? o.n_embd / o.n_head : p.head_dim;
+  if (o.n_head_kv == 0) o.n_head_kv = std::min(o.n_head, p.n_head_kv ? p.n_head_kv : o.n_head);
+  if (o.head_dim == 0 || o.head_dim % 2) fail(ErrorCode::InvalidArgument, "head size {} must be even and positive", o.head_dim);
+  if (o.n_head % o.n_head_kv) fail(ErrorCode::InvalidArgument, "{} kv heads do not divide {} heads", o.n_head_kv, o.n_head);
+  if (o.n_expert_used == 0 || o.n_expert_used > o.n_expert)
+    fail(ErrorCode::InvalidArgument, "top-k {} must be in 1..{} experts", o.n_expert_used, o.n_expert);
+  if (o.router_skew < 0) fail(ErrorCode::InvalidArgument, "router skew {} must be >= 0", o.router_skew);
+  if (!type_from_name(o.type)) fail(ErrorCode::InvalidArgument, "unknown tensor type '{}'", o.type);
+  if (o.threads == 0) o.threads = 1;
+  if (o.out.empty()) fail(ErrorCode::InvalidArgument, "no output path");
+  return o;
+}
+
+GenResult generate_model(const GenOptions& opts) {
+  Plan p;
+  p.o = resolve_gen_options(opts);
+  p.preset = &find_preset(p.o.preset);
+  p.req = *type_from_name(p.o.type);
+  const GenOptions& o = p.o;
+  const Vocab vocab = load_vocab(o);
+
+  // Router row scales per layer (see the file comment).
+  p.router_scale.resize(o.n_layer);
+  for (uint32_t il = 0; il < o.n_layer; ++il) {
+    std::vector<uint32_t> rank(o.n_expert);
+    for (uint32_t e = 0; e < o.n_expert; ++e) rank[e] = e;
+    uint64_t s = row_seed(o.seed, fnv1a("router_rank"), il);
+    for (uint32_t e = o.n_expert; e > 1; --e) std::swap(rank[e - 1], rank[splitmix(s) % e]);
+    auto& sc = p.router_scale[il];
+    sc.resize(o.n_expert);
+    double ms = 0;
+    for (uint32_t e = 0; e < o.n_expert; ++e) {
+      sc[e] = std::pow(1.0f + static_cast<float>(rank[e]), -o.router_skew);
+      ms += double(sc[e]) * sc[e];
+    }
+    const float norm = static_cast<float>(1.0 / std::sqrt(ms / o.n_expert));
+    for (auto& x : sc) x *= norm;
+  }
+
+  build_tensors(p, vocab.n);
+  for (const auto& t : p.tensors) check_quantizable(t.type);
+
+  // --- metadata -----------------------------------------------------------------------------------
+  gguf::GgufWriter w;
+  const std::string& A = o.arch;
+  auto key = [&](const char* k) { return fmt::format("{}.{}", A, k); };
+  w.set_string("general.architecture", o.arch);
+  w.set_string("general.name", fmt::format("moe-gen {} {} seed {}", o.preset, o.arch, o.seed));
+  w.set_string("general.type", "model");
+  w.set_u32(key("block_count"), o.n_layer);
+  w.set_u32(key("context_length"), o.n_ctx);
+  w.set_u32(key("embedding_length"), o.n_embd);
+  w.set_u32(key("feed_forward_length"), o.n_ff);
+  w.set_u32(key("attention.head_count"), o.n_head);
+  w.set_u32(key("attention.head_count_kv"), o.n_head_kv);
+  w.set_u32(key("attention.key_length"), o.head_dim);
+  w.set_u32(key("attention.value_length"), o.head_dim);
+  w.set_f32(key("attention.layer_norm_rms_epsilon"), p.preset->eps);
+  w.set_f32(key("rope.freq_base"), p.preset->rope_base);
+  w.set_u32(key("rope.dimension_count"), o.head_dim);
+  w.set_u32(key("expert_count"), o.n_expert);
+  w.set_u32(key("expert_used_count"), o.n_expert_used);
+  if (o.arch != "llama") w.set_u32(key("expert_feed_forward_length"), o.n_ff);
+  if (o.arch == "qwen2moe") w.set_u32(key("expert_shared_feed_forward_length"), o.n_ff_shared);
+  w.set_u32(key("vocab_size"), vocab.n);
+  struct Ftype { TensorType t; uint32_t v; };
+  for (Ftype ft : {Ftype{TensorType::F32, 0}, {TensorType::F16, 1}, {TensorType::Q4_0, 2}, {TensorType::Q8_0, 7},
+                   {TensorType::Q4_K, 15}, {TensorType::Q5_K, 17}, {TensorType::Q6_K, 18}, {TensorType::BF16, 32}})
+    if (ft.t == p.req) w.set_u32("general.file_type", ft.v);  // llama_ftype, for display only
+  w.set_u32("moe.gen.seed", static_cast<uint32_t>(o.seed));
+  w.set_f32("moe.gen.router_skew", o.router_skew);
+  for (const auto& [k, v] : vocab.kv) w.set(k, v);
+
+  uint64_t total = 0;
+  for (const auto& t : p.tensors) {
+    w.add_tensor(t.name, t.type, t.ne);
+    total += w.tensors().back().nbytes;
+  }
+
+  // --- tensor data, chunk by chunk --------------------------------------------------------------
+  constexpr uint64_t kChunkElems = 1u << 20;  // 4 MiB of f32 per chunk: bounded memory, enough work per thread
+  const unsigned nthreads = std::max(1u, o.threads);
+  std::vector<std::vector<float>> scratch(nthreads);
+  std::vector<uint8_t> out;
+  uint64_t done = 0;
+  w.write(o.out, [&](size_t i, const gguf::GgufWriter::Sink& sink) {
+    const TPlan& t = p.tensors[i];
+    const uint64_t ne0 = t.ne[0];
+    uint64_t rows = 1;
+    for (size_t d = 1; d < t.ne.size(); ++d) rows *= t.ne[d];
+    const uint64_t rb = *row_bytes(t.type, ne0);
+    const uint64_t chunk_rows = std::max<uint64_t>(1, kChunkElems / ne0);
+    const uint64_t h = fnv1a(t.name);
+    for (uint64_t r0 = 0; r0 < rows; r0 += chunk_rows) {
+      const uint64_t n = std::min(chunk_rows, rows - r0);
+      out.resize(n * rb);
+      std::atomic<bool> bad{false};
+      auto work = [&](unsigned ti, uint64_t a, uint64_t b) {
+        auto& buf = scratch[ti];
+        buf.resize(ne0);
+        for (uint64_t r = a; r < b; ++r) {
+          uint8_t* dst = out.data() + (r - r0) * rb;
+          if (t.type == TensorType::F32) {
+            fill_row(p, t, h, r, reinterpret_cast<float*>(buf.data()));
+            std::memcpy(dst, buf.data(), rb);
+          } else {
+            fill_row(p, t, h, r, buf.data());
+            if (kernels::quantize_row(t.type, buf.data(), dst, static_cast<int64_t>(ne0)) != rb) bad = true;
+          }
+        }
+      };
+      const unsigned use = (n * ne0 >= (1u << 16)) ? static_cast<unsigned>(std::min<uint64_t>(nthreads, n)) : 1u;
+      std::vector<std::thread> pool;
+      for (unsigned ti = 1; ti < use; ++ti)
+        pool.emplace_back(work, ti, r0 + n * ti / use, r0 + n * (ti + 1) / use);
+      work(0, r0, r0 + n / use);
+      for (auto& th : pool) th.join();
+      if (bad) fail(ErrorCode::Internal, "{}: quantizing tensor '{}' to {} failed", o.out, t.name, type_name(t.type));
+      sink(out.data(), out.size());
+      done += out.size();
+      if (o.progress) o.progress(done, total);
+    }
+  });
+  GenResult r;
+  r.resolved = o;
+  r.resolved.n_vocab = vocab.n;
+  r.n_tensors = p.tensors.size();
+  auto f = gguf::GgufFile::open(o.out);  // re-open: validates what was written
+  r.file_bytes = f->file_size();
+  return r;
+}
+
+}  // namespace moe

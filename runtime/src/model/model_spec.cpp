@@ -1,0 +1,440 @@
+// Model specs: reads general.architecture and the `{arch}.*` hyperparameter keys of a GGUF file into
+// a ModelSpec, with the per-architecture rules (gating, RoPE style, norms, dense vs. MoE layers)
+// written down as data, and cross-checks the metadata against the tensor shapes.
+// Pure functions over an immutable GgufFile; thread-safe.
+//
+// Per-architecture facts encoded here (as llama.cpp runs these GGUF files):
+//   arch        rope   gating                                   layers
+//   llama       normal softmax over top-k logits (Mixtral)       all MoE when expert_count > 0
+//   qwen2moe    neox   softmax, no renorm, sigmoid-gated shexp   all MoE
+//   qwen3moe    neox   softmax, renorm (expert_weights_norm)     all MoE, q/k norm per head
+//   olmoe       neox   softmax, no renorm                        all MoE, q/k norm over the projection
+//   deepseek2   normal softmax (V2) / sigmoid + exp_probs_b (V3), leading_dense_block_count dense
+//                      group-limited top-k, expert_weights_scale
+//   gpt-oss     neox   softmax over top-k logits, router bias    all MoE, swiglu-oai, sinks, SWA
+//   llama4      normal sigmoid top-k, weight before the FFN      (il+1) % interleave step == 0
+//   phimoe      neox   softmax over top-k logits                 all MoE, LayerNorm
+//   granitemoe  normal softmax over top-k logits                 all MoE, scale multipliers
+//   dbrx        neox   softmax over top-k logits                 all MoE, LayerNorm, fused qkv
+#include <fmt/format.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "moe/error.h"
+#include "moe/model.h"
+
+namespace moe {
+namespace {
+
+struct ArchName {
+  Arch arch;
+  const char* name;
+};
+constexpr ArchName kArchNames[] = {
+    {Arch::Llama, "llama"},         {Arch::Qwen2Moe, "qwen2moe"}, {Arch::Qwen3Moe, "qwen3moe"},
+    {Arch::Olmoe, "olmoe"},         {Arch::Deepseek2, "deepseek2"}, {Arch::GptOss, "gpt-oss"},
+    {Arch::Llama4, "llama4"},       {Arch::PhiMoe, "phimoe"},     {Arch::GraniteMoe, "granitemoe"},
+    {Arch::Dbrx, "dbrx"},
+};
+
+std::string shape_str(const gguf::TensorInfo& t) {
+  std::string s = "[";
+  for (uint32_t d = 0; d < t.n_dims; ++d) s += fmt::format("{}{}", d ? ", " : "", t.ne[d]);
+  return s + "]";
+}
+
+// Typed access to `{arch}.*` keys with messages naming the key and the file.
+class Meta {
+ public:
+  Meta(const gguf::GgufFile& f, std::string arch) : f_(f), arch_(std::move(arch)) {}
+  std::string key(std::string_view suffix) const { return fmt::format("{}.{}", arch_, suffix); }
+
+  std::optional<uint32_t> opt_u32(std::string_view suffix, uint32_t layer = 0) const {
+    std::string k = key(suffix);
+    const gguf::Value* v = f_.find(k);
+    if (!v) return std::nullopt;
+    uint64_t x = 0;
+    if (v->type == gguf::ValueType::ARRAY) {  // per-layer arrays (e.g. head_count in some models)
+      if (v->arr.empty()) fail(ErrorCode::Corrupt, "{}: metadata key '{}' is an empty array", f_.path(), k);
+      const gguf::Value& e = v->arr[layer < v->arr.size() ? layer : 0];
+      auto u = e.as_uint();
+      if (!u) fail(ErrorCode::Corrupt, "{}: metadata key '{}' must hold non-negative integers", f_.path(), k);
+      x = *u;
+    } else {
+      x = *f_.get_uint(k);  // throws Corrupt naming the key when the type is wrong
+    }
+    if (x > UINT32_MAX) fail(ErrorCode::Corrupt, "{}: metadata key '{}' = {} is out of range", f_.path(), k, x);
+    return static_cast<uint32_t>(x);
+  }
+  uint32_t req_u32(std::string_view suffix, uint32_t layer = 0) const {
+    auto v = opt_u32(suffix, layer);
+    if (!v) fail(ErrorCode::Corrupt, "{}: missing required metadata key '{}'", f_.path(), key(suffix));
+    return *v;
+  }
+  uint32_t req_pos_u32(std::string_view suffix, uint32_t layer = 0) const {
+    uint32_t v = req_u32(suffix, layer);
+    if (v == 0) fail(ErrorCode::Corrupt, "{}: metadata key '{}' must be positive", f_.path(), key(suffix));
+    return v;
+  }
+  std::optional<float> opt_f32(std::string_view suffix) const {
+    auto v = f_.get_float(key(suffix));
+    if (!v) return std::nullopt;
+    return static_cast<float>(*v);
+  }
+  float req_f32(std::string_view suffix) const {
+    auto v = opt_f32(suffix);
+    if (!v) fail(ErrorCode::Corrupt, "{}: missing required metadata key '{}'", f_.path(), key(suffix));
+    return *v;
+  }
+  std::optional<bool> opt_bool(std::string_view suffix) const { return f_.get_bool(key(suffix)); }
+  std::optional<std::string> opt_str(std::string_view suffix) const { return f_.get_string(key(suffix)); }
+
+ private:
+  const gguf::GgufFile& f_;
+  std::string arch_;
+};
+
+class Tensors {
+ public:
+  explicit Tensors(const gguf::GgufFile& f) : f_(f) {}
+  const gguf::TensorInfo* find(const std::string& name) const { return f_.find_tensor(name); }
+  const gguf::TensorInfo& need(const std::string& name) const {
+    const gguf::TensorInfo* t = f_.find_tensor(name);
+    if (!t) fail(ErrorCode::Corrupt, "{}: missing tensor '{}'", f_.path(), name);
+    return *t;
+  }
+  // Checks the leading dimensions (trailing ones must be 1).
+  void check(const gguf::TensorInfo& t, std::initializer_list<uint64_t> ne, const char* why) const {
+    size_t d = 0;
+    bool ok = true;
+    for (uint64_t want : ne) ok = ok && t.ne[d++] == want;
+    for (; d < gguf::kMaxDims; ++d) ok = ok && t.ne[d] == 1;
+    if (!ok) {
+      std::string exp = "[";
+      size_t i = 0;
+      for (uint64_t w : ne) exp += fmt::format("{}{}", i++ ? ", " : "", w);
+      fail(ErrorCode::Corrupt, "{}: tensor '{}' has shape {} but {} implies [{}", f_.path(), t.name, shape_str(t),
+           why, exp.substr(1) + "]");
+    }
+  }
+
+ private:
+  const gguf::GgufFile& f_;
+};
+
+std::string blk(uint32_t il, const char* what) { return fmt::format("blk.{}.{}", il, what); }
+
+}  // namespace
+
+const char* arch_gguf_name(Arch a) noexcept {
+  for (const auto& n : kArchNames)
+    if (n.arch == a) return n.name;
+  return "unknown";
+}
+
+ModelSpec load_model_spec(const gguf::GgufFile& f) {
+  const std::string& path = f.path();
+  auto arch_name = f.get_string("general.architecture");
+  if (!arch_name) fail(ErrorCode::Corrupt, "{}: missing required metadata key 'general.architecture'", path);
+  ModelSpec s;
+  bool known = false;
+  for (const auto& n : kArchNames)
+    if (*arch_name == n.name) {
+      s.arch = n.arch;
+      known = true;
+    }
+  if (!known) {
+    std::string list;
+    for (const auto& n : kArchNames) list += fmt::format("{}{}", list.empty() ? "" : ", ", n.name);
+    fail(ErrorCode::Unsupported, "{}: unsupported architecture '{}' (supported: {})", path, *arch_name, list);
+  }
+  s.arch_name = *arch_name;
+  s.name = f.get_string("general.name").value_or("");
+  const Meta m(f, s.arch_name);
+  const Tensors T(f);
+  const Arch A = s.arch;
+
+  // --- dimensions -------------------------------------------------------------------------------
+  s.n_layer = m.req_pos_u32("block_count");
+  s.n_embd = m.req_pos_u32("embedding_length");
+  s.n_ctx_train = m.req_pos_u32("context_length");
+  s.n_head = m.req_pos_u32("attention.head_count");
+  s.n_head_kv = m.opt_u32("attention.head_count_kv").value_or(s.n_head);
+  for (uint32_t il = 1; il < s.n_layer; ++il)
+    if (m.req_u32("attention.head_count", il) != s.n_head || m.opt_u32("attention.head_count_kv", il).value_or(s.n_head_kv) != s.n_head_kv)
+      fail(ErrorCode::Unsupported, "{}: per-layer attention head counts ('{}') are not supported", path,
+           m.key("attention.head_count"));
+  if (s.n_head_kv == 0 || s.n_head % s.n_head_kv != 0)
+    fail(ErrorCode::Corrupt, "{}: '{}' = {} does not divide '{}' = {}", path, m.key("attention.head_count_kv"),
+         s.n_head_kv, m.key("attention.head_count"), s.n_head);
+  if (s.n_embd % s.n_head != 0 && !m.opt_u32("attention.key_length"))
+    fail(ErrorCode::Corrupt, "{}: '{}' is missing and n_embd {} is not a multiple of n_head {}", path,
+         m.key("attention.key_length"), s.n_embd, s.n_head);
+  s.head_dim_k = m.opt_u32("attention.key_length").value_or(s.n_embd / s.n_head);
+  s.head_dim_v = m.opt_u32("attention.value_length").value_or(s.head_dim_k);
+  if (s.head_dim_k == 0 || s.head_dim_v == 0)
+    fail(ErrorCode::Corrupt, "{}: '{}' / '{}' must be positive", path, m.key("attention.key_length"),
+         m.key("attention.value_length"));
+  s.n_ff_dense = m.opt_u32("feed_forward_length").value_or(0);
+
+  // --- norms ------------------------------------------------------------------------------------
+  s.layer_norm = A == Arch::PhiMoe || A == Arch::Dbrx;
+  s.rms_eps = s.layer_norm ? m.req_f32("attention.layer_norm_epsilon") : m.req_f32("attention.layer_norm_rms_epsilon");
+  if (!(s.rms_eps > 0.0f && s.rms_eps < 1.0f))
+    fail(ErrorCode::Corrupt, "{}: norm epsilon {} is out of range", path, s.rms_eps);
+
+  // --- RoPE -------------------------------------------------------------------------------------
+  switch (A) {
+    case Arch::Qwen2Moe: case Arch::Qwen3Moe: case Arch::Olmoe: case Arch::GptOss: case Arch::PhiMoe:
+    case Arch::Dbrx:
+      s.rope_style = RopeStyle::NeoX;
+      break;
+    default:
+      s.rope_style = RopeStyle::Normal;
+  }
+  s.n_rot = m.opt_u32("rope.dimension_count").value_or(s.head_dim_k);
+  if (s.n_rot > s.head_dim_k || s.n_rot % 2)
+    fail(ErrorCode::Corrupt, "{}: '{}' = {} is odd or exceeds the head size {}", path, m.key("rope.dimension_count"),
+         s.n_rot, s.head_dim_k);
+  s.rope_freq_base = m.opt_f32("rope.freq_base").value_or(10000.0f);
+  float factor = m.opt_f32("rope.scaling.factor").value_or(0.0f);
+  if (factor == 0.0f) factor = m.opt_f32("rope.scale_linear").value_or(0.0f);
+  std::string scaling = m.opt_str("rope.scaling.type").value_or(factor > 0.0f ? "linear" : "none");
+  if (scaling == "none") s.rope_scaling = RopeScaling::None;
+  else if (scaling == "linear") s.rope_scaling = RopeScaling::Linear;
+  else if (scaling == "yarn") s.rope_scaling = RopeScaling::Yarn;
+  else
+    fail(ErrorCode::Unsupported, "{}: RoPE scaling type '{}' ('{}') is not supported", path, scaling,
+         m.key("rope.scaling.type"));
+  if (factor < 0.0f) fail(ErrorCode::Corrupt, "{}: negative '{}'", path, m.key("rope.scaling.factor"));
+  s.rope_freq_scale = (s.rope_scaling == RopeScaling::None || factor == 0.0f) ? 1.0f : 1.0f / factor;
+  s.yarn_orig_ctx = static_cast<float>(m.opt_u32("rope.scaling.original_context_length").value_or(s.n_ctx_train));
+  s.yarn_ext_factor = m.opt_f32("rope.scaling.yarn_ext_factor").value_or(-1.0f);
+  s.yarn_attn_factor =
+      m.opt_f32("rope.scaling.yarn_attn_factor").value_or(m.opt_f32("rope.scaling.attn_factor").value_or(1.0f));
+  s.yarn_beta_fast = m.opt_f32("rope.scaling.yarn_beta_fast").value_or(32.0f);
+  s.yarn_beta_slow = m.opt_f32("rope.scaling.yarn_beta_slow").value_or(1.0f);
+  s.yarn_log_mul = m.opt_f32("rope.scaling.yarn_log_multiplier").value_or(0.0f);
+
+  // --- embeddings / vocabulary --------------------------------------------------------------------
+  const auto& embd = T.need("token_embd.weight");
+  if (embd.n_dims != 2 || embd.ne[0] != s.n_embd)
+    fail(ErrorCode::Corrupt, "{}: tensor 'token_embd.weight' has shape {} but '{}' = {}", path, shape_str(embd),
+         m.key("embedding_length"), s.n_embd);
+  if (embd.ne[1] > UINT32_MAX) fail(ErrorCode::Corrupt, "{}: vocabulary of {} tokens is too large", path, embd.ne[1]);
+  s.n_vocab = static_cast<uint32_t>(embd.ne[1]);
+  if (const gguf::Value* toks = f.find("tokenizer.ggml.tokens");
+      toks && toks->type == gguf::ValueType::ARRAY && toks->arr.size() != s.n_vocab)
+    fail(ErrorCode::Corrupt, "{}: 'tokenizer.ggml.tokens' has {} entries but token_embd has {} rows", path,
+         toks->arr.size(), s.n_vocab);
+  if (auto v = m.opt_u32("vocab_size"); v && *v != s.n_vocab)
+    fail(ErrorCode::Corrupt, "{}: '{}' = {} but token_embd has {} rows", path, m.key("vocab_size"), *v, s.n_vocab);
+  s.tied_embeddings = T.find("output.weight") == nullptr;
+  if (!s.tied_embeddings) T.check(T.need("output.weight"), {s.n_embd, s.n_vocab}, "the embedding and vocabulary size");
+  auto tok_id = [&](const char* key) -> std::optional<uint32_t> {
+    auto v = f.get_uint(key);
+    if (!v) return std::nullopt;
+    if (*v >= s.n_vocab) fail(ErrorCode::Corrupt, "{}: '{}' = {} is outside the vocabulary of {}", path, key, *v, s.n_vocab);
+    return static_cast<uint32_t>(*v);
+  };
+  s.bos_id = tok_id("tokenizer.ggml.bos_token_id");
+  s.eos_id = tok_id("tokenizer.ggml.eos_token_id");
+
+  // --- attention details --------------------------------------------------------------------------
+  if (A == Arch::Deepseek2) {
+    s.q_lora_rank = m.opt_u32("attention.q_lora_rank").value_or(0);
+    s.kv_lora_rank = m.req_pos_u32("attention.kv_lora_rank");
+  }
+  s.fused_qkv = T.find(blk(0, "attn_qkv.weight")) != nullptr && T.find(blk(0, "attn_q.weight")) == nullptr;
+  s.attn_bias = T.find(blk(0, "attn_q.bias")) != nullptr || T.find(blk(0, "attn_qkv.bias")) != nullptr;
+  s.attn_out_bias = T.find(blk(0, "attn_output.bias")) != nullptr;
+  s.attn_sinks = T.find(blk(0, "attn_sinks.weight")) != nullptr;
+  if (A == Arch::GptOss) {
+    s.n_swa = m.opt_u32("attention.sliding_window").value_or(0);
+    if (!s.attn_sinks) fail(ErrorCode::Corrupt, "{}: missing tensor '{}'", path, blk(0, "attn_sinks.weight"));
+  }
+  if (A == Arch::Dbrx) s.clamp_kqv = m.opt_f32("attention.clamp_kqv").value_or(0.0f);
+  if (A == Arch::GraniteMoe) {
+    s.embedding_scale = m.opt_f32("embedding_scale").value_or(0.0f);
+    s.residual_scale = m.opt_f32("residual_scale").value_or(0.0f);
+    s.attention_scale = m.opt_f32("attention.scale").value_or(0.0f);
+    s.logit_scale = m.opt_f32("logit_scale").value_or(0.0f);
+  }
+  if (const auto* qn = T.find(blk(0, "attn_q_norm.weight"))) {
+    if (qn->ne[0] == s.head_dim_k) s.qk_norm = QkNorm::PerHead;
+    else if (qn->ne[0] == uint64_t(s.n_head) * s.head_dim_k) s.qk_norm = QkNorm::Full;
+    else
+      fail(ErrorCode::Corrupt, "{}: tensor '{}' has shape {}: neither the head size {} nor n_head * head size {}",
+           path, qn->name, shape_str(*qn), s.head_dim_k, uint64_t(s.n_head) * s.head_dim_k);
+  }
+  if (A == Arch::Qwen3Moe && s.qk_norm != QkNorm::PerHead)
+    fail(ErrorCode::Corrupt, "{}: missing tensor '{}' (per-head q norm)", path, blk(0, "attn_q_norm.weight"));
+  if (A == Arch::Olmoe && s.qk_norm != QkNorm::Full)
+    fail(ErrorCode::Corrupt, "{}: missing tensor '{}' (q norm over the projection)", path, blk(0, "attn_q_norm.weight"));
+  if (A == Arch::Llama4) s.no_rope_layer_step = 4;
+  if (!s.fused_qkv && s.kv_lora_rank == 0) {
+    T.check(T.need(blk(0, "attn_q.weight")), {s.n_embd, uint64_t(s.n_head) * s.head_dim_k}, "n_head * key_length");
+    T.check(T.need(blk(0, "attn_k.weight")), {s.n_embd, uint64_t(s.n_head_kv) * s.head_dim_k},
+            "n_head_kv * key_length");
+  }
+
+  // --- experts ------------------------------------------------------------------------------------
+  const uint32_t n_expert = m.opt_u32("expert_count").value_or(0);
+  const uint32_t n_used = m.opt_u32("expert_used_count").value_or(0);
+  if (A != Arch::Llama && n_expert == 0)
+    fail(ErrorCode::Corrupt, "{}: missing required metadata key '{}' (a {} model has experts)", path,
+         m.key("expert_count"), s.arch_name);
+  if (n_expert > 0) {
+    if (!m.opt_u32("expert_used_count"))
+      fail(ErrorCode::Corrupt, "{}: missing required metadata key '{}'", path, m.key("expert_used_count"));
+    if (n_used == 0 || n_used > n_expert)
+      fail(ErrorCode::Corrupt, "{}: '{}' = {} must be in 1..'{}' = {}", path, m.key("expert_used_count"), n_used,
+           m.key("expert_count"), n_expert);
+  }
+  const uint32_t n_dense_lead = A == Arch::Deepseek2 ? m.opt_u32("leading_dense_block_count").value_or(0) : 0;
+  const uint32_t moe_step = A == Arch::Llama4 ? m.opt_u32("interleave_moe_layer_step").value_or(1) : 1;
+  if (moe_step == 0) fail(ErrorCode::Corrupt, "{}: '{}' must be positive", path, m.key("interleave_moe_layer_step"));
+  const auto ff_exp_key = m.opt_u32("expert_feed_forward_length");
+  const auto ff_shexp_key = m.opt_u32("expert_shared_feed_forward_length");
+  const auto n_shared_key = m.opt_u32("expert_shared_count");
+
+  s.layers.resize(s.n_layer);
+  for (uint32_t il = 0; il < s.n_layer; ++il) {
+    LayerSpec& L = s.layers[il];
+    L.is_moe = n_expert > 0 && il >= n_dense_lead && (il + 1) % moe_step == 0;
+    if (!L.is_moe) {
+      // Dense FFN: its size comes from feed_forward_length (possibly per layer) and the tensor.
+      const auto* up = T.find(blk(il, "ffn_up.weight"));
+      auto ff = m.opt_u32("feed_forward_length", il);
+      if (!ff && !up) fail(ErrorCode::Corrupt, "{}: missing required metadata key '{}'", path, m.key("feed_forward_length"));
+      L.n_ff_dense = ff ? *ff : static_cast<uint32_t>(up->ne[1]);
+      T.check(T.need(blk(il, "ffn_up.weight")), {s.n_embd, L.n_ff_dense}, "feed_forward_length");
+      T.check(T.need(blk(il, "ffn_down.weight")), {L.n_ff_dense, s.n_embd}, "feed_forward_length");
+      continue;
+    }
+    L.n_expert = n_expert;
+    L.n_expert_used = n_used;
+    T.check(T.need(blk(il, "ffn_gate_inp.weight")), {s.n_embd, n_expert}, "expert_count");
+    // Routed expert hidden size: the metadata key if present, else the tensor.
+    uint64_t ff_t = 0;
+    if (const auto* d = T.find(blk(il, "ffn_down_exps.weight"))) {
+      ff_t = d->ne[0];
+      T.check(*d, {ff_t, s.n_embd, n_expert}, "embedding_length and expert_count");
+    } else if (const auto* d0 = T.find(fmt::format("blk.{}.ffn_down.0.weight", il))) {
+      ff_t = d0->ne[0];
+    } else {
+      fail(ErrorCode::Corrupt, "{}: missing tensor '{}' (nor per-expert '{}')", path, blk(il, "ffn_down_exps.weight"),
+           fmt::format("blk.{}.ffn_down.0.weight", il));
+    }
+    uint32_t ff = ff_exp_key.value_or(0);
+    if (ff == 0 && (A == Arch::Llama || A == Arch::PhiMoe || A == Arch::Dbrx || A == Arch::GraniteMoe))
+      ff = s.n_ff_dense;
+    if (ff == 0) ff = static_cast<uint32_t>(ff_t);
+    if (ff != ff_t)
+      fail(ErrorCode::Corrupt, "{}: expert hidden size {} from '{}' does not match tensor '{}' ({} rows)", path, ff,
+           m.key(ff_exp_key ? "expert_feed_forward_length" : "feed_forward_length"), blk(il, "ffn_down_exps.weight"),
+           ff_t);
+    L.n_ff_expert = ff;
+    // Shared experts: dense tensors *_shexp.
+    if (const auto* su = T.find(blk(il, "ffn_up_shexp.weight"))) {
+      L.n_ff_shared = static_cast<uint32_t>(su->ne[1]);
+      T.check(*su, {s.n_embd, L.n_ff_shared}, "embedding_length");
+      T.check(T.need(blk(il, "ffn_down_shexp.weight")), {L.n_ff_shared, s.n_embd}, "the shared expert size");
+      L.n_expert_shared = n_shared_key.value_or(1);
+      if (L.n_expert_shared == 0)
+        fail(ErrorCode::Corrupt, "{}: '{}' is 0 but tensor '{}' exists", path, m.key("expert_shared_count"), su->name);
+      if (A == Arch::Deepseek2 && uint64_t(L.n_expert_shared) * L.n_ff_expert != L.n_ff_shared)
+        fail(ErrorCode::Corrupt, "{}: tensor '{}' has {} rows but '{}' x expert size = {}", path, su->name,
+             L.n_ff_shared, m.key("expert_shared_count"), uint64_t(L.n_expert_shared) * L.n_ff_expert);
+      if (ff_shexp_key && *ff_shexp_key != L.n_ff_shared)
+        fail(ErrorCode::Corrupt, "{}: '{}' = {} but tensor '{}' has {} rows", path,
+             m.key("expert_shared_feed_forward_length"), *ff_shexp_key, su->name, L.n_ff_shared);
+    } else if (n_shared_key.value_or(0) > 0) {
+      fail(ErrorCode::Corrupt, "{}: '{}' = {} but tensor '{}' is missing", path, m.key("expert_shared_count"),
+           *n_shared_key, blk(il, "ffn_up_shexp.weight"));
+    }
+  }
+  for (const auto& L : s.layers)
+    if (L.is_moe) {
+      if (s.n_moe_layer == 0) {
+        s.n_expert = L.n_expert;
+        s.n_expert_used = L.n_expert_used;
+        s.n_expert_shared = L.n_expert_shared;
+        s.n_ff_expert = L.n_ff_expert;
+      }
+      ++s.n_moe_layer;
+    }
+  if (s.n_moe_layer == 0 && n_expert > 0)
+    fail(ErrorCode::Corrupt, "{}: '{}' = {} but no layer has routed experts", path, m.key("expert_count"), n_expert);
+  uint32_t first_moe = 0;
+  while (first_moe < s.n_layer && !s.layers[first_moe].is_moe) ++first_moe;
+
+  // --- gating rules -------------------------------------------------------------------------------
+  Gating& g = s.gating;
+  switch (A) {
+    case Arch::Llama: case Arch::PhiMoe: case Arch::GraniteMoe: case Arch::Dbrx:
+      g.func = GatingFunc::Softmax;
+      g.topk_before_norm = true;  // == softmax over all, top-k, renormalize
+      break;
+    case Arch::Qwen2Moe:
+      g.func = GatingFunc::Softmax;
+      g.renormalize = m.opt_bool("expert_weights_norm").value_or(false);
+      break;
+    case Arch::Qwen3Moe:
+      g.func = GatingFunc::Softmax;
+      g.renormalize = m.opt_bool("expert_weights_norm").value_or(true);
+      break;
+    case Arch::Olmoe:
+      g.func = GatingFunc::Softmax;
+      g.renormalize = m.opt_bool("expert_weights_norm").value_or(false);
+      break;
+    case Arch::Deepseek2: {
+      uint32_t func = m.opt_u32("expert_gating_func").value_or(1);  // absent in V2 files: softmax
+      if (func == 0) func = 1;
+      if (func == 1) g.func = GatingFunc::Softmax;
+      else if (func == 2) g.func = GatingFunc::Sigmoid;
+      else
+        fail(ErrorCode::Unsupported, "{}: '{}' = {} is not supported (1 = softmax, 2 = sigmoid)", path,
+             m.key("expert_gating_func"), func);
+      g.renormalize = m.opt_bool("expert_weights_norm").value_or(false);
+      g.scale = m.opt_f32("expert_weights_scale").value_or(1.0f);
+      g.n_group = m.opt_u32("expert_group_count").value_or(0);
+      g.topk_group = m.opt_u32("expert_group_used_count").value_or(0);
+      if (g.n_group > 1) {
+        if (s.n_expert % g.n_group != 0 || g.topk_group == 0 || g.topk_group > g.n_group)
+          fail(ErrorCode::Corrupt, "{}: expert groups {} (used {}) do not fit {} experts", path, g.n_group, g.topk_group,
+               s.n_expert);
+      }
+      if (first_moe < s.n_layer) {
+        if (const auto* b = T.find(blk(first_moe, "exp_probs_b.bias"))) {
+          g.has_bias = true;
+          T.check(*b, {s.n_expert}, "expert_count");
+        }
+      }
+      break;
+    }
+    case Arch::GptOss:
+      g.func = GatingFunc::Softmax;
+      g.topk_before_norm = true;
+      s.ffn_act = FfnAct::SwigluOai;
+      break;
+    case Arch::Llama4:
+      g.func = GatingFunc::Sigmoid;
+      g.weight_before_ffn = true;
+      s.qk_l2_norm = s.n_expert != 128;  // Llama 4 Scout normalizes q/k; Maverick (128 experts) does not
+      break;
+  }
+  if (first_moe < s.n_layer) {
+    g.shared_gate = T.find(blk(first_moe, "ffn_gate_inp_shexp.weight")) != nullptr;
+    if (g.shared_gate) T.check(*T.find(blk(first_moe, "ffn_gate_inp_shexp.weight")), {s.n_embd}, "embedding_length");
+    if (const auto* rb = T.find(blk(first_moe, "ffn_gate_inp.bias"))) {
+      g.router_bias = true;
+      T.check(*rb, {s.n_expert}, "expert_count");
+    }
+  }
+  return s;
+}
+
+}  // namespace moe

@@ -1,0 +1,728 @@
+// Model specs, expert tables, `moe gen` and `moe inspect`: generated files of every generator
+// architecture read back with the values asked for; expert slices located exactly inside the stacked
+// tensors (and in the per-expert, fused gate_up and biased layouts); byte accounting; the error
+// messages for unsupported or broken files; router skew; determinism; inspect --json.
+#include <doctest/doctest.h>
+
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "moe/error.h"
+#include "moe/gen.h"
+#include "moe/gguf.h"
+#include "moe/kernels/quant.h"
+#include "moe/model.h"
+
+using namespace moe;
+using gguf::GgufFile;
+using gguf::GgufWriter;
+
+namespace {
+
+std::string tmp(const std::string& name) { return std::string(MOE_TEST_TMP) + "/" + name; }
+
+std::vector<uint8_t> slurp(const std::string& p) {
+  std::ifstream f(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), {}};
+}
+
+GenOptions small(const std::string& arch, const std::string& file) {
+  GenOptions o;
+  o.arch = arch;
+  o.out = tmp(file);
+  o.n_layer = 3;
+  o.n_embd = 64;
+  o.n_ff = 96;
+  o.n_expert = 6;
+  o.n_expert_used = 2;
+  o.n_head = 4;
+  o.n_head_kv = arch == "olmoe" ? 4 : 2;
+  o.vocab = "none";
+  o.n_vocab = 300;
+  o.seed = 7;
+  return o;
+}
+
+std::string error_of(const std::function<void()>& fn, ErrorCode* code = nullptr) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    if (code) *code = e.code();
+    return e.what();
+  }
+  return "";
+}
+
+// A hand-made GGUF (zero-filled tensors) for layouts and architectures the generator does not write.
+struct Mini {
+  GgufWriter w;
+  std::string arch;
+  explicit Mini(std::string a) : arch(std::move(a)) { w.set_string("general.architecture", arch); }
+  void u32(const std::string& k, uint32_t v) { w.set_u32(arch + "." + k, v); }
+  void f32(const std::string& k, float v) { w.set_f32(arch + "." + k, v); }
+  void t(const std::string& name, std::vector<uint64_t> ne, TensorType ty = TensorType::F32) { w.add_tensor(name, ty, ne); }
+  // Base llama-like dims: n_embd 32, 2 heads of 16, vocab 40, per-layer attention + norms.
+  void base(uint32_t n_layer, bool layer_norm = false) {
+    u32("block_count", n_layer);
+    u32("context_length", 512);
+    u32("embedding_length", 32);
+    u32("attention.head_count", 2);
+    f32(layer_norm ? "attention.layer_norm_epsilon" : "attention.layer_norm_rms_epsilon", 1e-5f);
+    t("token_embd.weight", {32, 40});
+    t("output_norm.weight", {32});
+    for (uint32_t il = 0; il < n_layer; ++il) {
+      std::string p = "blk." + std::to_string(il) + ".";
+      t(p + "attn_norm.weight", {32});
+      t(p + "attn_q.weight", {32, 32});
+      t(p + "attn_k.weight", {32, 32});
+      t(p + "attn_v.weight", {32, 32});
+      t(p + "attn_output.weight", {32, 32});
+    }
+  }
+  void stacked(uint32_t il, uint64_t ff, uint64_t ne, TensorType ty = TensorType::F32) {
+    std::string p = "blk." + std::to_string(il) + ".";
+    t(p + "ffn_gate_inp.weight", {32, ne});
+    t(p + "ffn_gate_exps.weight", {32, ff, ne}, ty);
+    t(p + "ffn_up_exps.weight", {32, ff, ne}, ty);
+    t(p + "ffn_down_exps.weight", {ff, 32, ne}, ty);
+  }
+  void dense(uint32_t il, uint64_t ff) {
+    std::string p = "blk." + std::to_string(il) + ".";
+    t(p + "ffn_gate.weight", {32, ff});
+    t(p + "ffn_up.weight", {32, ff});
+    t(p + "ffn_down.weight", {ff, 32});
+  }
+  std::string write(const std::string& file) {
+    std::string path = tmp(file);
+    // Each tensor filled with its index + byte position pattern so slices are distinguishable.
+    w.write(path, [&](size_t i, const GgufWriter::Sink& sink) {
+      std::vector<uint8_t> b(w.tensors()[i].nbytes);
+      for (size_t j = 0; j < b.size(); ++j) b[j] = static_cast<uint8_t>(i * 31 + j * 7 + j / 251);
+      sink(b.data(), b.size());
+    });
+    return path;
+  }
+};
+
+// Minimal JSON reader for inspect's output: objects, strings, numbers, true/false.
+struct Json {
+  std::map<std::string, Json> obj;
+  std::string str;
+  double num = 0;
+  bool is_obj = false;
+};
+struct JsonParser {
+  const std::string& s;
+  size_t i = 0;
+  void ws() { while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i; }
+  Json parse() {
+    ws();
+    Json j;
+    REQUIRE(i < s.size());
+    if (s[i] == '{') {
+      j.is_obj = true;
+      ++i;
+      ws();
+      if (s[i] == '}') return ++i, j;
+      for (;;) {
+        ws();
+        Json k = parse();
+        ws();
+        REQUIRE(s[i] == ':');
+        ++i;
+        j.obj[k.str] = parse();
+        ws();
+        if (s[i] == ',') { ++i; continue; }
+        REQUIRE(s[i] == '}');
+        ++i;
+        return j;
+      }
+    }
+    if (s[i] == '"') {
+      ++i;
+      while (s[i] != '"') {
+        if (s[i] == '\\') ++i;
+        j.str += s[i++];
+      }
+      ++i;
+      return j;
+    }
+    if (s.compare(i, 4, "true") == 0) return i += 4, j.num = 1, j;
+    if (s.compare(i, 5, "false") == 0) return i += 5, j;
+    size_t end = 0;
+    j.num = std::stod(s.substr(i), &end);
+    REQUIRE(end > 0);
+    i += end;
+    return j;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("generated models of every generator architecture read back as asked") {
+  for (const char* arch : {"llama", "qwen2moe", "qwen3moe", "olmoe"}) {
+    INFO(std::string(arch));
+    GenOptions o = small(arch, std::string("spec_") + arch + ".gguf");
+    if (std::string(arch) == "qwen3moe") o.head_dim = 32;  // qwen3 allows n_head * head_dim != n_embd
+    GenResult r = generate_model(o);
+    auto f = GgufFile::open(o.out);
+    ModelSpec s = load_model_spec(*f);
+    CHECK(s.arch_name == arch);
+    CHECK(std::string(arch_gguf_name(s.arch)) == arch);
+    CHECK(s.n_layer == 3);
+    CHECK(s.n_embd == 64);
+    CHECK(s.n_head == 4);
+    CHECK(s.n_head_kv == o.n_head_kv);
+    CHECK(s.head_dim_k == (std::string(arch) == "qwen3moe" ? 32u : 16u));
+    CHECK(s.head_dim_v == s.head_dim_k);
+    CHECK(s.n_rot == s.head_dim_k);
+    CHECK(s.n_vocab == 300);
+    CHECK(s.n_expert == 6);
+    CHECK(s.n_expert_used == 2);
+    CHECK(s.n_ff_expert == 96);
+    CHECK(s.n_moe_layer == 3);
+    CHECK(!s.tied_embeddings);
+    CHECK(s.ffn_act == FfnAct::SiluGlu);
+    REQUIRE(s.layers.size() == 3);
+    for (const auto& L : s.layers) {
+      CHECK(L.is_moe);
+      CHECK(L.n_expert == 6);
+      CHECK(L.n_ff_expert == 96);
+    }
+    CHECK(r.resolved.n_vocab == 300);
+    const std::string a = arch;
+    CHECK(s.rope_style == (a == "llama" ? RopeStyle::Normal : RopeStyle::NeoX));
+    CHECK(s.qk_norm == (a == "qwen3moe" ? QkNorm::PerHead : a == "olmoe" ? QkNorm::Full : QkNorm::None));
+    CHECK(s.attn_bias == (a == "qwen2moe"));
+    CHECK(s.gating.func == GatingFunc::Softmax);
+    CHECK(s.gating.topk_before_norm == (a == "llama"));
+    CHECK(s.gating.renormalize == (a == "qwen3moe"));
+    CHECK(s.gating.shared_gate == (a == "qwen2moe"));
+    CHECK(s.n_expert_shared == (a == "qwen2moe" ? 1u : 0u));
+    if (a == "qwen2moe") CHECK(s.layers[0].n_ff_shared == 192);
+  }
+}
+
+TEST_CASE("expert slices are the e-th slabs of the stacked tensors; dense + experts = all tensors") {
+  for (const char* type : {"f32", "q8_0"}) {
+    INFO(std::string(type));
+    GenOptions o = small("qwen2moe", std::string("slices_") + type + ".gguf");
+    o.type = type;
+    o.n_ff = 64;  // a multiple of the q8_0 block for the down projection rows
+    generate_model(o);
+    auto f = GgufFile::open(o.out);
+    ModelSpec s = load_model_spec(*f);
+    ExpertTable t = ExpertTable::build(*f, s);
+    CHECK(t.n_layer() == 3);
+    CHECK(t.n_expert() == 6);
+    const auto bytes = f->bytes();
+    uint64_t sum = 0;
+    for (const auto& ti : f->tensors()) sum += ti.nbytes;
+    CHECK(t.dense_bytes() + t.total_bytes() == sum);
+    CHECK(t.expert_tensor_names().size() == 9);
+    for (uint32_t il = 0; il < 3; ++il) {
+      const auto* g = f->find_tensor("blk." + std::to_string(il) + ".ffn_gate_exps.weight");
+      const auto* u = f->find_tensor("blk." + std::to_string(il) + ".ffn_up_exps.weight");
+      const auto* d = f->find_tensor("blk." + std::to_string(il) + ".ffn_down_exps.weight");
+      REQUIRE((g && u && d));
+      CHECK(g->type == *type_from_name(type));
+      for (uint32_t e = 0; e < 6; ++e) {
+        const ExpertSlices* x = t.at(il, e);
+        REQUIRE(x);
+        const uint64_t slab = g->nbytes / 6;
+        CHECK(x->gate.nbytes == slab);
+        CHECK(x->gate.type == g->type);
+        CHECK(x->gate.offset == g->offset + e * slab);
+        CHECK(std::memcmp(bytes.data() + x->gate.offset, f->data(*g).data() + e * slab, slab) == 0);
+        CHECK(std::memcmp(bytes.data() + x->up.offset, f->data(*u).data() + e * (u->nbytes / 6), u->nbytes / 6) == 0);
+        CHECK(std::memcmp(bytes.data() + x->down.offset, f->data(*d).data() + e * (d->nbytes / 6), d->nbytes / 6) == 0);
+        CHECK(x->gate_bias.nbytes == 0);
+        CHECK(x->bytes() == 3 * slab);
+        if (std::string(type) == "f32") {
+          // Element (row r, col c) of expert e's gate is element ((e * n_ff + r) * n_embd + c).
+          float a, b;
+          std::memcpy(&a, bytes.data() + x->gate.offset + (5 * 64 + 3) * 4, 4);
+          std::memcpy(&b, f->data(*g).data() + ((uint64_t(e) * 64 + 5) * 64 + 3) * 4, 4);
+          CHECK(a == b);
+        }
+      }
+    }
+    CHECK(t.at(0, 6) == nullptr);
+    CHECK(t.at(3, 0) == nullptr);
+    ModelBytes mb = model_bytes(*f, s, t);
+    CHECK(mb.experts == t.total_bytes());
+    CHECK(mb.dense == t.dense_bytes());
+    CHECK(mb.per_expert == t.at(0, 0)->bytes());
+    CHECK(mb.active_per_token == mb.dense + 3 * 2 * mb.per_expert);
+    CHECK(mb.file == slurp(o.out).size());
+  }
+}
+
+TEST_CASE("per-expert, fused gate_up and biased expert layouts") {
+  SUBCASE("old Mixtral per-expert tensors") {
+    Mini m("llama");
+    m.base(2);
+    m.u32("feed_forward_length", 64);
+    m.u32("expert_count", 4);
+    m.u32("expert_used_count", 2);
+    for (uint32_t il = 0; il < 2; ++il) {
+      std::string p = "blk." + std::to_string(il) + ".";
+      m.t(p + "ffn_gate_inp.weight", {32, 4});
+      for (int e = 0; e < 4; ++e) {
+        m.t(p + "ffn_gate." + std::to_string(e) + ".weight", {32, 64});
+        m.t(p + "ffn_up." + std::to_string(e) + ".weight", {32, 64});
+        m.t(p + "ffn_down." + std::to_string(e) + ".weight", {64, 32});
+      }
+    }
+    auto f = GgufFile::open(m.write("per_expert.gguf"));
+    ModelSpec s = load_model_spec(*f);
+    CHECK(s.tied_embeddings);
+    CHECK(s.n_ff_expert == 64);
+    ExpertTable t = ExpertTable::build(*f, s);
+    const auto* d = f->find_tensor("blk.1.ffn_down.3.weight");
+    CHECK(t.at(1, 3)->down.offset == d->offset);
+    CHECK(t.at(1, 3)->down.nbytes == d->nbytes);
+    CHECK(t.total_bytes() == 2 * 4 * 3 * 64 * 32 * 4);
+  }
+  SUBCASE("fused ffn_gate_up_exps") {
+    Mini m("qwen3moe");
+    m.base(1);
+    m.u32("expert_count", 4);
+    m.u32("expert_used_count", 2);
+    m.u32("expert_feed_forward_length", 64);
+    m.t("blk.0.attn_q_norm.weight", {16});
+    m.t("blk.0.attn_k_norm.weight", {16});
+    m.t("blk.0.ffn_gate_inp.weight", {32, 4});
+    m.t("blk.0.ffn_gate_up_exps.weight", {32, 128, 4}, TensorType::Q8_0);
+    m.t("blk.0.ffn_down_exps.weight", {64, 32, 4}, TensorType::Q8_0);
+    auto f = GgufFile::open(m.write("fused.gguf"));
+    ModelSpec s = load_model_spec(*f);
+    ExpertTable t = ExpertTable::build(*f, s);
+    const auto* gu = f->find_tensor("blk.0.ffn_gate_up_exps.weight");
+    const uint64_t rb = 34;  // q8_0 row of 32
+    CHECK(t.at(0, 2)->gate.offset == gu->offset + 2 * 128 * rb);
+    CHECK(t.at(0, 2)->up.offset == gu->offset + (2 * 128 + 64) * rb);
+    CHECK(t.at(0, 2)->up.nbytes == 64 * rb);
+    uint64_t sum = 0;
+    for (const auto& ti : f->tensors()) sum += ti.nbytes;
+    CHECK(t.dense_bytes() + t.total_bytes() == sum);
+  }
+  SUBCASE("gpt-oss biases, sinks and router bias") {
+    Mini m("gpt-oss");
+    m.base(1);
+    m.u32("expert_count", 4);
+    m.u32("expert_used_count", 2);
+    m.u32("expert_feed_forward_length", 64);
+    m.u32("attention.sliding_window", 128);
+    m.t("blk.0.attn_sinks.weight", {2});
+    m.t("blk.0.attn_output.bias", {32});
+    m.stacked(0, 64, 4, TensorType::MXFP4);
+    m.t("blk.0.ffn_gate_inp.bias", {4});
+    m.t("blk.0.ffn_gate_exps.bias", {64, 4});
+    m.t("blk.0.ffn_up_exps.bias", {64, 4});
+    m.t("blk.0.ffn_down_exps.bias", {32, 4});
+    auto f = GgufFile::open(m.write("gptoss.gguf"));
+    ModelSpec s = load_model_spec(*f);
+    CHECK(s.arch == Arch::GptOss);
+    CHECK(s.rope_style == RopeStyle::NeoX);
+    CHECK(s.ffn_act == FfnAct::SwigluOai);
+    CHECK(s.gating.topk_before_norm);
+    CHECK(s.gating.router_bias);
+    CHECK(s.attn_sinks);
+    CHECK(s.attn_out_bias);
+    CHECK(s.n_swa == 128);
+    ExpertTable t = ExpertTable::build(*f, s);
+    const auto* db = f->find_tensor("blk.0.ffn_down_exps.bias");
+    CHECK(t.at(0, 3)->down_bias.offset == db->offset + 3 * 32 * 4);
+    CHECK(t.at(0, 3)->down_bias.nbytes == 32 * 4);
+    CHECK(t.at(0, 1)->gate_bias.nbytes == 64 * 4);
+    CHECK(t.at(0, 1)->gate.type == TensorType::MXFP4);
+    CHECK(t.at(0, 1)->gate.nbytes == 64 * 17);  // 64 rows of 32 = one mxfp4 block of 17 bytes
+    uint64_t sum = 0;
+    for (const auto& ti : f->tensors()) sum += ti.nbytes;
+    CHECK(t.dense_bytes() + t.total_bytes() == sum);
+  }
+}
+
+TEST_CASE("specs of the architectures read but not generated") {
+  SUBCASE("deepseek2: leading dense layers, shared experts, sigmoid + bias, groups") {
+    Mini m("deepseek2");
+    m.base(3);
+    m.u32("feed_forward_length", 128);
+    m.u32("leading_dense_block_count", 1);
+    m.u32("expert_count", 8);
+    m.u32("expert_used_count", 2);
+    m.u32("expert_shared_count", 2);
+    m.u32("expert_feed_forward_length", 32);
+    m.u32("expert_gating_func", 2);
+    m.u32("expert_group_count", 4);
+    m.u32("expert_group_used_count", 2);
+    m.u32("attention.kv_lora_rank", 16);
+    m.u32("attention.key_length", 24);
+    m.u32("attention.value_length", 16);
+    m.u32("rope.dimension_count", 8);
+    m.f32("expert_weights_scale", 2.5f);
+    m.w.set_bool("deepseek2.expert_weights_norm", true);
+    m.dense(0, 128);
+    for (uint32_t il = 1; il < 3; ++il) {
+      std::string p = "blk." + std::to_string(il) + ".";
+      m.stacked(il, 32, 8);
+      m.t(p + "exp_probs_b.bias", {8});
+      m.t(p + "ffn_gate_shexp.weight", {32, 64});
+      m.t(p + "ffn_up_shexp.weight", {32, 64});
+      m.t(p + "ffn_down_shexp.weight", {64, 32});
+    }
+    auto f = GgufFile::open(m.write("ds2.gguf"));
+    ModelSpec s = load_model_spec(*f);
+    CHECK(s.rope_style == RopeStyle::Normal);
+    CHECK(!s.layers[0].is_moe);
+    CHECK(s.layers[0].n_ff_dense == 128);
+    CHECK(s.layers[1].is_moe);
+    CHECK(s.layers[2].n_ff_shared == 64);
+    CHECK(s.n_expert_shared == 2);
+    CHECK(s.n_moe_layer == 2);
+    CHECK(s.gating.func == GatingFunc::Sigmoid);
+    CHECK(s.gating.has_bias);
+    CHECK(s.gating.renormalize);
+    CHECK(s.gating.scale == doctest::Approx(2.5f));
+    CHECK(s.gating.n_group == 4);
+    CHECK(s.gating.topk_group == 2);
+    CHECK(s.kv_lora_rank == 16);
+    CHECK(s.head_dim_k == 24);
+    CHECK(s.head_dim_v == 16);
+    CHECK(s.n_rot == 8);
+    ExpertTable t = ExpertTable::build(*f, s);
+    CHECK(t.at(0, 0) == nullptr);
+    CHECK(t.at(1, 7) != nullptr);
+    ModelBytes b = model_bytes(*f, s, t);
+    CHECK(b.active_per_token == b.dense + 2 * 2 * b.per_expert);
+  }
+  SUBCASE("llama4: interleaved MoE layers, sigmoid top-1, shared expert") {
+    Mini m("llama4");
+    m.base(4);
+    m.u32("feed_forward_length", 96);
+    m.u32("expert_feed_forward_length", 32);
+    m.u32("expert_count", 4);
+    m.u32("expert_used_count", 1);
+    m.u32("interleave_moe_layer_step", 2);
+    for (uint32_t il = 0; il < 4; ++il) {
+      if (il % 2 == 0) {
+        m.dense(il, 96);
+        continue;
+      }
+      std::string p = "blk." + std::to_string(il) + ".";
+      m.stacked(il, 32, 4);
+      m.t(p + "ffn_gate_shexp.weight", {32, 32});
+      m.t(p + "ffn_up_shexp.weight", {32, 32});
+      m.t(p + "ffn_down_shexp.weight", {32, 32});
+    }
+    auto f = GgufFile::open(m.write("llama4.gguf"));
+    ModelSpec s = load_model_spec(*f);
+    CHECK(!s.layers[0].is_moe);
+    CHECK(s.layers[1].is_moe);
+    CHECK(!s.layers[2].is_moe);
+    CHECK(s.layers[3].is_moe);
+    CHECK(s.gating.func == GatingFunc::Sigmoid);
+    CHECK(s.gating.weight_before_ffn);
+    CHECK(!s.gating.shared_gate);
+    CHECK(s.n_expert_shared == 1);
+    CHECK(s.no_rope_layer_step == 4);
+  }
+  SUBCASE("dbrx, phimoe, granitemoe") {
+    for (const char* a : {"dbrx", "phimoe", "granitemoe"}) {
+      INFO(std::string(a));
+      const bool ln = std::string(a) != "granitemoe";
+      Mini m(a);
+      m.base(1, ln);
+      m.u32("feed_forward_length", 64);
+      m.u32("expert_count", 4);
+      m.u32("expert_used_count", 2);
+      m.stacked(0, 64, 4);
+      auto f = GgufFile::open(m.write(std::string(a) + ".gguf"));
+      ModelSpec s = load_model_spec(*f);
+      CHECK(s.layer_norm == ln);
+      CHECK(s.gating.topk_before_norm);
+      CHECK(s.rope_style == (std::string(a) == "granitemoe" ? RopeStyle::Normal : RopeStyle::NeoX));
+      CHECK(s.n_ff_expert == 64);
+    }
+  }
+}
+
+TEST_CASE("bad files give errors naming the file and the cause") {
+  ErrorCode code{};
+  SUBCASE("unsupported architecture") {
+    std::string vocab = std::string(MOE_SHARED_DATA) + "/tokenizers/ggml-vocab-gpt-2.gguf";
+    auto f = GgufFile::open(vocab);
+    std::string msg = error_of([&] { load_model_spec(*f); }, &code);
+    CHECK(code == ErrorCode::Unsupported);
+    CHECK(msg.find("'gpt2'") != std::string::npos);
+    CHECK(msg.find("ggml-vocab-gpt-2.gguf") != std::string::npos);
+  }
+  SUBCASE("missing key") {
+    Mini m("qwen3moe");
+    m.base(1);
+    m.u32("expert_count", 4);
+    m.stacked(0, 64, 4);
+    m.t("blk.0.attn_q_norm.weight", {16});
+    auto path = m.write("missing_key.gguf");
+    auto f = GgufFile::open(path);
+    std::string msg = error_of([&] { load_model_spec(*f); }, &code);
+    CHECK(code == ErrorCode::Corrupt);
+    CHECK(msg.find("'qwen3moe.expert_used_count'") != std::string::npos);
+    CHECK(msg.find("missing_key.gguf") != std::string::npos);
+  }
+  SUBCASE("ill-typed key") {
+    Mini m("olmoe");
+    m.base(1);
+    m.w.set_string("olmoe.block_count", "one");
+    auto f = GgufFile::open(m.write("typed_key.gguf"));
+    std::string msg = error_of([&] { load_model_spec(*f); }, &code);
+    CHECK(code == ErrorCode::Corrupt);
+    CHECK(msg.find("olmoe.block_count") != std::string::npos);
+    CHECK(msg.find("typed_key.gguf") != std::string::npos);
+  }
+  SUBCASE("router shape disagrees with expert_count") {
+    Mini m("olmoe");
+    m.base(1);
+    m.u32("expert_count", 8);
+    m.u32("expert_used_count", 2);
+    m.stacked(0, 64, 4);
+    m.t("blk.0.attn_q_norm.weight", {32});
+    auto f = GgufFile::open(m.write("router_shape.gguf"));
+    std::string msg = error_of([&] { load_model_spec(*f); }, &code);
+    CHECK(code == ErrorCode::Corrupt);
+    CHECK(msg.find("blk.0.ffn_gate_inp.weight") != std::string::npos);
+    CHECK(msg.find("expert_count") != std::string::npos);
+  }
+  SUBCASE("missing expert tensor") {
+    Mini m("olmoe");
+    m.base(1);
+    m.u32("expert_count", 4);
+    m.u32("expert_used_count", 2);
+    m.t("blk.0.attn_q_norm.weight", {32});
+    m.t("blk.0.ffn_gate_inp.weight", {32, 4});
+    auto f = GgufFile::open(m.write("no_experts.gguf"));
+    std::string msg = error_of([&] { load_model_spec(*f); }, &code);
+    CHECK(code == ErrorCode::Corrupt);
+    CHECK(msg.find("ffn_down_exps") != std::string::npos);
+  }
+  SUBCASE("generator option errors") {
+    GenOptions o = small("qwen3moe", "never.gguf");
+    o.n_expert_used = 7;
+    CHECK(error_of([&] { generate_model(o); }, &code).find("top-k") != std::string::npos);
+    CHECK(code == ErrorCode::InvalidArgument);
+    o = small("deepseek2", "never.gguf");
+    CHECK(error_of([&] { generate_model(o); }).find("deepseek2") != std::string::npos);
+    o = small("qwen3moe", "never.gguf");
+    o.preset = "mixtral-8x7b";
+    CHECK(error_of([&] { generate_model(o); }).find("preset") != std::string::npos);
+  }
+}
+
+TEST_CASE("router skew makes expert popularity Zipf-like and grows with S") {
+  // Route random hidden states through layer 0's router: the normalized entropy of the top-k
+  // counts falls and the most/least popular ratio rises as S grows.
+  double prev_entropy = 2, prev_ratio = 0;
+  for (float skew : {0.0f, 0.5f, 1.0f, 2.0f}) {
+    GenOptions o = small("qwen3moe", "skew.gguf");
+    o.n_expert = 16;
+    o.n_layer = 1;
+    o.router_skew = skew;
+    generate_model(o);
+    auto f = GgufFile::open(o.out);
+    const auto* r = f->find_tensor("blk.0.ffn_gate_inp.weight");
+    REQUIRE(r);
+    REQUIRE(r->type == TensorType::F32);
+    const float* w = reinterpret_cast<const float*>(f->data(*r).data());
+    std::mt19937 rng(123);
+    std::normal_distribution<float> nd;
+    std::vector<double> count(16, 0.0);
+    std::vector<float> x(64), logit(16);
+    std::vector<int> idx(16);
+    for (int n = 0; n < 4000; ++n) {
+      for (auto& v : x) v = nd(rng);
+      for (int e = 0; e < 16; ++e) {
+        float acc = 0;
+        for (int j = 0; j < 64; ++j) acc += w[e * 64 + j] * x[j];
+        logit[e] = acc;
+        idx[e] = e;
+      }
+      std::partial_sort(idx.begin(), idx.begin() + 2, idx.end(), [&](int a, int b) { return logit[a] > logit[b]; });
+      count[idx[0]] += 1;
+      count[idx[1]] += 1;
+    }
+    double tot = 0, h = 0;
+    for (double c : count) tot += c;
+    for (double c : count)
+      if (c > 0) h -= c / tot * std::log(c / tot);
+    const double entropy = h / std::log(16.0);
+    const double ratio = *std::max_element(count.begin(), count.end()) / std::max(1.0, *std::min_element(count.begin(), count.end()));
+    INFO("skew " << skew << " entropy " << entropy << " ratio " << ratio);
+    if (skew == 0.0f) {
+      CHECK(entropy > 0.99);
+      CHECK(ratio < 1.6);
+    } else {
+      CHECK(entropy < prev_entropy);
+      CHECK(ratio > prev_ratio);
+    }
+    if (skew == 2.0f) CHECK(ratio > 10);
+    prev_entropy = entropy;
+    prev_ratio = ratio;
+  }
+}
+
+TEST_CASE("same seed gives identical bytes, whatever the thread count; another seed differs") {
+  GenOptions o = small("olmoe", "det_a.gguf");
+  o.type = "q8_0";
+  o.n_ff = 64;
+  o.threads = 2;
+  generate_model(o);
+  o.out = tmp("det_b.gguf");
+  o.threads = 1;
+  generate_model(o);
+  o.out = tmp("det_c.gguf");
+  o.seed = 8;
+  generate_model(o);
+  auto a = slurp(tmp("det_a.gguf")), b = slurp(tmp("det_b.gguf")), c = slurp(tmp("det_c.gguf"));
+  REQUIRE(!a.empty());
+  CHECK(a == b);
+  CHECK(a.size() == c.size());
+  CHECK(a != c);
+}
+
+TEST_CASE("weights are quantized to the asked type and stay sane") {
+  GenOptions o = small("llama", "types.gguf");
+  o.n_embd = 256;
+  o.n_ff = 256;
+  o.n_head = 4;
+  o.n_head_kv = 4;
+  for (const char* type : {"q4_K", "f16", "bf16", "q8_0", "q6_K", "q5_K", "q4_0", "mxfp4"}) {
+    INFO(std::string(type));
+    TensorType want = *type_from_name(type);
+    if (!traits(want).quantizable) continue;
+    o.type = type;
+    generate_model(o);
+    auto f = GgufFile::open(o.out);
+    const auto* g = f->find_tensor("blk.0.ffn_gate_exps.weight");
+    CHECK(g->type == want);
+    CHECK(f->find_tensor("blk.0.ffn_gate_inp.weight")->type == TensorType::F32);
+    CHECK(f->find_tensor("blk.0.attn_norm.weight")->type == TensorType::F32);
+    if (want == TensorType::Q4_K) CHECK(f->find_tensor("output.weight")->type == TensorType::Q6_K);
+    // Dequantized expert rows have the planned spread: std 1/sqrt(256) = 0.0625.
+    std::vector<float> row(256);
+    double ss = 0;
+    for (int r = 0; r < 64; ++r) {
+      REQUIRE(kernels::dequantize_row(g->type, f->data(*g).data() + r * g->row_bytes(), row.data(), 256));
+      for (float v : row) ss += double(v) * v;
+    }
+    const double sd = std::sqrt(ss / (64 * 256));
+    CHECK(sd > 0.05);
+    CHECK(sd < 0.08);
+    ModelSpec s = load_model_spec(*f);
+    ExpertTable t = ExpertTable::build(*f, s);
+    CHECK(t.at(0, 0)->gate.type == want);
+  }
+  // Rows that do not fit the block size fall back (n_embd 64 is not a multiple of 256).
+  GenOptions q = small("qwen3moe", "fallback.gguf");
+  q.type = "q4_K";
+  q.n_ff = 64;
+  if (traits(TensorType::Q4_K).quantizable) {
+    generate_model(q);
+    auto f = GgufFile::open(q.out);
+    CHECK(f->find_tensor("blk.0.ffn_gate_exps.weight")->type == TensorType::Q8_0);
+  }
+}
+
+TEST_CASE("real vocabularies: tokenizer metadata copied, padded on request") {
+  GenOptions o = small("llama", "vocab_llama.gguf");
+  o.vocab = "";  // default for llama: llama-spm
+  o.n_vocab = 0;
+  o.n_layer = 1;
+  o.data_dir = MOE_SHARED_DATA;
+  generate_model(o);
+  auto f = GgufFile::open(o.out);
+  ModelSpec s = load_model_spec(*f);
+  CHECK(s.n_vocab == 32000);
+  CHECK(s.bos_id == 1u);
+  CHECK(s.eos_id == 2u);
+  CHECK(f->get_string("tokenizer.ggml.model") == "llama");
+  CHECK(f->get_string_array("tokenizer.ggml.tokens").size() == 32000);
+
+  GenOptions p = small("olmoe", "vocab_olmoe.gguf");
+  p.vocab = "gpt-2";
+  p.n_vocab = 50304;  // OLMoE's padded embedding
+  p.n_layer = 1;
+  p.n_embd = 32;
+  p.n_head = 2;
+  p.n_head_kv = 2;
+  p.data_dir = MOE_SHARED_DATA;
+  generate_model(p);
+  auto g = GgufFile::open(p.out);
+  ModelSpec t = load_model_spec(*g);
+  CHECK(t.n_vocab == 50304);
+  auto toks = g->get_string_array("tokenizer.ggml.tokens");
+  REQUIRE(toks.size() == 50304);
+  CHECK(toks[50303] == "<|moe_pad_50303|>");
+  CHECK(g->get_int_array("tokenizer.ggml.token_type").size() == 50304);
+  CHECK(t.eos_id == 50256u);
+}
+
+TEST_CASE("moe inspect --json reports the spec and the byte split") {
+  GenOptions o = small("qwen2moe", "inspect.gguf");
+  generate_model(o);
+  auto f = GgufFile::open(o.out);
+  ModelSpec s = load_model_spec(*f);
+  ExpertTable t = ExpertTable::build(*f, s);
+  ModelBytes b = model_bytes(*f, s, t);
+  if (!std::filesystem::exists(MOE_TOOL_PATH)) {
+    MESSAGE("moe binary not built; inspect checked through the library only");
+    return;
+  }
+  std::string cmd = std::string(MOE_TOOL_PATH) + " inspect --json " + o.out + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p);
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  int st = pclose(p);
+  INFO(out);
+  REQUIRE(WEXITSTATUS(st) == 0);
+  JsonParser jp{out};
+  Json j = jp.parse();
+  REQUIRE(j.is_obj);
+  CHECK(j.obj["architecture"].str == "qwen2moe");
+  CHECK(j.obj["n_layer"].num == 3);
+  CHECK(j.obj["n_expert"].num == 6);
+  CHECK(j.obj["n_expert_used"].num == 2);
+  CHECK(j.obj["n_expert_shared"].num == 1);
+  CHECK(j.obj["n_embd"].num == 64);
+  CHECK(j.obj["n_ff_expert"].num == 96);
+  CHECK(j.obj["n_vocab"].num == 300);
+  CHECK(j.obj["expert_bytes"].num == double(b.per_expert));
+  CHECK(j.obj["dense_bytes"].num == double(b.dense));
+  CHECK(j.obj["experts_bytes"].num == double(b.experts));
+  CHECK(j.obj["active_bytes_per_token"].num == double(b.active_per_token));
+  CHECK(j.obj["file_bytes"].num == double(b.file));
+  CHECK(j.obj["tensor_types"].obj["f32"].obj["count"].num == double(f->tensors().size()));
+
+  // A bad file: non-zero exit and the message naming the file.
+  std::string bad = std::string(MOE_TOOL_PATH) + " inspect " + std::string(MOE_SHARED_DATA) +
+                    "/tokenizers/ggml-vocab-gpt-2.gguf 2>&1";
+  p = popen(bad.c_str(), "r");
+  REQUIRE(p);
+  out.clear();
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  st = pclose(p);
+  CHECK(WEXITSTATUS(st) != 0);
+  CHECK(out.find("unsupported architecture 'gpt2'") != std::string::npos);
+}
