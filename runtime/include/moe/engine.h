@@ -1,0 +1,194 @@
+// moe/engine.h — the CPU inference engine: a loaded Model (mapped GGUF + ModelSpec + ExpertTable +
+// dense weight views) and a Session (f16 KV cache and every scratch buffer, allocated once) that runs
+// the forward pass of Llama/Mixtral, Qwen2-MoE, Qwen3-MoE and OLMoE.
+//
+// Expert weights are reached only through ExpertSource (acquire/release): the session never touches
+// expert bytes any other way, so an offloading cache can replace the mmap-backed source without
+// changing the math.
+//
+// Thread-safety: a Model is immutable after load and may be shared by sessions on different threads.
+// A Session is single-threaded (it drives its own ThreadPool); an ExpertSource must tolerate the
+// calls of every session that shares it (MmapExpertSource is stateless).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "moe/gguf.h"
+#include "moe/kernels/types.h"
+#include "moe/model.h"
+
+namespace moe {
+
+namespace kernels {
+class ThreadPool;
+}
+
+// A weight matrix as stored: rows of `cols` elements of `type` (GGUF ne[0] = cols, ne[1] = rows).
+struct WeightView {
+  const void* data = nullptr;  // nullptr: absent
+  TensorType type = TensorType::F32;
+  uint32_t rows = 0, cols = 0;
+  uint64_t nbytes = 0;
+  explicit operator bool() const noexcept { return data != nullptr; }
+};
+
+// One expert's weights as the kernels read them. gate/up: (n_ff rows, n_embd cols);
+// down: (n_embd rows, n_ff cols).
+struct ExpertWeights {
+  WeightView gate, up, down;
+  uint64_t bytes() const noexcept { return gate.nbytes + up.nbytes + down.nbytes; }
+};
+
+// The one seam through which expert bytes are read. acquire() returns views valid until the matching
+// release(); every acquire is released exactly once. Throws moe::Error when the bytes cannot be had
+// (IO error in a cached source).
+class ExpertSource {
+ public:
+  virtual ~ExpertSource() = default;
+  virtual ExpertWeights acquire(uint32_t layer, uint32_t expert) = 0;
+  virtual void release(uint32_t layer, uint32_t expert) noexcept = 0;
+};
+
+class Model;
+
+// Reads experts straight from the model's memory map (the page cache is the only cache).
+class MmapExpertSource final : public ExpertSource {
+ public:
+  explicit MmapExpertSource(const Model& m) : m_(m) {}
+  ExpertWeights acquire(uint32_t layer, uint32_t expert) override;
+  void release(uint32_t, uint32_t) noexcept override {}
+
+ private:
+  const Model& m_;
+};
+
+struct LayerWeights {
+  std::vector<float> attn_norm;                  // (n_embd)
+  WeightView wq, wk, wv, wo;                     // q: (n_head*hd_k, n_embd) ... o: (n_embd, n_head*hd_v)
+  std::vector<float> bq, bk, bv;                 // biases (empty when absent)
+  std::vector<float> q_norm, k_norm;             // per head (hd) or full (n_head*hd), per spec
+  std::vector<float> ffn_norm;                   // (n_embd)
+  WeightView router;                             // (n_expert, n_embd); absent for dense layers
+  WeightView gate_sh, up_sh, down_sh;            // shared expert(s) or dense FFN
+  WeightView shared_gate;                        // (1, n_embd): sigmoid gate of the shared expert
+  uint32_t n_ff_sh = 0;                          // rows of gate_sh (0: none)
+};
+
+class Model {
+ public:
+  // Maps and validates the file; throws moe::Error (Io, Corrupt, Unsupported) naming the path.
+  static std::unique_ptr<Model> load(const std::string& path);
+  // Builds from an already open file (takes ownership).
+  static std::unique_ptr<Model> from_file(std::unique_ptr<gguf::GgufFile> f);
+
+  const gguf::GgufFile& file() const noexcept { return *file_; }
+  const ModelSpec& spec() const noexcept { return spec_; }
+  const ExpertTable& experts() const noexcept { return experts_; }
+  const LayerWeights& layer(uint32_t i) const noexcept { return layers_[i]; }
+  const WeightView& tok_embd() const noexcept { return tok_embd_; }  // (n_vocab, n_embd)
+  const WeightView& output() const noexcept { return output_; }      // tied: same as tok_embd
+  const std::vector<float>& output_norm() const noexcept { return output_norm_; }
+  // Bytes of non-expert weights one decoded token reads (attention, norms, routers, shared experts,
+  // LM head, one embedding row).
+  uint64_t dense_bytes_per_token() const noexcept { return dense_bytes_; }
+
+ private:
+  Model() = default;
+  void bind();
+  std::unique_ptr<gguf::GgufFile> file_;
+  ModelSpec spec_;
+  ExpertTable experts_;
+  std::vector<LayerWeights> layers_;
+  WeightView tok_embd_, output_;
+  std::vector<float> output_norm_;
+  uint64_t dense_bytes_ = 0;
+};
+
+struct SessionOptions {
+  uint32_t n_ctx = 0;     // KV cache positions; 0: min(n_ctx_train, 4096)
+  uint32_t n_batch = 64;  // tokens per prefill batch (scratch is sized for this)
+  int n_threads = 1;
+};
+
+// Counters since the session was created or reset_stats().
+struct SessionStats {
+  uint64_t tokens = 0;           // tokens evaluated
+  uint64_t batches = 0;          // forward calls (after splitting into n_batch chunks)
+  uint64_t expert_acquires = 0;  // acquire() calls
+  uint64_t expert_bytes = 0;     // bytes of the experts acquired
+  uint64_t dense_bytes = 0;      // non-expert weight bytes read (one pass per batch)
+  uint64_t kv_bytes = 0;         // KV cache bytes read by attention
+};
+
+class Session {
+ public:
+  // The source must outlive the session. Throws InvalidArgument for impossible options and
+  // Unsupported for a spec this engine cannot run.
+  Session(const Model& m, ExpertSource& src, SessionOptions o = {});
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Appends tokens at the current position (prefill in chunks of n_batch, or one decode step) and
+  // returns the logits of the last token (n_vocab floats, valid until the next call).
+  // If all_logits is non-null it receives tokens.size() x n_vocab floats (every position).
+  // Throws InvalidArgument when the context would overflow or a token id is out of range.
+  std::span<const float> eval(std::span<const int32_t> tokens, float* all_logits = nullptr);
+  uint32_t pos() const noexcept { return pos_; }
+  uint32_t n_ctx() const noexcept { return n_ctx_; }
+  void reset() noexcept { pos_ = 0; }  // forget the KV cache
+  const SessionStats& stats() const noexcept { return stats_; }
+  void reset_stats() noexcept { stats_ = {}; }
+  const Model& model() const noexcept { return m_; }
+  // The experts (ascending ids) and weights chosen for the last token evaluated, per MoE layer
+  // (for traces and tests): n_expert_used entries each.
+  std::span<const int32_t> last_experts(uint32_t layer) const noexcept;
+  std::span<const float> last_expert_weights(uint32_t layer) const noexcept;
+
+ private:
+  void forward(const int32_t* tokens, uint32_t n, float* all_logits);
+  void attention_block(uint32_t il, uint32_t n);
+  void ffn_block(uint32_t il, uint32_t n);
+  void route(uint32_t il, uint32_t n);
+
+  const Model& m_;
+  ExpertSource& src_;
+  SessionOptions o_;
+  std::unique_ptr<kernels::ThreadPool> pool_;
+  uint32_t n_ctx_ = 0, pos_ = 0;
+  SessionStats stats_;
+  // KV cache, per layer (n_ctx, n_head_kv, hd) f16.
+  std::vector<std::vector<uint16_t>> k_cache_, v_cache_;
+  // Scratch (B = n_batch).
+  std::vector<float> x_, xn_;         // (B, n_embd) residual stream / normalised
+  std::vector<float> q_, k_, v_;      // (B, n_head*hd_k), (B, n_kv*hd_k), (B, n_kv*hd_v)
+  std::vector<float> att_;            // (B, n_head*hd_v)
+  std::vector<float> scores_;         // (n_threads, n_ctx)
+  std::vector<float> rope_cs_;        // (n_rot)
+  std::vector<float> tmp_;            // (B, n_embd) projection / expert outputs
+  std::vector<float> moe_out_;        // (B, n_embd)
+  std::vector<float> router_;         // (B, n_expert)
+  std::vector<float> gw_;             // (B, n_expert_used) chosen weights
+  std::vector<int32_t> gi_;           // (B, n_expert_used) chosen experts (ascending id)
+  std::vector<int32_t> topk_idx_;     // (n_expert)
+  std::vector<float> probs_;          // (n_expert)
+  std::vector<uint32_t> e_count_, e_start_;  // (n_expert + 1) tokens per expert, offsets
+  std::vector<uint32_t> e_tok_;       // (B * n_expert_used) token index per routed slot
+  std::vector<float> e_w_;            // (B * n_expert_used) weight per routed slot
+  std::vector<float> xg_;             // (B, n_embd) gathered inputs of one expert
+  std::vector<float> g_, u_;          // (B, max n_ff)
+  std::vector<float> sg_;             // (B) shared gate logits
+  std::vector<float> logits_;         // (n_vocab)
+  std::vector<int32_t> last_e_;       // (n_layer, n_expert_used)
+  std::vector<float> last_w_;         // (n_layer, n_expert_used)
+};
+
+// The gating rule applied to one token's router logits (n_expert floats), exposed for tests:
+// writes k expert ids (ascending) and their weights. probs/idx are scratch of n_expert entries.
+void apply_gating(const Gating& g, const float* logits, uint32_t n_expert, uint32_t k, int32_t* out_ids,
+                  float* out_w, float* probs, int32_t* idx);
+
+}  // namespace moe

@@ -1,0 +1,186 @@
+// runtime/src/engine/model_weights.cpp — Model::load: maps the GGUF file, reads the ModelSpec and the
+// ExpertTable, and binds every dense weight (attention, norms, routers, shared experts, embeddings)
+// as a view into the mapping, checking each tensor's shape and type against the spec. Expert bytes
+// are not bound here: they are reached through ExpertSource only.
+// Immutable after load; thread-safe to share.
+#include <cstring>
+
+#include "moe/engine.h"
+#include "moe/error.h"
+#include "moe/kernels/matmul.h"
+#include "moe/kernels/quant.h"
+
+namespace moe {
+
+namespace {
+
+bool arch_supported(Arch a) {
+  return a == Arch::Llama || a == Arch::Qwen2Moe || a == Arch::Qwen3Moe || a == Arch::Olmoe;
+}
+
+}  // namespace
+
+std::unique_ptr<Model> Model::load(const std::string& path) { return from_file(gguf::GgufFile::open(path)); }
+
+std::unique_ptr<Model> Model::from_file(std::unique_ptr<gguf::GgufFile> f) {
+  std::unique_ptr<Model> m(new Model());
+  m->file_ = std::move(f);
+  m->spec_ = load_model_spec(*m->file_);
+  m->experts_ = ExpertTable::build(*m->file_, m->spec_);
+  m->bind();
+  return m;
+}
+
+void Model::bind() {
+  const gguf::GgufFile& f = *file_;
+  const ModelSpec& s = spec_;
+  const std::string& path = f.path();
+  if (!arch_supported(s.arch))
+    fail(ErrorCode::Unsupported, "{}: architecture '{}' is not supported by the CPU engine (supported: llama/"
+         "Mixtral, qwen2moe, qwen3moe, olmoe)", path, s.arch_name);
+  if (s.gating.has_bias || s.gating.n_group > 1)
+    fail(ErrorCode::Unsupported, "{}: biased or group-limited expert selection is not supported", path);
+  if (s.layer_norm || s.attn_out_bias || s.fused_qkv || s.qk_l2_norm || s.attn_sinks || s.n_swa ||
+      s.no_rope_layer_step || s.q_lora_rank || s.kv_lora_rank || s.clamp_kqv != 0.0f || s.embedding_scale != 0.0f ||
+      s.residual_scale != 0.0f || s.attention_scale != 0.0f || s.logit_scale != 0.0f || s.gating.router_bias ||
+      s.gating.weight_before_ffn)
+    fail(ErrorCode::Unsupported, "{}: the spec of '{}' uses a feature the CPU engine does not implement", path,
+         s.arch_name);
+  if (s.ffn_act == FfnAct::SwigluOai)
+    fail(ErrorCode::Unsupported, "{}: the clamped SwiGLU of gpt-oss is not supported", path);
+  if (s.n_head == 0 || s.n_head_kv == 0 || s.n_head % s.n_head_kv != 0 || s.head_dim_k == 0 || s.head_dim_v == 0)
+    fail(ErrorCode::Corrupt, "{}: bad attention shape (n_head {}, n_head_kv {}, head_dim {}/{})", path, s.n_head,
+         s.n_head_kv, s.head_dim_k, s.head_dim_v);
+  if (s.n_rot % 2 != 0 || s.n_rot > s.head_dim_k)
+    fail(ErrorCode::Corrupt, "{}: rope dimension count {} is odd or exceeds the head size {}", path, s.n_rot,
+         s.head_dim_k);
+  if (s.layers.size() != s.n_layer)
+    fail(ErrorCode::Corrupt, "{}: spec has {} layer entries for {} layers", path, s.layers.size(), s.n_layer);
+
+  auto find = [&](const std::string& name) -> const gguf::TensorInfo* { return f.find_tensor(name); };
+  // A matrix of `rows` x `cols` (ne[0] = cols).
+  auto mat = [&](const std::string& name, uint64_t rows, uint64_t cols, bool required) -> WeightView {
+    const gguf::TensorInfo* t = find(name);
+    if (!t) {
+      if (required) fail(ErrorCode::Corrupt, "{}: tensor '{}' is missing", path, name);
+      return {};
+    }
+    if (t->ne[0] != cols || t->n_elements() != rows * cols)
+      fail(ErrorCode::Corrupt, "{}: tensor '{}' has shape [{}, {}], expected [{}, {}]", path, name, t->ne[0],
+           t->ne[1], cols, rows);
+    if (!kernels::matmul_supported(t->type))
+      fail(ErrorCode::Unsupported, "{}: tensor '{}' has type {} which the CPU kernels cannot multiply", path, name,
+           type_name(t->type));
+    WeightView v;
+    v.data = f.data(*t).data();
+    v.type = t->type;
+    v.rows = static_cast<uint32_t>(rows);
+    v.cols = static_cast<uint32_t>(cols);
+    v.nbytes = t->nbytes;
+    return v;
+  };
+  // A vector of n floats (norm weights, biases), converted to f32 once.
+  auto vec = [&](const std::string& name, uint64_t n, bool required) -> std::vector<float> {
+    const gguf::TensorInfo* t = find(name);
+    if (!t) {
+      if (required) fail(ErrorCode::Corrupt, "{}: tensor '{}' is missing", path, name);
+      return {};
+    }
+    if (t->n_elements() != n)
+      fail(ErrorCode::Corrupt, "{}: tensor '{}' has {} elements, expected {}", path, name, t->n_elements(), n);
+    std::vector<float> out(n);
+    if (!kernels::dequantize_row(t->type, f.data(*t).data(), out.data(), static_cast<int64_t>(n)))
+      fail(ErrorCode::Unsupported, "{}: tensor '{}' has type {} which cannot be decoded", path, name,
+           type_name(t->type));
+    return out;
+  };
+
+  const uint64_t E = s.n_embd, HQ = uint64_t(s.n_head) * s.head_dim_k, HK = uint64_t(s.n_head_kv) * s.head_dim_k,
+                 HV = uint64_t(s.n_head_kv) * s.head_dim_v, HO = uint64_t(s.n_head) * s.head_dim_v;
+  tok_embd_ = mat("token_embd.weight", s.n_vocab, E, true);
+  if (!traits(tok_embd_.type).dequantizable)
+    fail(ErrorCode::Unsupported, "{}: token_embd.weight type {} cannot be decoded", path, type_name(tok_embd_.type));
+  output_norm_ = vec("output_norm.weight", E, true);
+  output_ = mat("output.weight", s.n_vocab, E, false);
+  if (!output_) output_ = tok_embd_;  // tied embeddings
+  dense_bytes_ = output_.nbytes + *row_bytes(tok_embd_.type, E);
+
+  layers_.resize(s.n_layer);
+  for (uint32_t il = 0; il < s.n_layer; ++il) {
+    LayerWeights& L = layers_[il];
+    const LayerSpec& ls = s.layers[il];
+    const std::string p = "blk." + std::to_string(il) + ".";
+    L.attn_norm = vec(p + "attn_norm.weight", E, true);
+    L.wq = mat(p + "attn_q.weight", HQ, E, true);
+    L.wk = mat(p + "attn_k.weight", HK, E, true);
+    L.wv = mat(p + "attn_v.weight", HV, E, true);
+    L.wo = mat(p + "attn_output.weight", E, HO, true);
+    L.bq = vec(p + "attn_q.bias", HQ, s.attn_bias);
+    L.bk = vec(p + "attn_k.bias", HK, s.attn_bias);
+    L.bv = vec(p + "attn_v.bias", HV, s.attn_bias);
+    if (s.qk_norm == QkNorm::PerHead) {
+      L.q_norm = vec(p + "attn_q_norm.weight", s.head_dim_k, true);
+      L.k_norm = vec(p + "attn_k_norm.weight", s.head_dim_k, true);
+    } else if (s.qk_norm == QkNorm::Full) {
+      L.q_norm = vec(p + "attn_q_norm.weight", HQ, true);
+      L.k_norm = vec(p + "attn_k_norm.weight", HK, true);
+    }
+    L.ffn_norm = vec(p + "ffn_norm.weight", E, true);
+    uint64_t bytes = L.wq.nbytes + L.wk.nbytes + L.wv.nbytes + L.wo.nbytes;
+    if (ls.is_moe) {
+      if (ls.n_expert_used == 0 || ls.n_expert_used > ls.n_expert)
+        fail(ErrorCode::Corrupt, "{}: layer {} uses {} of {} experts", path, il, ls.n_expert_used, ls.n_expert);
+      L.router = mat(p + "ffn_gate_inp.weight", ls.n_expert, E, true);
+      bytes += L.router.nbytes;
+      if (ls.n_ff_shared > 0) {
+        L.n_ff_sh = ls.n_ff_shared;
+        L.gate_sh = mat(p + "ffn_gate_shexp.weight", ls.n_ff_shared, E, true);
+        L.up_sh = mat(p + "ffn_up_shexp.weight", ls.n_ff_shared, E, true);
+        L.down_sh = mat(p + "ffn_down_shexp.weight", E, ls.n_ff_shared, true);
+        if (s.gating.shared_gate) L.shared_gate = mat(p + "ffn_gate_inp_shexp.weight", 1, E, true);
+        bytes += L.gate_sh.nbytes + L.up_sh.nbytes + L.down_sh.nbytes + L.shared_gate.nbytes;
+      }
+      for (uint32_t e = 0; e < ls.n_expert; ++e) {
+        const ExpertSlices* es = experts_.at(il, e);
+        if (!es) fail(ErrorCode::Corrupt, "{}: layer {} expert {} has no slices", path, il, e);
+        for (const Slice* sl : {&es->gate, &es->up, &es->down}) {
+          if (!kernels::matmul_supported(sl->type))
+            fail(ErrorCode::Unsupported, "{}: layer {} experts have type {} which the CPU kernels cannot multiply",
+                 path, il, type_name(sl->type));
+          if (sl->offset + sl->nbytes > f.file_size())
+            fail(ErrorCode::Corrupt, "{}: layer {} expert {} lies outside the file", path, il, e);
+        }
+        if (es->gate_bias.nbytes || es->up_bias.nbytes || es->down_bias.nbytes)
+          fail(ErrorCode::Unsupported, "{}: per-expert biases are not supported", path);
+      }
+    } else {
+      if (ls.n_ff_dense == 0) fail(ErrorCode::Corrupt, "{}: dense layer {} has no FFN size", path, il);
+      L.n_ff_sh = ls.n_ff_dense;
+      L.gate_sh = mat(p + "ffn_gate.weight", ls.n_ff_dense, E, true);
+      L.up_sh = mat(p + "ffn_up.weight", ls.n_ff_dense, E, true);
+      L.down_sh = mat(p + "ffn_down.weight", E, ls.n_ff_dense, true);
+      bytes += L.gate_sh.nbytes + L.up_sh.nbytes + L.down_sh.nbytes;
+    }
+    dense_bytes_ += bytes;
+  }
+}
+
+ExpertWeights MmapExpertSource::acquire(uint32_t layer, uint32_t expert) {
+  const ExpertSlices* sl = m_.experts().at(layer, expert);
+  MOE_ASSERT(sl != nullptr, "acquire of an expert in a dense layer");
+  const LayerSpec& ls = m_.spec().layers[layer];
+  const uint8_t* base = m_.file().bytes().data();
+  auto view = [&](const Slice& s, uint32_t rows, uint32_t cols) {
+    WeightView v;
+    v.data = base + s.offset;
+    v.type = s.type;
+    v.rows = rows;
+    v.cols = cols;
+    v.nbytes = s.nbytes;
+    return v;
+  };
+  const uint32_t E = m_.spec().n_embd, F = ls.n_ff_expert;
+  return {view(sl->gate, F, E), view(sl->up, F, E), view(sl->down, E, F)};
+}
+
+}  // namespace moe

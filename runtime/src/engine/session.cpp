@@ -1,0 +1,334 @@
+// runtime/src/engine/session.cpp — the forward pass: embed -> per layer (RMSNorm, attention with
+// RoPE over the f16 KV cache, residual, RMSNorm, MoE or dense FFN, residual) -> final norm -> LM head.
+// Prefill runs a batch of up to n_batch tokens through each weight once (matmul); the MoE block groups
+// the batch's tokens by expert so each chosen expert is acquired and read once per batch. Decode is
+// the same code with a batch of one. Every buffer is allocated in the constructor.
+// A Session is single-threaded; it drives its own ThreadPool.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "moe/engine.h"
+#include "moe/error.h"
+#include "moe/kernels/matmul.h"
+#include "moe/kernels/ops.h"
+#include "moe/kernels/quant.h"
+#include "moe/kernels/thread_pool.h"
+
+namespace moe {
+
+namespace ops = kernels::ops;
+
+void apply_gating(const Gating& g, const float* logits, uint32_t n_expert, uint32_t k, int32_t* out_ids,
+                  float* out_w, float* probs, int32_t* idx) {
+  static_assert(sizeof(int32_t) == sizeof(int));
+  int* ix = reinterpret_cast<int*>(idx);
+  if (g.topk_before_norm) {
+    // Choose on raw logits, then normalise over the k chosen.
+    ops::topk(logits, static_cast<int>(n_expert), static_cast<int>(k), ix);
+    for (uint32_t j = 0; j < k; ++j) out_w[j] = logits[ix[j]];
+    if (g.func == GatingFunc::Softmax) {
+      ops::softmax(out_w, k);
+    } else {
+      for (uint32_t j = 0; j < k; ++j) out_w[j] = ops::sigmoid(out_w[j]);
+    }
+  } else {
+    std::memcpy(probs, logits, n_expert * sizeof(float));
+    if (g.func == GatingFunc::Softmax) {
+      ops::softmax(probs, n_expert);
+    } else {
+      for (uint32_t e = 0; e < n_expert; ++e) probs[e] = ops::sigmoid(probs[e]);
+    }
+    ops::topk(probs, static_cast<int>(n_expert), static_cast<int>(k), ix);
+    for (uint32_t j = 0; j < k; ++j) out_w[j] = probs[ix[j]];
+  }
+  if (g.renormalize) {
+    double sum = 0;
+    for (uint32_t j = 0; j < k; ++j) sum += out_w[j];
+    if (sum > 0)
+      for (uint32_t j = 0; j < k; ++j) out_w[j] = static_cast<float>(out_w[j] / sum);
+  }
+  for (uint32_t j = 0; j < k; ++j) out_w[j] *= g.scale;
+  // Ascending expert id: the order experts are combined in, identical for prefill and decode.
+  for (uint32_t j = 0; j < k; ++j) out_ids[j] = ix[j];
+  for (uint32_t a = 1; a < k; ++a)
+    for (uint32_t b = a; b > 0 && out_ids[b] < out_ids[b - 1]; --b) {
+      std::swap(out_ids[b], out_ids[b - 1]);
+      std::swap(out_w[b], out_w[b - 1]);
+    }
+}
+
+namespace {
+
+void mm(const WeightView& w, const float* X, size_t n, float* Y, kernels::ThreadPool* pool) {
+  kernels::matmul(w.type, w.data, w.rows, w.cols, X, n, Y, pool);
+}
+
+ops::RopeParams rope_params(const ModelSpec& s) {
+  ops::RopeParams p;
+  p.mode = s.rope_style == RopeStyle::NeoX ? ops::RopeMode::NeoX : ops::RopeMode::Normal;
+  p.n_rot = static_cast<int>(s.n_rot ? s.n_rot : s.head_dim_k);
+  p.freq_base = s.rope_freq_base;
+  p.freq_scale = s.rope_freq_scale;
+  if (s.rope_scaling == RopeScaling::Yarn) {
+    p.ext_factor = s.yarn_ext_factor < 0 ? 1.0f : s.yarn_ext_factor;
+    p.attn_factor = s.yarn_attn_factor;
+    p.beta_fast = s.yarn_beta_fast;
+    p.beta_slow = s.yarn_beta_slow;
+    p.orig_ctx = s.yarn_orig_ctx > 0 ? s.yarn_orig_ctx : static_cast<float>(s.n_ctx_train);
+  }
+  return p;
+}
+
+}  // namespace
+
+Session::Session(const Model& m, ExpertSource& src, SessionOptions o) : m_(m), src_(src), o_(o) {
+  const ModelSpec& s = m.spec();
+  if (o_.n_batch == 0) fail(ErrorCode::InvalidArgument, "session: n_batch must be at least 1");
+  n_ctx_ = o_.n_ctx ? o_.n_ctx : std::min<uint32_t>(s.n_ctx_train ? s.n_ctx_train : 4096, 4096);
+  pool_ = std::make_unique<kernels::ThreadPool>(std::max(1, o_.n_threads));
+  const size_t B = o_.n_batch, E = s.n_embd;
+  const size_t HQ = size_t(s.n_head) * s.head_dim_k, HK = size_t(s.n_head_kv) * s.head_dim_k,
+               HV = size_t(s.n_head_kv) * s.head_dim_v, HO = size_t(s.n_head) * s.head_dim_v;
+  k_cache_.resize(s.n_layer);
+  v_cache_.resize(s.n_layer);
+  for (uint32_t il = 0; il < s.n_layer; ++il) {
+    k_cache_[il].resize(size_t(n_ctx_) * HK);
+    v_cache_[il].resize(size_t(n_ctx_) * HV);
+  }
+  uint32_t max_ff = 0, max_e = 1, max_k = 1;
+  for (uint32_t il = 0; il < s.n_layer; ++il) {
+    const LayerSpec& ls = s.layers[il];
+    max_ff = std::max({max_ff, ls.n_ff_expert, m.layer(il).n_ff_sh});
+    if (ls.is_moe) {
+      max_e = std::max(max_e, ls.n_expert);
+      max_k = std::max(max_k, ls.n_expert_used);
+    }
+  }
+  x_.resize(B * E);
+  xn_.resize(B * E);
+  q_.resize(B * HQ);
+  k_.resize(B * HK);
+  v_.resize(B * HV);
+  att_.resize(B * HO);
+  scores_.resize(size_t(pool_->size()) * n_ctx_);
+  rope_cs_.resize(std::max<size_t>(2, s.head_dim_k));
+  tmp_.resize(B * E);
+  moe_out_.resize(B * E);
+  router_.resize(B * max_e);
+  gw_.resize(B * max_k);
+  gi_.resize(B * max_k);
+  topk_idx_.resize(max_e);
+  probs_.resize(max_e);
+  e_count_.resize(max_e + 1);
+  e_start_.resize(max_e + 1);
+  e_tok_.resize(B * max_k);
+  e_w_.resize(B * max_k);
+  xg_.resize(B * E);
+  g_.resize(B * max_ff);
+  u_.resize(B * max_ff);
+  sg_.resize(B);
+  logits_.resize(s.n_vocab);
+  last_e_.assign(size_t(s.n_layer) * max_k, -1);
+  last_w_.assign(size_t(s.n_layer) * max_k, 0.0f);
+}
+
+Session::~Session() = default;
+
+std::span<const int32_t> Session::last_experts(uint32_t layer) const noexcept {
+  const LayerSpec& ls = m_.spec().layers[layer];
+  const size_t k = gi_.size() / o_.n_batch;
+  return {last_e_.data() + layer * k, ls.is_moe ? ls.n_expert_used : 0};
+}
+std::span<const float> Session::last_expert_weights(uint32_t layer) const noexcept {
+  const LayerSpec& ls = m_.spec().layers[layer];
+  const size_t k = gi_.size() / o_.n_batch;
+  return {last_w_.data() + layer * k, ls.is_moe ? ls.n_expert_used : 0};
+}
+
+std::span<const float> Session::eval(std::span<const int32_t> tokens, float* all_logits) {
+  const ModelSpec& s = m_.spec();
+  if (tokens.empty()) fail(ErrorCode::InvalidArgument, "session: no tokens to evaluate");
+  if (size_t(pos_) + tokens.size() > n_ctx_)
+    fail(ErrorCode::InvalidArgument, "session: context full ({} + {} tokens > n_ctx {})", pos_, tokens.size(),
+         n_ctx_);
+  for (int32_t t : tokens)
+    if (t < 0 || uint32_t(t) >= s.n_vocab)
+      fail(ErrorCode::InvalidArgument, "session: token id {} is outside the vocabulary (0..{})", t, s.n_vocab - 1);
+  for (size_t off = 0; off < tokens.size(); off += o_.n_batch) {
+    const uint32_t n = static_cast<uint32_t>(std::min<size_t>(o_.n_batch, tokens.size() - off));
+    forward(tokens.data() + off, n, all_logits ? all_logits + off * s.n_vocab : nullptr);
+  }
+  return logits_;
+}
+
+void Session::forward(const int32_t* tokens, uint32_t n, float* all_logits) {
+  const ModelSpec& s = m_.spec();
+  const size_t E = s.n_embd;
+  // Embedding rows.
+  const WeightView& te = m_.tok_embd();
+  const uint64_t rb = *row_bytes(te.type, E);
+  for (uint32_t t = 0; t < n; ++t)
+    kernels::dequantize_row(te.type, static_cast<const uint8_t*>(te.data) + uint64_t(tokens[t]) * rb,
+                            x_.data() + t * E, static_cast<int64_t>(E));
+
+  for (uint32_t il = 0; il < s.n_layer; ++il) {
+    const LayerWeights& L = m_.layer(il);
+    for (uint32_t t = 0; t < n; ++t)
+      ops::rmsnorm(x_.data() + t * E, L.attn_norm.data(), xn_.data() + t * E, E, s.rms_eps);
+    attention_block(il, n);
+    for (size_t i = 0; i < n * E; ++i) x_[i] += tmp_[i];
+    for (uint32_t t = 0; t < n; ++t)
+      ops::rmsnorm(x_.data() + t * E, L.ffn_norm.data(), xn_.data() + t * E, E, s.rms_eps);
+    ffn_block(il, n);
+    for (size_t i = 0; i < n * E; ++i) x_[i] += moe_out_[i];
+  }
+
+  for (uint32_t t = 0; t < n; ++t)
+    ops::rmsnorm(x_.data() + t * E, m_.output_norm().data(), xn_.data() + t * E, E, s.rms_eps);
+  if (all_logits) {
+    mm(m_.output(), xn_.data(), n, all_logits, pool_.get());
+    std::memcpy(logits_.data(), all_logits + size_t(n - 1) * s.n_vocab, s.n_vocab * sizeof(float));
+  } else {
+    mm(m_.output(), xn_.data() + size_t(n - 1) * E, 1, logits_.data(), pool_.get());
+  }
+  pos_ += n;
+  stats_.tokens += n;
+  stats_.batches += 1;
+  stats_.dense_bytes += m_.dense_bytes_per_token();
+}
+
+void Session::attention_block(uint32_t il, uint32_t n) {
+  const ModelSpec& s = m_.spec();
+  const LayerWeights& L = m_.layer(il);
+  kernels::ThreadPool* pool = pool_.get();
+  const int hk = static_cast<int>(s.head_dim_k), hv = static_cast<int>(s.head_dim_v);
+  const size_t HQ = size_t(s.n_head) * hk, HK = size_t(s.n_head_kv) * hk, HV = size_t(s.n_head_kv) * hv,
+               HO = size_t(s.n_head) * hv;
+  mm(L.wq, xn_.data(), n, q_.data(), pool);
+  mm(L.wk, xn_.data(), n, k_.data(), pool);
+  mm(L.wv, xn_.data(), n, v_.data(), pool);
+  const ops::RopeParams rp = rope_params(s);
+  for (uint32_t t = 0; t < n; ++t) {
+    float* q = q_.data() + t * HQ;
+    float* k = k_.data() + t * HK;
+    float* v = v_.data() + t * HV;
+    if (!L.bq.empty()) {
+      for (size_t i = 0; i < HQ; ++i) q[i] += L.bq[i];
+      for (size_t i = 0; i < HK; ++i) k[i] += L.bk[i];
+      for (size_t i = 0; i < HV; ++i) v[i] += L.bv[i];
+    }
+    if (s.qk_norm == QkNorm::PerHead) {
+      for (uint32_t h = 0; h < s.n_head; ++h) ops::rmsnorm(q + h * hk, L.q_norm.data(), q + h * hk, hk, s.rms_eps);
+      for (uint32_t h = 0; h < s.n_head_kv; ++h)
+        ops::rmsnorm(k + h * hk, L.k_norm.data(), k + h * hk, hk, s.rms_eps);
+    } else if (s.qk_norm == QkNorm::Full) {
+      ops::rmsnorm(q, L.q_norm.data(), q, HQ, s.rms_eps);
+      ops::rmsnorm(k, L.k_norm.data(), k, HK, s.rms_eps);
+    }
+    ops::rope_cos_sin(rp, pos_ + t, rope_cs_.data());
+    ops::rope_apply(rp, rope_cs_.data(), q, static_cast<int>(s.n_head), hk);
+    ops::rope_apply(rp, rope_cs_.data(), k, static_cast<int>(s.n_head_kv), hk);
+    ops::f32_to_f16_row(k, k_cache_[il].data() + size_t(pos_ + t) * HK, HK);
+    ops::f32_to_f16_row(v, v_cache_[il].data() + size_t(pos_ + t) * HV, HV);
+  }
+  ops::AttnShape as;
+  as.n_head = static_cast<int>(s.n_head);
+  as.n_head_kv = static_cast<int>(s.n_head_kv);
+  as.hd_k = hk;
+  as.hd_v = hv;
+  as.scale = 1.0f / std::sqrt(static_cast<float>(hk));
+  const uint16_t* kc = k_cache_[il].data();
+  const uint16_t* vc = v_cache_[il].data();
+  const uint32_t p0 = pos_, n_head = s.n_head;
+  float* scores = scores_.data();
+  const size_t n_ctx = n_ctx_;
+  pool->parallel_for(size_t(n) * n_head, [&](size_t b, size_t e, int thread) {
+    for (size_t i = b; i < e; ++i) {
+      const uint32_t t = static_cast<uint32_t>(i / n_head);
+      const int h = static_cast<int>(i % n_head);
+      ops::attention(as, q_.data() + t * HQ, kc, vc, static_cast<int>(p0 + t + 1), att_.data() + t * HO,
+                     scores + size_t(thread) * n_ctx, h, h + 1);
+    }
+  });
+  for (uint32_t t = 0; t < n; ++t) stats_.kv_bytes += uint64_t(p0 + t + 1) * (HK + HV) * 2;
+  mm(L.wo, att_.data(), n, tmp_.data(), pool);
+}
+
+void Session::route(uint32_t il, uint32_t n) {
+  const ModelSpec& s = m_.spec();
+  const LayerSpec& ls = s.layers[il];
+  const uint32_t ne = ls.n_expert, k = ls.n_expert_used;
+  mm(m_.layer(il).router, xn_.data(), n, router_.data(), pool_.get());
+  for (uint32_t t = 0; t < n; ++t)
+    apply_gating(s.gating, router_.data() + size_t(t) * ne, ne, k, gi_.data() + size_t(t) * k,
+                 gw_.data() + size_t(t) * k, probs_.data(), topk_idx_.data());
+  // Group the batch's (token, expert) slots by expert, tokens ascending within each expert.
+  std::fill(e_count_.begin(), e_count_.begin() + ne + 1, 0u);
+  for (size_t i = 0; i < size_t(n) * k; ++i) ++e_count_[gi_[i]];
+  e_start_[0] = 0;
+  for (uint32_t e = 0; e < ne; ++e) e_start_[e + 1] = e_start_[e] + e_count_[e];
+  std::fill(e_count_.begin(), e_count_.begin() + ne, 0u);
+  for (uint32_t t = 0; t < n; ++t)
+    for (uint32_t j = 0; j < k; ++j) {
+      const int32_t e = gi_[size_t(t) * k + j];
+      const uint32_t slot = e_start_[e] + e_count_[e]++;
+      e_tok_[slot] = t;
+      e_w_[slot] = gw_[size_t(t) * k + j];
+    }
+  const size_t kk = gi_.size() / o_.n_batch;
+  std::copy_n(gi_.data() + size_t(n - 1) * k, k, last_e_.data() + il * kk);
+  std::copy_n(gw_.data() + size_t(n - 1) * k, k, last_w_.data() + il * kk);
+}
+
+void Session::ffn_block(uint32_t il, uint32_t n) {
+  const ModelSpec& s = m_.spec();
+  const LayerSpec& ls = s.layers[il];
+  const LayerWeights& L = m_.layer(il);
+  kernels::ThreadPool* pool = pool_.get();
+  const size_t E = s.n_embd;
+  auto act = [&](float* g, const float* u, size_t cnt) {
+    if (s.ffn_act == FfnAct::GeluGlu)
+      ops::gelu_mul(g, u, static_cast<int64_t>(cnt));
+    else
+      ops::silu_mul(g, u, static_cast<int64_t>(cnt));
+  };
+  std::fill(moe_out_.begin(), moe_out_.begin() + size_t(n) * E, 0.0f);
+
+  if (ls.is_moe) {
+    route(il, n);
+    const size_t F = ls.n_ff_expert;
+    // Per token, experts are added in ascending id: the sum order is the same for any batch split.
+    // Tokens' slots are disjoint rows of moe_out_, so the order across experts only matters per token.
+    for (uint32_t e = 0; e < ls.n_expert; ++e) {
+      const uint32_t b = e_start_[e], c = e_start_[e + 1] - b;
+      if (c == 0) continue;
+      ExpertWeights w = src_.acquire(il, e);
+      for (uint32_t j = 0; j < c; ++j) std::memcpy(xg_.data() + j * E, xn_.data() + e_tok_[b + j] * E, E * 4);
+      mm(w.gate, xg_.data(), c, g_.data(), pool);
+      mm(w.up, xg_.data(), c, u_.data(), pool);
+      act(g_.data(), u_.data(), c * F);
+      mm(w.down, g_.data(), c, tmp_.data(), pool);
+      src_.release(il, e);
+      stats_.expert_acquires += 1;
+      stats_.expert_bytes += w.bytes();
+      for (uint32_t j = 0; j < c; ++j)
+        ops::axpy(e_w_[b + j], tmp_.data() + j * E, moe_out_.data() + e_tok_[b + j] * E, static_cast<int64_t>(E));
+    }
+  }
+  if (L.n_ff_sh > 0) {
+    // Shared expert (MoE layers) or the dense FFN (dense layers).
+    const size_t F = L.n_ff_sh;
+    mm(L.gate_sh, xn_.data(), n, g_.data(), pool);
+    mm(L.up_sh, xn_.data(), n, u_.data(), pool);
+    act(g_.data(), u_.data(), size_t(n) * F);
+    mm(L.down_sh, g_.data(), n, tmp_.data(), pool);
+    if (L.shared_gate) mm(L.shared_gate, xn_.data(), n, sg_.data(), pool);
+    for (uint32_t t = 0; t < n; ++t) {
+      const float gsh = L.shared_gate ? ops::sigmoid(sg_[t]) : 1.0f;
+      ops::axpy(gsh, tmp_.data() + t * E, moe_out_.data() + t * E, static_cast<int64_t>(E));
+    }
+  }
+}
+
+}  // namespace moe

@@ -1,0 +1,386 @@
+#!/usr/bin/env python3
+"""tests/reference/forward.py — an independent reference forward pass for the engine's tests.
+
+Parses a GGUF file itself (numpy only: no code shared with the C++ engine, no gguf package needed),
+dequantizes the tensors it needs (F32, F16, BF16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K) and computes, in
+float64, the logits of every position of a token sequence for the architectures the engine runs:
+llama (Mixtral), qwen2moe, qwen3moe and olmoe. Each family's rules are written out here from the
+models' published definitions, keyed by general.architecture, so a wrong flag in the C++ spec loader
+shows up as a mismatch rather than being copied.
+
+Math is exact float64 with no KV-cache rounding: the C++ side states tolerances for its f16 KV cache
+and 8-bit activation quantization.
+
+Usage: forward.py MODEL.gguf --tokens 1,2,3 --out logits.f32   (writes n_tokens x n_vocab float32)
+       forward.py --check-quant DIR   (checks the dequantizers against shared/data/quant-vectors)
+"""
+import argparse
+import struct
+import sys
+
+import numpy as np
+
+# ---------------------------------------------------------------- GGUF parsing
+
+GGUF_MAGIC = b"GGUF"
+# value type -> struct format for scalars
+SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+# tensor type -> (block elements, block bytes)
+BLOCK = {0: (1, 4), 1: (1, 2), 30: (1, 2), 2: (32, 18), 8: (32, 34), 12: (256, 144), 13: (256, 176), 14: (256, 210)}
+
+
+class Reader:
+    def __init__(self, buf):
+        self.b = buf
+        self.o = 0
+
+    def unpack(self, fmt):
+        v = struct.unpack_from(fmt, self.b, self.o)[0]
+        self.o += struct.calcsize(fmt)
+        return v
+
+    def string(self):
+        n = self.unpack("<Q")
+        s = bytes(self.b[self.o:self.o + n]).decode("utf-8", errors="replace")
+        self.o += n
+        return s
+
+    def value(self, t):
+        if t in SCALAR:
+            return self.unpack(SCALAR[t])
+        if t == 8:
+            return self.string()
+        if t == 9:
+            et = self.unpack("<I")
+            n = self.unpack("<Q")
+            return [self.value(et) for _ in range(n)]
+        raise ValueError(f"unknown GGUF value type {t}")
+
+
+class Gguf:
+    def __init__(self, path):
+        self.path = path
+        self.buf = np.memmap(path, dtype=np.uint8, mode="r")
+        r = Reader(self.buf)
+        if bytes(self.buf[:4]) != GGUF_MAGIC:
+            raise ValueError(f"{path}: not a GGUF file")
+        r.o = 4
+        self.version = r.unpack("<I")
+        n_tensors = r.unpack("<Q")
+        n_kv = r.unpack("<Q")
+        self.kv = {}
+        for _ in range(n_kv):
+            k = r.string()
+            t = r.unpack("<I")
+            self.kv[k] = r.value(t)
+        self.tensors = {}
+        for _ in range(n_tensors):
+            name = r.string()
+            nd = r.unpack("<I")
+            ne = [r.unpack("<Q") for _ in range(nd)]
+            tt = r.unpack("<I")
+            off = r.unpack("<Q")
+            self.tensors[name] = (ne, tt, off)
+        align = int(self.kv.get("general.alignment", 32))
+        self.data_start = (r.o + align - 1) // align * align
+
+    def has(self, name):
+        return name in self.tensors
+
+    def get(self, name):
+        """The tensor as float64, numpy shape reversed from GGUF ne (ne[0] innermost = last axis)."""
+        ne, tt, off = self.tensors[name]
+        n = int(np.prod(ne))
+        be, bb = BLOCK[tt]
+        nbytes = n // be * bb
+        raw = np.asarray(self.buf[self.data_start + off:self.data_start + off + nbytes])
+        return dequantize(tt, raw, n).reshape(list(reversed(ne)))
+
+
+# ---------------------------------------------------------------- dequantization (GGUF block formats)
+
+def f16(raw):
+    return raw.view(np.float16).astype(np.float64)
+
+
+def k_scale_min(scales):
+    """6-bit scales and mins of the 8 sub-blocks of a Q4_K/Q5_K block; scales is (nb, 12) uint8."""
+    s = scales.astype(np.uint32)
+    sc = np.zeros((s.shape[0], 8), np.uint32)
+    mn = np.zeros((s.shape[0], 8), np.uint32)
+    for j in range(8):
+        if j < 4:
+            sc[:, j] = s[:, j] & 63
+            mn[:, j] = s[:, j + 4] & 63
+        else:
+            sc[:, j] = (s[:, j + 4] & 0xF) | ((s[:, j - 4] >> 6) << 4)
+            mn[:, j] = (s[:, j + 4] >> 4) | ((s[:, j] >> 6) << 4)
+    return sc.astype(np.float64), mn.astype(np.float64)
+
+
+def dequantize(tt, raw, n):
+    if tt == 0:
+        return raw.view(np.float32).astype(np.float64)
+    if tt == 1:
+        return raw.view(np.float16).astype(np.float64)
+    if tt == 30:
+        return (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    be, bb = BLOCK[tt]
+    blk = raw.reshape(-1, bb)
+    if tt == 8:  # Q8_0: f16 d, int8 q[32]
+        d = f16(blk[:, 0:2].copy())
+        q = blk[:, 2:34].view(np.int8).astype(np.float64)
+        return (d * q).reshape(-1)
+    if tt == 2:  # Q4_0: f16 d, nibbles (low: 0..15, high: 16..31), value d * (q - 8)
+        d = f16(blk[:, 0:2].copy())
+        qs = blk[:, 2:18]
+        q = np.concatenate([qs & 0xF, qs >> 4], axis=1).astype(np.float64) - 8
+        return (d * q).reshape(-1)
+    if tt == 12:  # Q4_K: f16 d, f16 dmin, scales[12], qs[128]
+        d = f16(blk[:, 0:2].copy())
+        dmin = f16(blk[:, 2:4].copy())
+        sc, mn = k_scale_min(blk[:, 4:16])
+        qs = blk[:, 16:144]
+        out = np.empty((blk.shape[0], 256))
+        for j in range(4):
+            q = qs[:, 32 * j:32 * j + 32]
+            out[:, 64 * j:64 * j + 32] = d * sc[:, 2 * j:2 * j + 1] * (q & 0xF) - dmin * mn[:, 2 * j:2 * j + 1]
+            out[:, 64 * j + 32:64 * j + 64] = d * sc[:, 2 * j + 1:2 * j + 2] * (q >> 4) - dmin * mn[:, 2 * j + 1:2 * j + 2]
+        return out.reshape(-1)
+    if tt == 13:  # Q5_K: f16 d, f16 dmin, scales[12], qh[32], qs[128]
+        d = f16(blk[:, 0:2].copy())
+        dmin = f16(blk[:, 2:4].copy())
+        sc, mn = k_scale_min(blk[:, 4:16])
+        qh = blk[:, 16:48]
+        qs = blk[:, 48:176]
+        out = np.empty((blk.shape[0], 256))
+        for j in range(4):
+            q = qs[:, 32 * j:32 * j + 32]
+            lo = (q & 0xF) + np.where(qh & (1 << (2 * j)), 16, 0)
+            hi = (q >> 4) + np.where(qh & (2 << (2 * j)), 16, 0)
+            out[:, 64 * j:64 * j + 32] = d * sc[:, 2 * j:2 * j + 1] * lo - dmin * mn[:, 2 * j:2 * j + 1]
+            out[:, 64 * j + 32:64 * j + 64] = d * sc[:, 2 * j + 1:2 * j + 2] * hi - dmin * mn[:, 2 * j + 1:2 * j + 2]
+        return out.reshape(-1)
+    if tt == 14:  # Q6_K: ql[128], qh[64], int8 scales[16], f16 d
+        ql = blk[:, 0:128].astype(np.int32)
+        qh = blk[:, 128:192].astype(np.int32)
+        sc = blk[:, 192:208].view(np.int8).astype(np.float64)
+        d = f16(blk[:, 208:210].copy())
+        out = np.empty((blk.shape[0], 256))
+        for h in range(2):
+            L = ql[:, 64 * h:64 * h + 64]
+            H = qh[:, 32 * h:32 * h + 32]
+            s = sc[:, 8 * h:8 * h + 8]
+            q1 = (L[:, 0:32] & 0xF) | (((H >> 0) & 3) << 4)
+            q2 = (L[:, 32:64] & 0xF) | (((H >> 2) & 3) << 4)
+            q3 = (L[:, 0:32] >> 4) | (((H >> 4) & 3) << 4)
+            q4 = (L[:, 32:64] >> 4) | (((H >> 6) & 3) << 4)
+            for k, q in enumerate((q1, q2, q3, q4)):
+                scale = np.repeat(s[:, 2 * k:2 * k + 2], 16, axis=1)  # 16 elements per scale
+                out[:, 128 * h + 32 * k:128 * h + 32 * k + 32] = d * scale * (q - 32)
+        return out.reshape(-1)
+    raise ValueError(f"tensor type {tt} not supported by the reference")
+
+
+# ---------------------------------------------------------------- the forward pass
+
+def rmsnorm(x, w, eps):
+    y = x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)
+    return y * w if w is not None else y
+
+
+def softmax(x, axis=-1):
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def rope(x, pos, n_rot, base, scale, neox, yarn):
+    """x: (T, H, D). Rotates the first n_rot dims of each head. yarn: None or dict."""
+    half = n_rot // 2
+    i = np.arange(half)
+    inv = base ** (-2.0 * i / n_rot)
+    th_ext = pos[:, None] * inv[None, :]
+    th = th_ext * scale
+    msc = 1.0
+    if yarn is not None:
+        def corr(rot):
+            return n_rot * np.log(yarn["orig_ctx"] / (rot * 2 * np.pi)) / (2 * np.log(base))
+        lo = max(0.0, np.floor(corr(yarn["beta_fast"])))
+        hi = min(n_rot - 1.0, np.ceil(corr(yarn["beta_slow"])))
+        ramp = 1.0 - np.clip((i - lo) / max(0.001, hi - lo), 0, 1)
+        mix = ramp * yarn["ext_factor"]
+        th = th * (1 - mix) + th_ext * mix
+        msc = yarn["attn_factor"] * (1 + 0.1 * np.log(1 / scale))
+    c = (np.cos(th) * msc)[:, None, :]
+    s = (np.sin(th) * msc)[:, None, :]
+    y = x.copy()
+    if neox:
+        a, b = x[..., 0:half], x[..., half:n_rot]
+        y[..., 0:half] = a * c - b * s
+        y[..., half:n_rot] = a * s + b * c
+    else:
+        a, b = x[..., 0:n_rot:2], x[..., 1:n_rot:2]
+        y[..., 0:n_rot:2] = a * c - b * s
+        y[..., 1:n_rot:2] = a * s + b * c
+    return y
+
+
+# Per-family rules (from each model's published definition).
+FAMILY = {
+    #            neox   qk_norm     attn_bias  gating: (topk_on_logits, renormalize)  shared_gate
+    "llama":    (False, None,       False,     (True, False),  False),   # Mixtral
+    "qwen2moe": (True,  None,       True,      (False, False), True),
+    "qwen3moe": (True,  "per_head", False,     (False, True),  False),
+    "olmoe":    (True,  "full",     False,     (False, False), False),
+}
+
+
+def forward(g, tokens):
+    kv = g.kv
+    arch = kv["general.architecture"]
+    if arch not in FAMILY:
+        raise ValueError(f"architecture {arch} not supported by the reference")
+    neox, qk_norm, attn_bias, (topk_logits, renorm), shared_gate = FAMILY[arch]
+
+    def key(k, default=None):
+        return kv.get(f"{arch}.{k}", default)
+
+    E = int(key("embedding_length"))
+    n_layer = int(key("block_count"))
+    n_head = int(key("attention.head_count"))
+    n_kv = int(key("attention.head_count_kv", n_head))
+    hd_k = int(key("attention.key_length", E // n_head))
+    hd_v = int(key("attention.value_length", E // n_head))
+    eps = float(key("attention.layer_norm_rms_epsilon", 1e-5))
+    base = float(key("rope.freq_base", 10000.0))
+    n_rot = int(key("rope.dimension_count", hd_k))
+    scaling = key("rope.scaling.type", "none")
+    factor = float(key("rope.scaling.factor", 1.0) or 1.0)
+    scale = 1.0 / factor if scaling in ("linear", "yarn") and factor > 0 else 1.0
+    yarn = None
+    if scaling == "yarn":
+        yarn = dict(orig_ctx=float(key("rope.scaling.original_context_length", key("context_length", 4096))),
+                    ext_factor=1.0, attn_factor=float(key("rope.scaling.attn_factor", 1.0)),
+                    beta_fast=32.0, beta_slow=1.0)
+    n_used = int(key("expert_used_count", 0))
+
+    margins = []  # gap between the k-th and (k+1)-th routing score, per decision
+    T = len(tokens)
+    pos = np.arange(T, dtype=np.float64)
+    emb = g.get("token_embd.weight")  # (n_vocab, E)
+    x = emb[np.array(tokens)]
+    mask = np.triu(np.full((T, T), -np.inf), 1)
+    group = n_head // n_kv
+    for il in range(n_layer):
+        p = f"blk.{il}."
+        h = rmsnorm(x, g.get(p + "attn_norm.weight"), eps)
+        q = h @ g.get(p + "attn_q.weight").T
+        k = h @ g.get(p + "attn_k.weight").T
+        v = h @ g.get(p + "attn_v.weight").T
+        if attn_bias:
+            q = q + g.get(p + "attn_q.bias")
+            k = k + g.get(p + "attn_k.bias")
+            v = v + g.get(p + "attn_v.bias")
+        if qk_norm == "full":
+            q = rmsnorm(q, g.get(p + "attn_q_norm.weight"), eps)
+            k = rmsnorm(k, g.get(p + "attn_k_norm.weight"), eps)
+        q = q.reshape(T, n_head, hd_k)
+        k = k.reshape(T, n_kv, hd_k)
+        v = v.reshape(T, n_kv, hd_v)
+        if qk_norm == "per_head":
+            q = rmsnorm(q, g.get(p + "attn_q_norm.weight"), eps)
+            k = rmsnorm(k, g.get(p + "attn_k_norm.weight"), eps)
+        q = rope(q, pos, n_rot, base, scale, neox, yarn)
+        k = rope(k, pos, n_rot, base, scale, neox, yarn)
+        out = np.empty((T, n_head, hd_v))
+        for hh in range(n_head):
+            s = q[:, hh, :] @ k[:, hh // group, :].T / np.sqrt(hd_k) + mask
+            out[:, hh, :] = softmax(s) @ v[:, hh // group, :]
+        x = x + out.reshape(T, n_head * hd_v) @ g.get(p + "attn_output.weight").T
+
+        h = rmsnorm(x, g.get(p + "ffn_norm.weight"), eps)
+        y = np.zeros_like(x)
+        if g.has(p + "ffn_gate_inp.weight"):
+            logits = h @ g.get(p + "ffn_gate_inp.weight").T  # (T, n_expert)
+            gate = g.get(p + "ffn_gate_exps.weight")  # (n_expert, n_ff, E)
+            up = g.get(p + "ffn_up_exps.weight")
+            down = g.get(p + "ffn_down_exps.weight")  # (n_expert, E, n_ff)
+            for t in range(T):
+                # Ranking by softmax equals ranking by logits: the gap is measured in logits,
+                # relative to the spread of this token's router logits.
+                srt = np.sort(logits[t])[::-1]
+                if len(srt) > n_used:
+                    margins.append((srt[n_used - 1] - srt[n_used]) / max(1e-30, srt[0] - srt[-1]))
+                if topk_logits:
+                    # top-k on logits, softmax over the k
+                    sel = np.argsort(-logits[t], kind="stable")[:n_used]
+                    w = softmax(logits[t, sel])
+                else:
+                    pr = softmax(logits[t])
+                    sel = np.argsort(-pr, kind="stable")[:n_used]
+                    w = pr[sel]
+                    if renorm:
+                        w = w / w.sum()
+                for e, we in zip(sel, w):
+                    a = gate[e] @ h[t]
+                    b = up[e] @ h[t]
+                    y[t] += we * (down[e] @ (a / (1 + np.exp(-a)) * b))
+            if g.has(p + "ffn_gate_shexp.weight"):
+                a = h @ g.get(p + "ffn_gate_shexp.weight").T
+                b = h @ g.get(p + "ffn_up_shexp.weight").T
+                sh = (a / (1 + np.exp(-a)) * b) @ g.get(p + "ffn_down_shexp.weight").T
+                if shared_gate and g.has(p + "ffn_gate_inp_shexp.weight"):
+                    sg = h @ g.get(p + "ffn_gate_inp_shexp.weight").reshape(-1)
+                    sh = sh * (1 / (1 + np.exp(-sg)))[:, None]
+                y += sh
+        else:
+            a = h @ g.get(p + "ffn_gate.weight").T
+            b = h @ g.get(p + "ffn_up.weight").T
+            y = (a / (1 + np.exp(-a)) * b) @ g.get(p + "ffn_down.weight").T
+        x = x + y
+
+    x = rmsnorm(x, g.get("output_norm.weight"), eps)
+    head = g.get("output.weight") if g.has("output.weight") else emb
+    return x @ head.T, (min(margins) if margins else 1.0)
+
+
+def check_quant(folder):
+    import glob
+    import os
+    bad = 0
+    for path in sorted(glob.glob(os.path.join(folder, "*.gguf"))):
+        g = Gguf(path)
+        tt = g.tensors["q"][1]
+        if tt not in BLOCK:
+            continue
+        got = g.get("q")
+        exp = g.get("expected")
+        err = np.max(np.abs(got - exp) / np.maximum(np.abs(exp), 1e-30) * (np.abs(exp) > 0) + (np.abs(exp) == 0) * np.abs(got))
+        ok = np.allclose(got, exp, rtol=1e-6, atol=0)
+        print(f"{os.path.basename(path)}: type {tt} max rel err {err:.3g} {'ok' if ok else 'MISMATCH'}")
+        bad += not ok
+    return bad
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model", nargs="?")
+    ap.add_argument("--tokens", help="comma-separated token ids")
+    ap.add_argument("--out", help="write n_tokens x n_vocab float32 logits here")
+    ap.add_argument("--check-quant", help="folder of quant-vectors/*.gguf to check the dequantizers on")
+    a = ap.parse_args()
+    if a.check_quant:
+        sys.exit(1 if check_quant(a.check_quant) else 0)
+    g = Gguf(a.model)
+    tokens = [int(t) for t in a.tokens.split(",")]
+    logits, margin = forward(g, tokens)
+    print(f"min_margin {margin:.6g}")
+    if a.out:
+        logits.astype(np.float32).tofile(a.out)
+    else:
+        np.set_printoptions(precision=4, suppress=True)
+        print(logits)
+
+
+if __name__ == "__main__":
+    main()

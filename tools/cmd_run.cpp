@@ -1,0 +1,194 @@
+// `moe run`: generate text from a prompt on the CPU engine.
+//   moe run -m MODEL -p PROMPT -n N [--temp T --top-k K --top-p P --min-p M --seed S -t THREADS] [--json]
+// Prints the generated text as it is produced, or with --json one object: prompt_tokens and
+// generated_tokens (id lists), text, prefill_tok_s, decode_tok_s. Generation stops after N tokens,
+// at an end-of-generation token (unless --ignore-eos) or when the text contains a --stop string
+// (the stop string itself is not printed).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cli.h"
+#include "moe/engine.h"
+#include "moe/error.h"
+#include "moe/json.h"
+#include "moe/sampler.h"
+#include "moe/tokenizer.h"
+
+namespace moe::tools {
+namespace {
+
+struct RunArgs {
+  std::string model, prompt, prompt_ids;
+  int n_predict = 64;
+  SamplerParams sp;
+  int threads = 0;
+  uint32_t n_ctx = 0, n_batch = 64;
+  std::vector<std::string> stop;
+  bool json = false, ignore_eos = false;
+};
+
+std::vector<int32_t> parse_ids(const std::string& s) {
+  std::vector<int32_t> ids;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
+    try {
+      ids.push_back(static_cast<int32_t>(std::stol(item)));
+    } catch (...) {
+      fail(ErrorCode::InvalidArgument, "--prompt-ids: '{}' is not a token id", item);
+    }
+  }
+  return ids;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+int run(const RunArgs& a) {
+  auto model = Model::load(a.model);
+  const ModelSpec& spec = model->spec();
+  std::unique_ptr<Tokenizer> tok;
+  if (model->file().find("tokenizer.ggml.tokens") && model->file().get_string("tokenizer.ggml.model") != "none") {
+    try {
+      tok = Tokenizer::from_gguf(model->file());
+    } catch (const Error& e) {
+      // Ids in, ids out still works without a usable vocabulary.
+      if (a.prompt_ids.empty()) throw;
+      std::fprintf(stderr, "moe run: no tokenizer (%s); printing token ids\n", e.what());
+    }
+  }
+
+  std::vector<int32_t> prompt;
+  if (!a.prompt_ids.empty()) {
+    prompt = parse_ids(a.prompt_ids);
+  } else {
+    if (!tok) fail(ErrorCode::InvalidArgument, "{}: the model has no tokenizer; pass --prompt-ids", a.model);
+    prompt = tok->tokenize(a.prompt, /*add_special=*/true, /*parse_special=*/true);
+  }
+  if (prompt.empty()) fail(ErrorCode::InvalidArgument, "the prompt is empty (no tokens)");
+
+  SessionOptions so;
+  so.n_threads = a.threads > 0 ? a.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  so.n_batch = a.n_batch;
+  so.n_ctx = a.n_ctx ? a.n_ctx : static_cast<uint32_t>(prompt.size() + std::max(0, a.n_predict));
+  MmapExpertSource src(*model);
+  Session sess(*model, src, so);
+  Sampler sampler(a.sp, spec.n_vocab);
+
+  std::vector<int32_t> history = prompt, generated;
+  history.reserve(prompt.size() + a.n_predict);
+  auto t0 = std::chrono::steady_clock::now();
+  std::span<const float> logits = sess.eval(prompt);
+  const double prefill_s = seconds_since(t0);
+
+  std::unique_ptr<StreamingDecoder> dec;
+  if (tok) {
+    StreamingDecoder::Options o;
+    dec = std::make_unique<StreamingDecoder>(*tok, o);
+  }
+  std::string text;
+  size_t printed = 0;
+  auto emit = [&](bool final) {
+    // Print what cannot be the start of a stop string any more.
+    size_t safe = text.size();
+    if (!final)
+      for (const auto& s : a.stop)
+        for (size_t k = std::min(s.size() - 1, text.size()); k > 0; --k)
+          if (text.compare(text.size() - k, k, s, 0, k) == 0) {
+            safe = std::min(safe, text.size() - k);
+            break;
+          }
+    if (!a.json && safe > printed) {
+      std::fwrite(text.data() + printed, 1, safe - printed, stdout);
+      std::fflush(stdout);
+      printed = safe;
+    }
+  };
+
+  auto t1 = std::chrono::steady_clock::now();
+  int decoded = 0;
+  for (int i = 0; i < a.n_predict; ++i) {
+    const int32_t t = sampler.sample(logits, history);
+    const bool eog = tok ? tok->is_eog(t) : (spec.eos_id && uint32_t(t) == *spec.eos_id);
+    if (eog && !a.ignore_eos) break;
+    generated.push_back(t);
+    history.push_back(t);
+    text += dec ? dec->push(t) : (generated.size() > 1 ? " " : "") + std::to_string(t);
+    bool stop = false;
+    for (const auto& s : a.stop) {
+      auto pos = s.empty() ? std::string::npos : text.find(s);
+      if (pos != std::string::npos) {
+        text.resize(pos);
+        stop = true;
+      }
+    }
+    if (stop) break;
+    emit(false);
+    if (i + 1 == a.n_predict || sess.pos() >= sess.n_ctx()) break;
+    logits = sess.eval(std::span<const int32_t>(&t, 1));
+    ++decoded;
+  }
+  const double decode_s = seconds_since(t1);
+  if (dec) text += dec->flush();
+  emit(true);
+
+  const double prefill_tok_s = prefill_s > 0 ? prompt.size() / prefill_s : 0;
+  const double decode_tok_s = decode_s > 0 && decoded > 0 ? decoded / decode_s : 0;
+  if (a.json) {
+    json::Value o = json::Value::object();
+    json::Value p = json::Value::array(), g = json::Value::array();
+    for (int32_t t : prompt) p.push(json::Value(int64_t(t)));
+    for (int32_t t : generated) g.push(json::Value(int64_t(t)));
+    o.set("prompt_tokens", std::move(p));
+    o.set("generated_tokens", std::move(g));
+    o.set("text", json::Value(text));
+    o.set("prefill_tok_s", json::Value(prefill_tok_s));
+    o.set("decode_tok_s", json::Value(decode_tok_s));
+    o.set("threads", json::Value(so.n_threads));
+    std::printf("%s\n", o.dump().c_str());
+  } else {
+    std::printf("\n");
+    std::fprintf(stderr, "prompt: %zu tokens, %.2f tok/s | generated: %zu tokens, decode %.2f tok/s\n",
+                 prompt.size(), prefill_tok_s, generated.size(), decode_tok_s);
+  }
+  return 0;
+}
+
+Registrar reg("run", "Generate text from a prompt (CPU engine)", [](CLI::App& app) -> Action {
+  auto a = std::make_shared<RunArgs>();
+  a->sp.temperature = 0.8f;
+  app.add_option("-m,--model", a->model, "GGUF model file")->required();
+  app.add_option("-p,--prompt", a->prompt, "Prompt text");
+  app.add_option("--prompt-ids", a->prompt_ids, "Prompt as comma-separated token ids (instead of -p)");
+  app.add_option("-n,--n-predict", a->n_predict, "Tokens to generate")->check(CLI::NonNegativeNumber);
+  app.add_option("--temp", a->sp.temperature, "Temperature (0 = greedy)");
+  app.add_option("--top-k", a->sp.top_k, "Top-k (0 = off)");
+  app.add_option("--top-p", a->sp.top_p, "Top-p (1 = off)");
+  app.add_option("--min-p", a->sp.min_p, "Min-p (0 = off)");
+  app.add_option("--repeat-penalty", a->sp.repeat_penalty, "Repetition penalty (1 = off)");
+  app.add_option("--presence-penalty", a->sp.presence_penalty, "Presence penalty (0 = off)");
+  app.add_option("--frequency-penalty", a->sp.frequency_penalty, "Frequency penalty (0 = off)");
+  app.add_option("--repeat-last-n", a->sp.penalty_last_n, "Penalty window in tokens (-1 = all)");
+  app.add_option("-s,--seed", a->sp.seed, "Sampling seed");
+  app.add_option("-t,--threads", a->threads, "Threads (default: all cores)");
+  app.add_option("-c,--ctx-size", a->n_ctx, "KV cache size in tokens (default: prompt + n)");
+  app.add_option("-b,--batch-size", a->n_batch, "Prefill batch size")->check(CLI::PositiveNumber);
+  app.add_option("--stop", a->stop, "Stop when the text contains this string (repeatable)");
+  app.add_flag("--ignore-eos", a->ignore_eos, "Do not stop at end-of-generation tokens");
+  app.add_flag("--json", a->json, "Print one JSON object instead of the text");
+  return [a] {
+    if (a->prompt.empty() && a->prompt_ids.empty())
+      fail(ErrorCode::InvalidArgument, "moe run: give a prompt with -p or --prompt-ids");
+    return run(*a);
+  };
+});
+
+}  // namespace
+}  // namespace moe::tools
