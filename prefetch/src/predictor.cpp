@@ -1,0 +1,173 @@
+// prefetch/src/predictor.cpp — the predictor factory, the combiner, and the shared top-k helper.
+// Owns nothing shared; every object here is single-stream (not thread-safe), see predictor.h.
+#include <algorithm>
+
+#include "moe/prefetch/predictor.h"
+#include "predictor_impl.h"
+
+namespace moe::prefetch {
+
+uint32_t top_scores(std::span<const float> scores, std::span<Guess> out, std::span<Guess> scratch) {
+  const uint32_t want = static_cast<uint32_t>(std::min(out.size(), scores.size()));
+  if (want == 0) return 0;
+  if (want <= 32) {
+    // Why insertion: a prefetch wants the best handful (top-k) of 64..256 scores; keeping a sorted
+    // window of `want` costs one compare per score in the common case.
+    uint32_t n = 0;
+    for (uint32_t e = 0; e < scores.size(); ++e) {
+      const float s = scores[e];
+      if (!(s > 0.0f)) continue;
+      if (n == want && !(s > out[n - 1].score)) continue;  // equal scores keep the lower expert
+      uint32_t p = n < want ? n++ : n - 1;
+      while (p > 0 && out[p - 1].score < s) {
+        out[p] = out[p - 1];
+        --p;
+      }
+      out[p] = Guess{e, s};
+    }
+    return n;
+  }
+  uint32_t n = 0;
+  for (uint32_t e = 0; e < scores.size(); ++e)
+    if (scores[e] > 0.0f) scratch[n++] = Guess{e, scores[e]};
+  const uint32_t m = std::min<uint32_t>(n, static_cast<uint32_t>(out.size()));
+  auto better = [](const Guess& a, const Guess& b) {
+    return a.score > b.score || (a.score == b.score && a.expert < b.expert);
+  };
+  // Why partial_sort: only the best m are wanted and m is usually a handful out of 64..256.
+  std::partial_sort(scratch.begin(), scratch.begin() + m, scratch.begin() + n, better);
+  std::copy(scratch.begin(), scratch.begin() + m, out.begin());
+  return m;
+}
+
+namespace {
+
+// Union of parts: score = max over the parts that guessed the expert.
+class Combined final : public Predictor {
+ public:
+  Combined(std::vector<std::unique_ptr<Predictor>> parts, const PredictorOptions& o)
+      : parts_(std::move(parts)), scores_(o.n_expert, 0.0f), buf_(o.n_expert), scratch_(o.n_expert),
+        touched_(o.n_expert) {
+    for (size_t i = 0; i < parts_.size(); ++i) {
+      if (i) name_ += ',';
+      name_ += parts_[i]->name();
+    }
+  }
+  const char* name() const noexcept override { return name_.c_str(); }
+  void begin_request(uint32_t r) override {
+    for (auto& p : parts_) p->begin_request(r);
+  }
+  void observe(uint32_t layer, std::span<const uint16_t> experts) override {
+    for (auto& p : parts_) p->observe(layer, experts);
+  }
+  uint32_t predict(uint32_t ahead, std::span<Guess> out) override {
+    // The best m of the union (score = max) lie within the union of each part's best m.
+    const std::span<Guess> part_out(buf_.data(), std::min(buf_.size(), out.size()));
+    for (auto& p : parts_) {
+      const uint32_t n = p->predict(ahead, part_out);
+      for (uint32_t i = 0; i < n; ++i) {
+        float& s = scores_[buf_[i].expert];
+        if (s == 0.0f) touched_[touched_n_++] = buf_[i].expert;
+        s = std::max(s, buf_[i].score);
+      }
+    }
+    // Gather only the touched experts (why: avoid scanning and clearing all n_expert scores).
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < touched_n_; ++i) {
+      const uint32_t e = touched_[i];
+      scratch_[n++] = Guess{e, scores_[e]};
+      scores_[e] = 0.0f;
+    }
+    touched_n_ = 0;
+    const uint32_t m = std::min<uint32_t>(n, static_cast<uint32_t>(out.size()));
+    std::partial_sort(scratch_.begin(), scratch_.begin() + m, scratch_.begin() + n, [](const Guess& a, const Guess& b) {
+      return a.score > b.score || (a.score == b.score && a.expert < b.expert);
+    });
+    std::copy(scratch_.begin(), scratch_.begin() + m, out.begin());
+    return m;
+  }
+
+ private:
+  std::vector<std::unique_ptr<Predictor>> parts_;
+  std::string name_;
+  std::vector<float> scores_;
+  std::vector<Guess> buf_, scratch_;
+  std::vector<uint32_t> touched_;
+  uint32_t touched_n_ = 0;
+};
+
+bool trim_eq(std::string_view a, std::string_view b) { return a == b; }
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace
+
+const std::vector<std::string_view>& predictor_names() {
+  static const std::vector<std::string_view> names = {"none",   "transition", "popularity",
+                                                      "history", "oracle",     "recorded"};
+  return names;
+}
+
+std::unique_ptr<Predictor> make_combined_predictor(std::vector<std::unique_ptr<Predictor>> parts,
+                                                   const PredictorOptions& o) {
+  return std::make_unique<Combined>(std::move(parts), o);
+}
+
+std::unique_ptr<Predictor> make_predictor(std::string_view spec, const PredictorOptions& o,
+                                          std::string* error) {
+  std::string err;
+  auto set_err = [&](std::string m) {
+    if (error) *error = std::move(m);
+    return nullptr;
+  };
+  if (error) error->clear();
+  if (o.n_layer == 0 || o.n_expert == 0 || o.n_expert > 65535 || o.max_k == 0)
+    return set_err("predictor: n_layer, n_expert (1..65535) and max_k must be positive");
+  if (o.max_ahead == 0 || (o.n_layer > 1 && o.max_ahead >= o.n_layer) || (o.n_layer == 1 && o.max_ahead > 1))
+    return set_err("predictor: prefetch depth must lie in 1 .. n_layer-1 (got " + std::to_string(o.max_ahead) +
+                   " for " + std::to_string(o.n_layer) + " layers)");
+  std::vector<std::unique_ptr<Predictor>> parts;
+  std::string_view rest = spec;
+  while (true) {
+    const size_t c = rest.find(',');
+    const std::string_view name = trim(rest.substr(0, c));
+    if (name.empty() || trim_eq(name, "none")) {
+      // nothing
+    } else if (name == "transition") {
+      const double cells = static_cast<double>(o.max_ahead) * o.n_layer * o.n_expert * o.n_expert;
+      if (cells * sizeof(float) > 2.0 * (1ull << 30))
+        return set_err("predictor: transition tables for depth " + std::to_string(o.max_ahead) + " would need " +
+                       std::to_string(static_cast<uint64_t>(cells * 4 / (1 << 20))) + " MiB; lower the depth");
+      parts.push_back(make_transition_predictor(o));
+    } else if (name == "popularity") {
+      parts.push_back(make_popularity_predictor(o));
+    } else if (name == "history") {
+      if (o.history_capacity == 0 || o.history_matches == 0)
+        return set_err("predictor: history needs a capacity and a match count > 0");
+      parts.push_back(make_history_predictor(o));
+    } else if (name == "oracle") {
+      if (o.future.n_events() == 0 || o.future.n_layer != o.n_layer)
+        return set_err("predictor: oracle needs the replayed trace (simulator only)");
+      parts.push_back(make_oracle_predictor(o));
+    } else if (name == "recorded" || name.starts_with("recorded:")) {
+      if (o.recorded.n_events() == 0 || o.recorded.n_layer != o.n_layer)
+        return set_err("predictor: '" + std::string(name) + "' needs a guess column recorded in the trace");
+      parts.push_back(make_recorded_predictor(o));
+    } else {
+      std::string known;
+      for (auto n : predictor_names()) known += (known.empty() ? "" : ", ") + std::string(n);
+      return set_err("predictor: unknown name '" + std::string(name) + "' (known: " + known + ")");
+    }
+    if (c == std::string_view::npos) break;
+    rest.remove_prefix(c + 1);
+  }
+  if (parts.empty()) return nullptr;
+  if (parts.size() == 1) return std::move(parts.front());
+  return make_combined_predictor(std::move(parts), o);
+}
+
+}  // namespace moe::prefetch
