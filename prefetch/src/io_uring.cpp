@@ -25,6 +25,9 @@ class UringBackend final : public Backend {
 
   ~UringBackend() override {
     join();
+    // why: the ring's teardown is asynchronous; unregistering first unpins the buffers now, so their
+    // memory is free when the caller unmaps it (not charged until a kernel worker gets to it).
+    if (ring_ok_ && m_.bufs_registered) io_uring_unregister_buffers(&ring_);
     if (ring_ok_) io_uring_queue_exit(&ring_);
     if (efd_ >= 0) ::close(efd_);
   }
