@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "cli.h"
+#include "offload.h"
+#include "moe/cache/profile.h"
 #include "moe/engine.h"
 #include "moe/error.h"
 #include "moe/json.h"
@@ -30,6 +32,8 @@ struct RunArgs {
   uint32_t n_ctx = 0, n_batch = 64;
   std::vector<std::string> stop;
   bool json = false, ignore_eos = false;
+  std::string save_profile;
+  OffloadArgs offload;
 };
 
 std::vector<int32_t> parse_ids(const std::string& s) {
@@ -78,8 +82,19 @@ int run(const RunArgs& a) {
   so.n_threads = a.threads > 0 ? a.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   so.n_batch = a.n_batch;
   so.n_ctx = a.n_ctx ? a.n_ctx : static_cast<uint32_t>(prompt.size() + std::max(0, a.n_predict));
-  MmapExpertSource src(*model);
+  std::unique_ptr<ExpertSource> src_owner = a.offload.make_source(*model, so);
+  ExpertSource& src = *src_owner;
   Session sess(*model, src, so);
+  // --save-profile: per (layer, expert) activation counts of the last prompt token and every
+  // generated token (what the static hot-set policy loads).
+  cache::UsageProfile profile;
+  profile.resize(spec.n_layer, std::max<uint32_t>(spec.n_expert, 1));
+  auto record_routing = [&] {
+    if (a.save_profile.empty()) return;
+    ++profile.total_tokens;
+    for (uint32_t l = 0; l < spec.n_layer; ++l)
+      for (int32_t e : sess.last_experts(l)) profile.add({l, static_cast<uint32_t>(e)});
+  };
   Sampler sampler(a.sp, spec.n_vocab);
 
   std::vector<int32_t> history = prompt, generated;
@@ -87,6 +102,8 @@ int run(const RunArgs& a) {
   auto t0 = std::chrono::steady_clock::now();
   std::span<const float> logits = sess.eval(prompt);
   const double prefill_s = seconds_since(t0);
+  record_routing();
+  const OffloadReport after_prefill = offload_report(src);
 
   std::unique_ptr<StreamingDecoder> dec;
   if (tok) {
@@ -133,6 +150,7 @@ int run(const RunArgs& a) {
     emit(false);
     if (i + 1 == a.n_predict || sess.pos() >= sess.n_ctx()) break;
     logits = sess.eval(std::span<const int32_t>(&t, 1));
+    record_routing();
     ++decoded;
   }
   const double decode_s = seconds_since(t1);
@@ -141,6 +159,15 @@ int run(const RunArgs& a) {
 
   const double prefill_tok_s = prefill_s > 0 ? prompt.size() / prefill_s : 0;
   const double decode_tok_s = decode_s > 0 && decoded > 0 ? decoded / decode_s : 0;
+  if (!a.save_profile.empty()) {
+    cache::CacheStatus st = cache::write_usage_profile(a.save_profile, profile);
+    if (!st.ok()) fail(ErrorCode::Io, "{}", st.message);
+  }
+  const OffloadReport off = offload_report(src);
+  // Decode-only figures: the cache counters after prefill subtracted.
+  const double dec_hits = double(off.hits - after_prefill.hits), dec_miss = double(off.misses - after_prefill.misses);
+  const double decode_hit_rate = dec_hits + dec_miss > 0 ? dec_hits / (dec_hits + dec_miss) : 0;
+  const double decode_read_per_tok = decoded ? double(off.bytes_read - after_prefill.bytes_read) / decoded : 0;
   if (a.json) {
     json::Value o = json::Value::object();
     json::Value p = json::Value::array(), g = json::Value::array();
@@ -152,11 +179,19 @@ int run(const RunArgs& a) {
     o.set("prefill_tok_s", json::Value(prefill_tok_s));
     o.set("decode_tok_s", json::Value(decode_tok_s));
     o.set("threads", json::Value(so.n_threads));
+    if (off.cached) {
+      o.set("hit_rate", json::Value(decode_hit_rate));
+      o.set("expert_bytes_read_per_token", json::Value(decode_read_per_tok));
+      o.set("stall_s", json::Value(off.stall_s));
+    }
     std::printf("%s\n", o.dump().c_str());
   } else {
     std::printf("\n");
     std::fprintf(stderr, "prompt: %zu tokens, %.2f tok/s | generated: %zu tokens, decode %.2f tok/s\n",
                  prompt.size(), prefill_tok_s, generated.size(), decode_tok_s);
+    if (off.cached)
+      std::fprintf(stderr, "expert cache: decode hit rate %.1f%%, %.1f MB read per token, %.2f s stalled on IO\n",
+                   100 * decode_hit_rate, decode_read_per_tok / 1e6, off.stall_s);
   }
   return 0;
 }
@@ -181,6 +216,9 @@ Registrar reg("run", "Generate text from a prompt (CPU engine)", [](CLI::App& ap
   app.add_option("-c,--ctx-size", a->n_ctx, "KV cache size in tokens (default: prompt + n)");
   app.add_option("-b,--batch-size", a->n_batch, "Prefill batch size")->check(CLI::PositiveNumber);
   app.add_option("--stop", a->stop, "Stop when the text contains this string (repeatable)");
+  app.add_option("--save-profile", a->save_profile,
+                 "Write per-expert activation counts (a usage profile for --policy static)");
+  a->offload.add_to(app);
   app.add_flag("--ignore-eos", a->ignore_eos, "Do not stop at end-of-generation tokens");
   app.add_flag("--json", a->json, "Print one JSON object instead of the text");
   return [a] {

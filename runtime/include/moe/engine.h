@@ -140,6 +140,11 @@ class Session {
   uint32_t pos() const noexcept { return pos_; }
   uint32_t n_ctx() const noexcept { return n_ctx_; }
   void reset() noexcept { pos_ = 0; }  // forget the KV cache
+  // Keeps only the first n positions of the KV cache (no-op when n >= pos()): a chat whose new
+  // rendering shares a prefix with what was evaluated re-evaluates only the rest.
+  void truncate(uint32_t n) noexcept {
+    if (n < pos_) pos_ = n;
+  }
   const SessionStats& stats() const noexcept { return stats_; }
   void reset_stats() noexcept { stats_ = {}; }
   const Model& model() const noexcept { return m_; }
