@@ -1,0 +1,31 @@
+// kernels/cuda/rope.cuh — rotary position embedding on the GPU: Normal and NeoX pairing, frequency base
+// and linear scale, YaRN ramp and attention factor; positions read from device memory.
+// Thread-safety: stateless launchers; concurrent calls on different streams are fine.
+//
+// Design notes.
+// - Twin: moe::kernels::ops::rope_cos_sin + rope_apply (moe/kernels/ops.h), same RopeParams. The YaRN
+//   correction dims and the attention-temperature factor are computed on the host with ops.cpp's
+//   formulas; each block computes its token's (cos, sin) table into shared memory in double, as the CPU
+//   does, then rotates every head with single-rounding mul/sub/add (no FMA contraction), so a rotated
+//   value equals the CPU's whenever the device's double cos/sin round to the same float (tests: 2e-6 abs
+//   on unit-scale inputs at positions up to 1e5).
+// - Positions are a device array (one per token), so a captured decode graph needs no re-capture as the
+//   position advances: the host writes the new position with a memcpy node.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "moe/kernels/ops.h"
+
+namespace moe::cuda {
+
+// Rotates, for each token t < n_tokens, n_heads heads of head_dim floats at x + t*token_stride
+// (head h at + h*head_dim), with the table ops::rope_cos_sin(p, pos[t]) would give.
+// PRECONDITIONS (InvalidArgument otherwise): p.n_rot even, 0 <= p.n_rot <= head_dim, p.n_rot <= 2048;
+// n_tokens, n_heads >= 0; token_stride >= n_heads*head_dim. x, pos: device memory (pos: n_tokens int32).
+// Asynchronous on `stream`; graph-capturable.
+void rope(const kernels::ops::RopeParams& p, const int32_t* pos, float* x, int64_t n_tokens, int n_heads,
+          int head_dim, int64_t token_stride, cudaStream_t stream = nullptr);
+
+}  // namespace moe::cuda

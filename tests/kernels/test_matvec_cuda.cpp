@@ -1,0 +1,120 @@
+// GPU twin test of the dequantizing matvec (kernels/cuda/matvec.cuh): for every dequantizable type, the
+// GPU result equals the host emulation of the same warp arithmetic (mv::emulate_matvec) bit for bit, and
+// the CPU reference (kernels::matmul_at Scalar) within 4 * cols * 2^-24 * sum|w x| (summation order only);
+// the expert-indexed variant reads weights through a device slot table (null slots and out-of-range ids
+// are skipped, outputs untouched). Exits with 77 (skipped) when no CUDA device is usable.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda/matvec.cuh"
+#include "cuda/matvec_impl.cuh"
+#include "cuda_test_util.h"
+#include "moe/error.h"
+#include "moe/kernels/matmul.h"
+#include "moe/kernels/quant.h"
+
+using namespace moe;
+
+TEST_CASE("GpuMatvecMatchesEmulationAndCpu") {
+  test::require_device("test_matvec_cuda");
+  std::mt19937_64 rng(11);
+  for (uint32_t raw = 0; raw < 64; ++raw) {
+    const TypeTraits* tr = type_traits(raw);
+    if (!tr || !tr->dequantizable) continue;
+    const TensorType t = tr->type;
+    CAPTURE(std::string(tr->name));
+    REQUIRE(cuda::matvec_supported(t));
+    for (int n : {1, 2, 8}) {
+      CAPTURE(n);
+      const int64_t rows = 37, cols = 2048 + 256;
+      const size_t rb = *row_bytes(t, cols);
+      const auto W = test::random_weights(t, rows, cols, rng);
+      const auto x = test::gaussian(static_cast<size_t>(n * cols), rng);
+      std::vector<float> ref(static_cast<size_t>(n * rows)), emu(ref.size());
+      kernels::matmul_at(kernels::SimdLevel::Scalar, t, W.data(), rows, cols, x.data(), n, ref.data(), nullptr);
+      REQUIRE(cuda::mv::emulate_matvec(t, W.data(), rb, rows, cols, x.data(), n, emu.data()));
+      test::Dev<uint8_t> dW(W);
+      test::Dev<float> dx(x), dy(ref.size());
+      cuda::matvec(t, dW.p, rb, rows, cols, dx.p, n, dy.p);
+      const auto gpu = dy.get();
+      int bad = 0;
+      for (size_t i = 0; i < gpu.size(); ++i) {
+        if (!test::same_bits_or_nan(gpu[i], emu[i]) && bad++ < 3) CHECK(gpu[i] == emu[i]);
+        CHECK(gpu[i] == doctest::Approx(ref[i]).epsilon(1e-3).scale(10.0));
+      }
+      CHECK(bad == 0);
+    }
+  }
+}
+
+TEST_CASE("GpuExpertMatvecReadsTheSlotTable") {
+  test::require_device("test_matvec_cuda");
+  std::mt19937_64 rng(12);
+  const TensorType t = TensorType::Q4_K;
+  const int64_t rows = 64, cols = 512, n_expert = 6;
+  const size_t rb = *row_bytes(t, cols);
+  const size_t offset = 256;  // the matrix sits after a 256-byte header in each slot
+  std::vector<std::vector<uint8_t>> host(n_expert);
+  std::vector<test::Dev<uint8_t>*> dev;
+  std::vector<const void*> table(n_expert, nullptr);
+  for (int e = 0; e < n_expert; ++e) {
+    host[e] = test::random_weights(t, rows, cols, rng);
+    std::vector<uint8_t> slot(offset, 0xEE);
+    slot.insert(slot.end(), host[e].begin(), host[e].end());
+    dev.push_back(new test::Dev<uint8_t>(slot));
+    if (e != 4) table[e] = dev.back()->p;  // expert 4 is not resident: computed elsewhere
+  }
+  test::Dev<const void*> dtable(table);
+  const std::vector<int32_t> ids = {5, 0, 4, 2, 17};  // 4: null slot, 17: out of range
+  test::Dev<int32_t> dids(ids);
+  const int k = static_cast<int>(ids.size());
+  for (bool shared_x : {true, false}) {
+    CAPTURE(shared_x);
+    const auto x = test::gaussian(static_cast<size_t>((shared_x ? 1 : k) * cols), rng);
+    test::Dev<float> dx(x), dy(static_cast<size_t>(k * rows));
+    dy.set(std::vector<float>(static_cast<size_t>(k * rows), -7.0f));
+    cuda::ExpertMatvec a;
+    a.type = t;
+    a.slots = dtable.p;
+    a.n_slots = static_cast<int32_t>(n_expert);
+    a.ids = dids.p;
+    a.n_jobs = k;
+    a.offset = offset;
+    a.row_stride = rb;
+    a.rows = rows;
+    a.cols = cols;
+    a.x = dx.p;
+    a.x_job_stride = shared_x ? 0 : cols;
+    a.n = 1;
+    a.y = dy.p;
+    a.y_job_stride = rows;
+    cuda::matvec_experts(a);
+    const auto gpu = dy.get();
+    std::vector<float> emu(rows);
+    for (int j = 0; j < k; ++j) {
+      CAPTURE(j);
+      if (ids[j] == 4 || ids[j] >= n_expert) {
+        for (int64_t r = 0; r < rows; ++r) CHECK(gpu[j * rows + r] == -7.0f);
+        continue;
+      }
+      REQUIRE(cuda::mv::emulate_matvec(t, host[ids[j]].data(), rb, rows, cols, x.data() + (shared_x ? 0 : j * cols), 1,
+                                       emu.data()));
+      for (int64_t r = 0; r < rows; ++r) CHECK(test::same_bits_or_nan(gpu[j * rows + r], emu[r]));
+    }
+  }
+  for (auto* d : dev) delete d;
+}
+
+TEST_CASE("GpuMatvecArgumentChecks") {
+  test::require_device("test_matvec_cuda");
+  test::Dev<float> d(4096);
+  CHECK_THROWS_AS(cuda::matvec(TensorType::Q4_0, d.p, 18, 2, 48, d.p, 1, d.p), Error);   // cols not 32k
+  CHECK_THROWS_AS(cuda::matvec(TensorType::IQ2_XXS, d.p, 66, 1, 256, d.p, 1, d.p), Error);  // no decoder
+  CHECK_THROWS_AS(cuda::matvec(TensorType::Q4_0, d.p, 18, 1, 32, d.p, 9, d.p), Error);  // n > 8
+  CHECK_THROWS_AS(cuda::matvec(TensorType::Q4_0, d.p, 17, 2, 32, d.p, 1, d.p), Error);  // stride < row bytes
+  CHECK_NOTHROW(cuda::matvec(TensorType::Q4_0, d.p, 18, 0, 32, d.p, 1, d.p));
+}
