@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cli.h"
+#include "offload.h"
 #include "moe/engine.h"
 #include "moe/error.h"
 #include "moe/json.h"
@@ -30,6 +31,7 @@ struct BenchArgs {
   uint32_t prompt_tokens = 64, gen_tokens = 32, n_batch = 64;
   int reps = 3;
   bool json = false, no_bw = false;
+  OffloadArgs offload;  // --ram/--policy/... and the prefetch planner (--predictor ...)
 };
 
 double now_s() {
@@ -44,8 +46,12 @@ int bench(const BenchArgs& a) {
   so.n_threads = threads;
   so.n_batch = a.n_batch;
   so.n_ctx = a.prompt_tokens + a.gen_tokens + 1;
-  MmapExpertSource src(*model);
+  std::unique_ptr<ExpertSource> src_owner = a.offload.make_source(*model, so);
+  ExpertSource& src = *src_owner;
+  std::unique_ptr<PrefetchPlanner> planner = a.offload.make_planner(*model, src, so);
   Session sess(*model, src, so);
+  sess.set_observer(planner.get());
+  OffloadMetrics metrics;  // offload metrics of the last repetition's decode
 
   std::mt19937 rng(1234);
   std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(spec.n_vocab) - 1);
@@ -56,6 +62,7 @@ int bench(const BenchArgs& a) {
   uint64_t decode_bytes = 0, decode_tokens = 0;
   // One warm-up pass (page cache, thread start-up) that is not counted.
   for (int rep = -1; rep < a.reps; ++rep) {
+    if (planner) planner->begin_request(uint32_t(rep + 1));
     sess.reset();
     double pp_rate = 0;
     std::span<const float> logits;
@@ -68,12 +75,14 @@ int bench(const BenchArgs& a) {
       logits = sess.eval(std::span<const int32_t>(&first, 1));
     }
     sess.reset_stats();
+    reset_offload_stats(src, planner.get());
     double t1 = now_s();
     for (uint32_t i = 0; i < a.gen_tokens; ++i) {
       int32_t t = argmax(logits);
       logits = sess.eval(std::span<const int32_t>(&t, 1));
     }
     const double dt = now_s() - t1;
+    metrics = offload_metrics(src, planner.get(), a.gen_tokens, dt);
     if (rep < 0) continue;
     if (a.prompt_tokens > 0) pp.push_back(pp_rate);
     if (a.gen_tokens > 0) tg.push_back(a.gen_tokens / dt);
@@ -112,6 +121,11 @@ int bench(const BenchArgs& a) {
     o.set("bytes_read_per_token", json::Value(bytes_per_token));
     o.set("read_bandwidth_bytes_s", json::Value(bw));
     o.set("mem_bw_fraction", json::Value(frac));
+    o.set("memory_bytes_per_token", json::Value(bytes_per_token));  // weights + KV read (bytes_read_per_token
+                                                                     // becomes the expert bytes read from disk
+                                                                     // when --ram is given)
+    add_offload_metrics(o, metrics);
+    o.set("decode_tok_s", json::Value(dec));  // the mean over repetitions (metrics: the last one's)
     std::printf("%s\n", o.dump().c_str());
   } else {
     std::printf("model %s (%s), %d threads, simd %s\n", a.model.c_str(), spec.arch_name.c_str(), threads,
@@ -121,6 +135,7 @@ int bench(const BenchArgs& a) {
     std::printf("| tg%-4u | %12.2f | %12.2f |\n", a.gen_tokens, dec, best(tg));
     std::printf("bytes read per decoded token: %.1f MB; read bandwidth %.2f GB/s; decode uses %.1f%% of it\n",
                 bytes_per_token / 1e6, bw / 1e9, frac * 100);
+    if (metrics.cached || planner) std::printf("%s", metrics.to_text().c_str());
   }
   return 0;
 }
@@ -135,6 +150,7 @@ Registrar reg("bench", "Measure prefill and decode speed (CPU engine)", [](CLI::
   app.add_option("-r,--reps", a->reps, "Repetitions")->check(CLI::PositiveNumber);
   app.add_flag("--no-bandwidth", a->no_bw, "Skip the read-bandwidth probe (mem_bw_fraction = 0)");
   app.add_flag("--json", a->json, "Print one JSON object");
+  a->offload.add_to(app);
   return [a] { return bench(*a); };
 });
 

@@ -31,7 +31,7 @@ struct RunArgs {
   int threads = 0;
   uint32_t n_ctx = 0, n_batch = 64;
   std::vector<std::string> stop;
-  bool json = false, ignore_eos = false;
+  bool json = false, ignore_eos = false, stats = false;
   std::string save_profile;
   OffloadArgs offload;
 };
@@ -84,7 +84,10 @@ int run(const RunArgs& a) {
   so.n_ctx = a.n_ctx ? a.n_ctx : static_cast<uint32_t>(prompt.size() + std::max(0, a.n_predict));
   std::unique_ptr<ExpertSource> src_owner = a.offload.make_source(*model, so);
   ExpertSource& src = *src_owner;
+  std::unique_ptr<PrefetchPlanner> planner = a.offload.make_planner(*model, src, so);
   Session sess(*model, src, so);
+  sess.set_observer(planner.get());
+  if (planner) planner->begin_request(0);
   // --save-profile: per (layer, expert) activation counts of the last prompt token and every
   // generated token (what the static hot-set policy loads).
   cache::UsageProfile profile;
@@ -103,6 +106,7 @@ int run(const RunArgs& a) {
   std::span<const float> logits = sess.eval(prompt);
   const double prefill_s = seconds_since(t0);
   record_routing();
+  if (a.stats) reset_offload_stats(src, planner.get());  // --stats: decode-only counters
   const OffloadReport after_prefill = offload_report(src);
 
   std::unique_ptr<StreamingDecoder> dec;
@@ -184,6 +188,7 @@ int run(const RunArgs& a) {
       o.set("expert_bytes_read_per_token", json::Value(decode_read_per_tok));
       o.set("stall_s", json::Value(off.stall_s));
     }
+    if (a.stats) add_offload_metrics(o, offload_metrics(src, planner.get(), uint64_t(decoded), decode_s));
     std::printf("%s\n", o.dump().c_str());
   } else {
     std::printf("\n");
@@ -192,6 +197,8 @@ int run(const RunArgs& a) {
     if (off.cached)
       std::fprintf(stderr, "expert cache: decode hit rate %.1f%%, %.1f MB read per token, %.2f s stalled on IO\n",
                    100 * decode_hit_rate, decode_read_per_tok / 1e6, off.stall_s);
+    if (a.stats)
+      std::fprintf(stderr, "%s", offload_metrics(src, planner.get(), uint64_t(decoded), decode_s).to_text().c_str());
   }
   return 0;
 }
@@ -221,6 +228,9 @@ Registrar reg("run", "Generate text from a prompt (CPU engine)", [](CLI::App& ap
   a->offload.add_to(app);
   app.add_flag("--ignore-eos", a->ignore_eos, "Do not stop at end-of-generation tokens");
   app.add_flag("--json", a->json, "Print one JSON object instead of the text");
+  app.add_flag("--stats", a->stats,
+               "Decode metrics of the expert cache and prefetch (hit rate, precision/recall per layer, overlap, "
+               "stalls); with --json as keys of the object");
   return [a] {
     if (a->prompt.empty() && a->prompt_ids.empty())
       fail(ErrorCode::InvalidArgument, "moe run: give a prompt with -p or --prompt-ids");

@@ -5,10 +5,13 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <thread>
 
 #include "moe/cache/profile.h"
 #include "moe/error.h"
+#include "moe/kernels/thread_pool.h"
 
 namespace moe::tools {
 
@@ -23,6 +26,128 @@ void OffloadArgs::add_to(CLI::App& app) {
   app.add_option("--io", io, "Expert reads: auto (io_uring, else pread), uring, pread")->capture_default_str();
   app.add_flag("--no-direct", no_direct, "Read experts through the page cache (no O_DIRECT)");
   app.add_option("--profile", profile, "Usage profile for --policy static (written by --save-profile)");
+  app.add_option("--predictor", predictor,
+                 "Expert prefetch predictors, comma-separated to combine: none, pregated, transition, popularity, "
+                 "history")
+      ->capture_default_str();
+  app.add_option("--prefetch-depth", depth, "Prefetch layers N+1 .. N+d while layer N computes")->capture_default_str();
+  app.add_option("--prefetch-threshold", threshold, "Skip guesses whose probability is below this (0..1)")
+      ->capture_default_str();
+  app.add_option("--prefetch-budget", step_budget, "Bytes of new prefetch reads per layer step (e.g. 64M); default unbounded");
+  app.add_option("--prefetch-guesses", guesses, "Guesses per predicted layer (default: the model's top-k)");
+  app.add_option("--pregate-at", pregate_at, "Pre-gated input: attention (after layer N's attention) or layer (after it)")
+      ->capture_default_str();
+  app.add_option("--link-gbps", link_gbps, "Cost model: expert link bandwidth in GB/s (default: calibrated or 2)");
+  app.add_option("--link-latency-us", link_latency_us, "Cost model: per-transfer latency in us");
+  app.add_option("--compute-gbps", compute_gbps, "Cost model: expert compute rate in GB/s of weights");
+  app.add_flag("--calibrate", calibrate, "Cost model: probe the link and compute rates at start-up");
+}
+
+std::unique_ptr<PrefetchPlanner> OffloadArgs::make_planner(const Model& m, ExpertSource& src,
+                                                           const SessionOptions& so) const {
+  PlannerOptions po;
+  po.predictor = predictor;
+  po.depth = depth;
+  po.threshold = threshold;
+  po.guesses_per_layer = guesses;
+  if (!step_budget.empty()) po.step_budget_bytes = parse_bytes(step_budget);
+  if (pregate_at == "attention") po.pregate_point = PregatePoint::AfterAttention;
+  else if (pregate_at == "layer") po.pregate_point = PregatePoint::AfterLayer;
+  else fail(ErrorCode::InvalidArgument, "--pregate-at must be attention or layer, not '{}'", pregate_at);
+  auto p = std::make_unique<PrefetchPlanner>(m, dynamic_cast<CachedExpertSource*>(&src), po, so.n_batch);
+  if (!p->active()) return nullptr;
+  return p;
+}
+
+prefetch::MissCostModel OffloadArgs::cost_model(const Model& m, int threads) const {
+  prefetch::CostModelParams p;
+  if (calibrate) {
+    kernels::ThreadPool pool(std::max(1, threads));
+    p = calibrate_cost_model(m, pool);
+  }
+  if (link_gbps > 0) p.link_bytes_per_s = link_gbps * 1e9;
+  if (link_latency_us >= 0) p.link_latency_s = link_latency_us * 1e-6;
+  if (compute_gbps > 0) p.compute_bytes_per_s = compute_gbps * 1e9;
+  return prefetch::MissCostModel(p);
+}
+
+OffloadMetrics offload_metrics(const ExpertSource& src, const PrefetchPlanner* planner, uint64_t decode_tokens,
+                               double decode_seconds) {
+  OffloadMetrics r;
+  r.tokens = decode_tokens;
+  r.decode_tok_s = decode_seconds > 0 ? double(decode_tokens) / decode_seconds : 0;
+  if (planner) {
+    r.planner = planner->stats();
+    const PredictionCounts t = r.planner.plan_total();
+    r.prefetch_precision = t.precision();
+    r.prefetch_recall = t.recall();
+  }
+  if (const auto* c = dynamic_cast<const CachedExpertSource*>(&src)) {
+    r.cached = true;
+    r.store = c->stats();
+    r.hit_rate = r.store.hit_rate();
+    // Transfer time hidden behind compute / all transfer time: the reader's busy time (some read in
+    // flight) less the time the engine stalled waiting (stalls happen while reads are in flight).
+    const double busy = r.store.io.busy_seconds;
+    r.overlap_ratio = busy > 0 ? std::clamp((busy - r.store.stall_seconds) / busy, 0.0, 1.0) : 0.0;
+    if (decode_tokens) {
+      r.stall_ms_per_token = r.store.stall_seconds * 1e3 / double(decode_tokens);
+      r.bytes_read_per_token = double(r.store.bytes_read) / double(decode_tokens);
+    }
+  }
+  return r;
+}
+
+void add_offload_metrics(json::Value& o, const OffloadMetrics& m) {
+  o.set("decode_tok_s", json::Value(m.decode_tok_s));
+  o.set("hit_rate", json::Value(m.hit_rate));
+  o.set("prefetch_precision", json::Value(m.prefetch_precision));
+  o.set("prefetch_recall", json::Value(m.prefetch_recall));
+  o.set("overlap_ratio", json::Value(m.overlap_ratio));
+  o.set("stall_ms_per_token", json::Value(m.stall_ms_per_token));
+  if (!o.get("bytes_read_per_token")) o.set("bytes_read_per_token", json::Value(m.bytes_read_per_token));
+  if (m.cached) {
+    o.set("bytes_read_per_token", json::Value(m.bytes_read_per_token));
+    o.set("io_busy_s", json::Value(m.store.io.busy_seconds));
+    o.set("stall_s", json::Value(m.store.stall_seconds));
+    o.set("prefetches", json::Value(m.store.prefetches));
+    o.set("prefetch_hits", json::Value(m.store.prefetch_hits));
+    o.set("prefetch_wasted", json::Value(m.store.prefetch_wasted));
+    o.set("prefetch_cancelled", json::Value(m.planner.cancel_requests));
+  }
+  json::Value layers = json::Value::array();
+  for (size_t l = 0; l < m.planner.plan.size(); ++l) {
+    json::Value e = json::Value::object();
+    e.set("layer", json::Value(uint64_t(l)));
+    e.set("prefetch_precision", json::Value(m.planner.plan[l].precision()));
+    e.set("prefetch_recall", json::Value(m.planner.plan[l].recall()));
+    for (size_t c = 0; c < m.planner.predictor_names.size(); ++c)
+      e.set(m.planner.predictor_names[c] + "_recall_1", json::Value(m.planner.ahead1[c][l].recall()));
+    layers.push(std::move(e));
+  }
+  o.set("layers", std::move(layers));
+}
+
+json::Value OffloadMetrics::to_json() const {
+  json::Value o = json::Value::object();
+  add_offload_metrics(o, *this);
+  return o;
+}
+
+std::string OffloadMetrics::to_text() const {
+  std::string s = fmt::format(
+      "decode {:.2f} tok/s | hit rate {:.1f}% | prefetch precision {:.1f}%, recall {:.1f}% | overlap {:.1f}% | "
+      "stall {:.2f} ms/token | {:.2f} MB read/token\n",
+      decode_tok_s, 100 * hit_rate, 100 * prefetch_precision, 100 * prefetch_recall, 100 * overlap_ratio,
+      stall_ms_per_token, bytes_read_per_token / 1e6);
+  if (cached) s += store.to_text() + "\n";
+  if (!planner.predictor_names.empty()) s += planner.to_text();
+  return s;
+}
+
+void reset_offload_stats(ExpertSource& src, PrefetchPlanner* planner) {
+  reset_offload_stats(src);
+  if (planner) planner->reset_stats();
 }
 
 std::unique_ptr<ExpertSource> OffloadArgs::make_source(const Model& m, const SessionOptions& so) const {
@@ -37,6 +162,8 @@ std::unique_ptr<ExpertSource> OffloadArgs::make_source(const Model& m, const Ses
   else fail(ErrorCode::InvalidArgument, "--io must be auto, uring or pread, not '{}'", io);
   o.direct = !no_direct;
   o.session = so;
+  // With a planner, fresh prefetches must not be the first victims; it drops its stale ones itself.
+  if (!predictor.empty() && predictor != "none") o.prefetched_unused_first = false;
   if (!profile.empty()) {
     auto p = std::make_shared<cache::UsageProfile>();
     cache::CacheStatus st = cache::read_usage_profile(profile, p.get());

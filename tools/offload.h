@@ -7,6 +7,8 @@
 
 #include "moe/engine.h"
 #include "moe/expert_store.h"
+#include "moe/json.h"
+#include "moe/planner.h"
 
 namespace moe::tools {
 
@@ -18,12 +20,45 @@ struct OffloadArgs {
   bool no_direct = false;
   std::string profile;          // usage profile for --policy static
   bool quiet = false;           // no notices on stderr
+  // Prefetch planner (--predictor, --prefetch-depth, --prefetch-threshold, --prefetch-budget,
+  // --pregate-at, --link-gbps/--link-latency-us/--compute-gbps/--calibrate for the miss cost model).
+  std::string predictor = "none";
+  uint32_t depth = 1;
+  double threshold = 0;
+  std::string step_budget;      // bytes per step; "" = unbounded
+  uint32_t guesses = 0;         // per target layer; 0 = top-k
+  std::string pregate_at = "attention";
+  double link_gbps = 0, link_latency_us = -1, compute_gbps = 0;
+  bool calibrate = false;
 
   void add_to(CLI::App& app);
   // Builds the source for `m` and sessions with options `so`. Prints the memory plan on stderr
   // when a budget is given (unless quiet). Throws moe::Error on an impossible budget.
   std::unique_ptr<ExpertSource> make_source(const Model& m, const SessionOptions& so) const;
+  // The planner for `src` (nullptr when --predictor none). Predictions are only scored, not
+  // fetched, when src is not a CachedExpertSource. Install it with Session::set_observer.
+  std::unique_ptr<PrefetchPlanner> make_planner(const Model& m, ExpertSource& src, const SessionOptions& so) const;
+  // The miss cost model: calibrated when --calibrate, then overridden by the rate flags.
+  prefetch::MissCostModel cost_model(const Model& m, int threads) const;
 };
+
+// The decode metrics of `moe run --stats` and `moe bench --json`, from the source's and the
+// planner's counters since their last reset (taken right after prefill) and the decode timing.
+struct OffloadMetrics {
+  bool cached = false;
+  double decode_tok_s = 0, hit_rate = 0, prefetch_precision = 0, prefetch_recall = 0, overlap_ratio = 0;
+  double stall_ms_per_token = 0, bytes_read_per_token = 0;
+  StoreStats store;
+  PlannerStats planner;
+  uint64_t tokens = 0;
+  json::Value to_json() const;  // top-level keys as named above, per-layer detail under "layers"
+  std::string to_text() const;
+};
+OffloadMetrics offload_metrics(const ExpertSource& src, const PrefetchPlanner* planner, uint64_t decode_tokens,
+                               double decode_seconds);
+// Adds the metrics' keys to a JSON object (top level) and its "layers" array.
+void add_offload_metrics(json::Value& o, const OffloadMetrics& m);
+void reset_offload_stats(ExpertSource& src, PrefetchPlanner* planner);
 
 // Stats of a cached source as a JSON fragment and a one-line text; empty/zero for the mmap source.
 struct OffloadReport {

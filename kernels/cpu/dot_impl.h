@@ -306,6 +306,113 @@ inline void group_q32(const uint8_t* p, size_t b, int k, const ActView* a, __m25
   }
 }
 
+#ifdef MOE_DOT_AVX512
+// Q8_0 with AVX-512 VNNI, 16 rows at a time with rows in the vector lanes. Per block of 32 columns the
+// 16 rows' 32 code bytes are transposed in registers into 8 vectors Z_k (lane i = bytes 4k..4k+3 of
+// row i) and flipped to u = w + 128 (unsigned); then per token 8 vpdpbusd with the token's 4 activation
+// bytes broadcast give the 16 rows' sums of (w + 128) * q, minus 128 * sum(q) (exact) = the exact
+// integer block dot. No horizontal reduction: per token and block one convert, one scale product
+// dw[rows] * dx and one FMA into that token's 16-row accumulator. The transpose is shared by all the
+// tokens of the tile. The float sums follow rows_q32's order exactly (block b goes to partial sum
+// b mod 8 with the same fl(dw * dx) scale and FMA, then hsum8's tree), and the integer block dots are
+// exact either way, so each row's value does not depend on the tile, the panel, the token count or
+// the kernel (matvec == matmul, bit for bit).
+// Bounds: a lane sums 32 products of at most 255 * 128 (< 2^21).
+inline __m512i q8_panel_col(const __m512i* u, int k, int hi) {
+  const __m512i lo_idx = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
+  const __m512i hi_idx = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+  return _mm512_permutex2var_epi64(u[k], hi ? hi_idx : lo_idx, u[k + 4]);
+}
+
+#ifndef MOE_Q8_PF
+#define MOE_Q8_PF 256
+#endif
+constexpr size_t kQ8PrefetchBytes = MOE_Q8_PF;
+
+template <int NT>
+void rows_q8_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, float* Y,
+                   size_t ldy) {
+  const size_t nb = cols / 32;
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  for (size_t r = r0; r < r1; r += 16) {
+    const size_t nr = r1 - r < 16 ? r1 - r : 16;
+    const uint8_t* rp[16];
+    MOE_UNROLL
+    for (int i = 0; i < 16; ++i) rp[i] = W + (r + (size_t(i) < nr ? size_t(i) : nr - 1)) * rb;
+    // acc[t][k]: 16 rows' sum over blocks b = k (mod 8), as the lanes of rows_q32's accumulator.
+    __m512 acc[NT][8];
+    MOE_UNROLL
+    for (int t = 0; t < NT; ++t) {
+      MOE_UNROLL
+      for (int k = 0; k < 8; ++k) acc[t][k] = _mm512_setzero_ps();
+    }
+    for (size_t b0 = 0; b0 < nb; b0 += 8)
+    MOE_UNROLL
+    for (int kb = 0; kb < 8; ++kb) {
+      const size_t b = b0 + size_t(kb);
+      if (b >= nb) break;
+      const size_t off = b * Q8_0::kBytes;
+      if ((b & 1) == 0) {  // 16 interleaved streams: help the hardware prefetcher
+        MOE_UNROLL
+        for (int i = 0; i < 16; ++i) _mm_prefetch(reinterpret_cast<const char*>(rp[i] + off + kQ8PrefetchBytes), _MM_HINT_T0);
+      }
+      // Rows j and j + 8 side by side, then an 8x8 dword transpose inside each 256-bit half.
+      __m512i A[8];
+      MOE_UNROLL
+      for (int j = 0; j < 8; ++j)
+        A[j] = _mm512_inserti64x4(_mm512_castsi256_si512(ldu(rp[j] + off + 2)), ldu(rp[j + 8] + off + 2), 1);
+      __m512i T[8], U[8];
+      MOE_UNROLL
+      for (int h = 0; h < 2; ++h) {
+        __m512i* a4 = A + 4 * h;
+        T[4 * h + 0] = _mm512_unpacklo_epi32(a4[0], a4[1]);
+        T[4 * h + 1] = _mm512_unpackhi_epi32(a4[0], a4[1]);
+        T[4 * h + 2] = _mm512_unpacklo_epi32(a4[2], a4[3]);
+        T[4 * h + 3] = _mm512_unpackhi_epi32(a4[2], a4[3]);
+        U[4 * h + 0] = _mm512_unpacklo_epi64(T[4 * h + 0], T[4 * h + 2]);  // cols 0 | 4
+        U[4 * h + 1] = _mm512_unpackhi_epi64(T[4 * h + 0], T[4 * h + 2]);  // cols 1 | 5
+        U[4 * h + 2] = _mm512_unpacklo_epi64(T[4 * h + 1], T[4 * h + 3]);  // cols 2 | 6
+        U[4 * h + 3] = _mm512_unpackhi_epi64(T[4 * h + 1], T[4 * h + 3]);  // cols 3 | 7
+      }
+      __m512i Z[8];
+      MOE_UNROLL
+      for (int k = 0; k < 4; ++k) {
+        Z[k] = _mm512_xor_si512(q8_panel_col(U, k, 0), flip);
+        Z[k + 4] = _mm512_xor_si512(q8_panel_col(U, k, 1), flip);
+      }
+      __m128i d0 = _mm_cvtsi32_si128(ld16(rp[0] + off)), d1 = _mm_cvtsi32_si128(ld16(rp[8] + off));
+      MOE_UNROLL
+      for (int i = 1; i < 8; ++i) {
+        d0 = _mm_insert_epi16(d0, ld16(rp[i] + off), i);
+        d1 = _mm_insert_epi16(d1, ld16(rp[i + 8] + off), i);
+      }
+      const __m512 dw = _mm512_cvtph_ps(_mm256_set_m128i(d1, d0));
+      MOE_UNROLL
+      for (int t = 0; t < NT; ++t) {
+        const int8_t* xq = a[t].q + b * 32;
+        __m512i s0 = _mm512_set1_epi32(-128 * a[t].qsum[b]), s1 = _mm512_setzero_si512();
+        MOE_UNROLL
+        for (int k = 0; k < 4; ++k) {
+          s0 = _mm512_dpbusd_epi32(s0, Z[k], _mm512_set1_epi32(static_cast<int>(ld32(reinterpret_cast<const uint8_t*>(xq) + 4 * k))));
+          s1 = _mm512_dpbusd_epi32(s1, Z[k + 4], _mm512_set1_epi32(static_cast<int>(ld32(reinterpret_cast<const uint8_t*>(xq) + 16 + 4 * k))));
+        }
+        const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(a[t].d[b]));
+        acc[t][kb] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), sc, acc[t][kb]);
+      }
+    }
+    const __mmask16 m = static_cast<__mmask16>((1u << nr) - 1u);
+    MOE_UNROLL
+    for (int t = 0; t < NT; ++t) {
+      // hsum8's order: ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)).
+      const __m512* A = acc[t];
+      const __m512 y = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(A[0], A[4]), _mm512_add_ps(A[2], A[6])),
+                                     _mm512_add_ps(_mm512_add_ps(A[1], A[5]), _mm512_add_ps(A[3], A[7])));
+      _mm512_mask_storeu_ps(Y + t * ldy + r, m, y);
+    }
+  }
+}
+#endif
+
 template <class B, int NT>
 void rows_q32(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, float* Y,
               size_t ldy) {
@@ -600,7 +707,7 @@ inline float amax_of(const float* x, size_t n) {
   return hmax8(m);
 }
 
-void quant_q8_32(const float* x, size_t cols, int8_t* q, float* d, float* s, bool paired) {
+void quant_q8_32(const float* x, size_t cols, int8_t* q, float* d, float* s, int32_t* qsum, bool paired) {
   const size_t nb = cols / 32;
   for (size_t b = 0; b < nb; ++b) {
     const float amax = amax_of(x + 32 * b, 32);
@@ -609,7 +716,8 @@ void quant_q8_32(const float* x, size_t cols, int8_t* q, float* d, float* s, boo
     __m256i s0, s1;
     quant32(x + 32 * b, _mm256_set1_ps(id), q + 32 * b, s0, s1);
     d[b] = db;
-    s[b] = db * static_cast<float>(hsum8i(_mm256_add_epi32(s0, s1)));
+    qsum[b] = hsum8i(_mm256_add_epi32(s0, s1));
+    s[b] = db * static_cast<float>(qsum[b]);
     if (paired && (b & 1)) {  // both blocks of the pair are done: interleave their halves
       const __m256i q0 = ldu(q + 32 * (b - 1)), q1 = ldu(q + 32 * b);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + 32 * (b - 1)), _mm256_permute2x128_si256(q0, q1, 0x20));
@@ -638,15 +746,27 @@ void quant_q8_256(const float* x, size_t cols, int8_t* q, float* d, int16_t* bsu
 template <template <int> class K>
 void tile(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, int nt, float* Y,
           size_t ldy) {
-  static_assert(kMaxTile == 4, "tile() instantiates 1..4 tokens");
+  static_assert(kMaxTile == 8, "tile() instantiates 1..8 tokens");
   switch (nt) {
     case 1: K<1>::run(W, rb, r0, r1, cols, a, Y, ldy); break;
     case 2: K<2>::run(W, rb, r0, r1, cols, a, Y, ldy); break;
     case 3: K<3>::run(W, rb, r0, r1, cols, a, Y, ldy); break;
-    default: K<4>::run(W, rb, r0, r1, cols, a, Y, ldy); break;
+    case 4: K<4>::run(W, rb, r0, r1, cols, a, Y, ldy); break;
+    case 5: K<5>::run(W, rb, r0, r1, cols, a, Y, ldy); break;
+    case 6: K<6>::run(W, rb, r0, r1, cols, a, Y, ldy); break;
+    case 7: K<7>::run(W, rb, r0, r1, cols, a, Y, ldy); break;
+    default: K<8>::run(W, rb, r0, r1, cols, a, Y, ldy); break;
   }
 }
 
+#ifdef MOE_DOT_AVX512
+// Up to 3 tokens: rows_q32 streams rows one by one (the panel's transposes do not pay for so few);
+// several: the panel. Both give the same bits (see rows_q8_panel).
+template <int NT> struct KQ8P { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) {
+  if constexpr (NT < 4) rows_q32<Q8_0, NT>(W, rb, r0, r1, c, a, Y, l);
+  else rows_q8_panel<NT>(W, rb, r0, r1, c, a, Y, l);
+} };
+#endif
 template <class B> struct KQ32 { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_q32<B, NT>(W, rb, r0, r1, c, a, Y, l); } }; };
 template <class B> struct KNib { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_nib<B, NT>(W, rb, r0, r1, c, a, Y, l); } }; };
 template <bool H> struct KQ45 { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_q45k<H, NT>(W, rb, r0, r1, c, a, Y, l); } }; };
@@ -660,7 +780,11 @@ void fill(KernelTable& t) {
   set(1, &tile<KF<WF16>::K>, ActKind::F32);
   set(30, &tile<KF<WBF16>::K>, ActKind::F32);
   set(2, &tile<KNib<NibQ4_0>::K>, ActKind::Q8_32P);
+#ifdef MOE_DOT_AVX512
+  set(8, &tile<KQ8P>, ActKind::Q8_32);
+#else
   set(8, &tile<KQ32<Q8_0>::K>, ActKind::Q8_32);
+#endif
   set(39, &tile<KNib<NibMXFP4>::K>, ActKind::Q8_32P);
   set(12, &tile<KQ45<false>::K>, ActKind::Q8_256);
   set(13, &tile<KQ45<true>::K>, ActKind::Q8_256);

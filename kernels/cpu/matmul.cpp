@@ -64,6 +64,7 @@ const KernelTable* table_for(SimdLevel level) {
 struct ActScratch {
   std::vector<int8_t> q;
   std::vector<float> d, s;
+  std::vector<int32_t> qsum;
   std::vector<int16_t> bsums;
   std::vector<ActView> views;
 };
@@ -74,7 +75,7 @@ const ActView* prepare_acts(const KernelTable& tab, ActKind kind, const float* X
   thread_local ActScratch sc;
   if (sc.views.size() < n) sc.views.resize(n);
   if (kind == ActKind::F32) {
-    for (size_t t = 0; t < n; ++t) sc.views[t] = ActView{X + t * cols, nullptr, nullptr, nullptr, nullptr};
+    for (size_t t = 0; t < n; ++t) sc.views[t] = ActView{X + t * cols, nullptr, nullptr, nullptr, nullptr, nullptr};
     return sc.views.data();
   }
   const size_t blk = kind == ActKind::Q8_256 ? 256 : 32;
@@ -82,14 +83,17 @@ const ActView* prepare_acts(const KernelTable& tab, ActKind kind, const float* X
   if (sc.q.size() < n * cols) sc.q.resize(n * cols);
   if (sc.d.size() < n * nb) sc.d.resize(n * nb);
   if (kind != ActKind::Q8_256 && sc.s.size() < n * nb) sc.s.resize(n * nb);
+  if (kind != ActKind::Q8_256 && sc.qsum.size() < n * nb) sc.qsum.resize(n * nb);
   if (kind == ActKind::Q8_256 && sc.bsums.size() < n * cols / 16) sc.bsums.resize(n * cols / 16);
   for (size_t t = 0; t < n; ++t) {
     ActView& v = sc.views[t];
     v = ActView{};
     v.q = sc.q.data() + t * cols;
     v.d = sc.d.data() + t * nb;
-    if (kind != ActKind::Q8_256) v.s = sc.s.data() + t * nb;
-    else v.bsums = sc.bsums.data() + t * cols / 16;
+    if (kind != ActKind::Q8_256) {
+      v.s = sc.s.data() + t * nb;
+      v.qsum = sc.qsum.data() + t * nb;
+    } else v.bsums = sc.bsums.data() + t * cols / 16;
   }
   ActView* views = sc.views.data();
   auto quant = [&](size_t t0, size_t t1, int) {
@@ -97,7 +101,7 @@ const ActView* prepare_acts(const KernelTable& tab, ActKind kind, const float* X
       ActView& v = views[t];
       if (kind != ActKind::Q8_256)
         tab.quant32(X + t * cols, cols, const_cast<int8_t*>(v.q), const_cast<float*>(v.d), const_cast<float*>(v.s),
-                    kind == ActKind::Q8_32P);
+                    const_cast<int32_t*>(v.qsum), kind == ActKind::Q8_32P);
       else
         tab.quant256(X + t * cols, cols, const_cast<int8_t*>(v.q), const_cast<float*>(v.d),
                             const_cast<int16_t*>(v.bsums));

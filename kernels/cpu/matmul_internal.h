@@ -14,6 +14,7 @@ struct ActView {
   const int8_t* q = nullptr;        // cols int8, x ~= q * d[block]
   const float* d = nullptr;         // per activation block (32 for ActKind::Q8_32, 256 for Q8_256)
   const float* s = nullptr;         // Q8_32: per block d * sum(q)
+  const int32_t* qsum = nullptr;    // Q8_32: per block sum(q) (exact)
   const int16_t* bsums = nullptr;   // Q8_256: per 16 elements sum(q)
 };
 
@@ -28,13 +29,14 @@ enum class ActKind : int { F32 = 0, Q8_32 = 1, Q8_256 = 2, Q8_32P = 3 };
 using TileFn = void (*)(const uint8_t* W, size_t row_bytes, size_t r0, size_t r1, size_t cols,
                         const ActView* acts, int n_tok, float* Y, size_t ldy);
 
-constexpr int kMaxTile = 4;
+constexpr int kMaxTile = 8;
 constexpr int kNumTypes = 40;
 
 // Activation quantizers (cols a multiple of 32 / 256). For each block: amax = max |x|, d = amax / 127,
 // q = round_to_nearest_even(x * (127 / amax)) (0 when amax == 0), and Q8_32: s = d * sum(q);
-// Q8_256: bsums[g] = sum of q over the 16 elements of group g.
-using QuantFn32 = void (*)(const float* x, size_t cols, int8_t* q, float* d, float* s, bool paired);
+// Q8_256: bsums[g] = sum of q over the 16 elements of group g. Q8_32 also stores qsum = sum(q).
+using QuantFn32 = void (*)(const float* x, size_t cols, int8_t* q, float* d, float* s, int32_t* qsum,
+                           bool paired);
 using QuantFn256 = void (*)(const float* x, size_t cols, int8_t* q, float* d, int16_t* bsums);
 
 struct KernelTable {

@@ -50,6 +50,24 @@ class ExpertSource {
   virtual ~ExpertSource() = default;
   virtual ExpertWeights acquire(uint32_t layer, uint32_t expert) = 0;
   virtual void release(uint32_t layer, uint32_t expert) noexcept = 0;
+  // True when acquire(layer, expert) would not wait for IO right now (a hint only: the answer may
+  // change at once). The session computes such experts first while the others load. Never blocks.
+  virtual bool resident(uint32_t /*layer*/, uint32_t /*expert*/) const noexcept { return false; }
+};
+
+// Optional callbacks from inside Session's layer loop (the prefetch planner's hook). Called on the
+// session's thread, synchronously; they must not call back into the session. Buffers are valid only
+// during the call. Nothing an observer does can change the session's math (it gets const views).
+class LayerObserver {
+ public:
+  virtual ~LayerObserver() = default;
+  // Layer `layer`'s residual stream after its attention residual: n_tokens rows of n_embd floats.
+  virtual void after_attention(uint32_t /*layer*/, const float* /*x*/, uint32_t /*n_tokens*/) {}
+  // The routing of MoE layer `layer`: n_tokens rows of k expert ids (ascending per row).
+  virtual void after_routing(uint32_t /*layer*/, const int32_t* /*experts*/, uint32_t /*n_tokens*/,
+                             uint32_t /*k*/) {}
+  // Layer `layer`'s residual stream after its FFN (the next layer's input): n_tokens x n_embd.
+  virtual void after_layer(uint32_t /*layer*/, const float* /*x*/, uint32_t /*n_tokens*/) {}
 };
 
 class Model;
@@ -152,6 +170,8 @@ class Session {
   // (for traces and tests): n_expert_used entries each.
   std::span<const int32_t> last_experts(uint32_t layer) const noexcept;
   std::span<const float> last_expert_weights(uint32_t layer) const noexcept;
+  // Installs (or removes, with nullptr) the layer observer; it must outlive its installation.
+  void set_observer(LayerObserver* o) noexcept { observer_ = o; }
 
  private:
   void forward(const int32_t* tokens, uint32_t n, float* all_logits);
@@ -189,6 +209,9 @@ class Session {
   std::vector<float> logits_;         // (n_vocab)
   std::vector<int32_t> last_e_;       // (n_layer, n_expert_used)
   std::vector<float> last_w_;         // (n_layer, n_expert_used)
+  LayerObserver* observer_ = nullptr;
+  std::vector<float> ys_;             // (kOooTokens * n_expert_used, n_embd) per-slot expert outputs
+  std::vector<uint8_t> e_done_;       // (n_expert) computed in the resident-first pass
 };
 
 // The gating rule applied to one token's router logits (n_expert floats), exposed for tests:

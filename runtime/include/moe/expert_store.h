@@ -60,6 +60,10 @@ struct StoreOptions {
   // Seconds acquire() waits for a slot to be released when every slot is pinned by other threads,
   // before failing.
   double pinned_wait_seconds = 30.0;
+  // Evict prefetched-and-not-yet-used entries before asking the policy. A planner that prefetches
+  // several layers ahead turns this off (fresh prefetches would be the first victims of the current
+  // layer's misses) and drops its stale prefetches itself (drop_prefetch).
+  bool prefetched_unused_first = true;
 };
 
 // How the budget splits. All values in bytes unless noted.
@@ -129,6 +133,8 @@ class CachedExpertSource final : public ExpertSource {
   // PRECONDITION: layer is a MoE layer, expert < its n_expert.
   ExpertWeights acquire(uint32_t layer, uint32_t expert) override;
   void release(uint32_t layer, uint32_t expert) noexcept override;
+  // Resident now (a hit for the next acquire unless evicted first). Never blocks on IO.
+  bool resident(uint32_t layer, uint32_t expert) const noexcept override;
 
   // Starts an asynchronous read of the expert at Prefetch priority (a demand read overtakes queued
   // prefetches). Returns true when a read was started or the expert is already resident / in flight;
@@ -139,6 +145,10 @@ class CachedExpertSource final : public ExpertSource {
   // Cancels a prefetch that is still queued or in flight and not yet waited for by an acquire.
   // Returns true when a cancellation was requested (the slot is freed when the reader delivers it).
   bool cancel_prefetch(uint32_t layer, uint32_t expert);
+  // A prefetch turned out stale: cancels it when still in flight (as cancel_prefetch), or frees its
+  // slot when it is resident and unpinned. Returns true when either happened. The caller must know
+  // the entry was prefetched and not used since (the store does not check).
+  bool drop_prefetch(uint32_t layer, uint32_t expert);
   // Blocks until no read is in flight (tests, shutdown of a planner).
   void wait_idle();
 

@@ -80,6 +80,11 @@ ops::RopeParams rope_params(const ModelSpec& s) {
   return p;
 }
 
+// Batches of at most this many tokens compute resident experts first (while the others load) into
+// per-slot outputs combined afterwards in ascending expert id, so the sums are the same as in-order.
+// Why only small batches: decode is where IO stalls matter; a prefill batch touches most experts.
+constexpr uint32_t kOooTokens = 4;
+
 }  // namespace
 
 Session::Session(const Model& m, ExpertSource& src, SessionOptions o) : m_(m), src_(src), o_(o) {
@@ -131,6 +136,8 @@ Session::Session(const Model& m, ExpertSource& src, SessionOptions o) : m_(m), s
   logits_.resize(s.n_vocab);
   last_e_.assign(size_t(s.n_layer) * max_k, -1);
   last_w_.assign(size_t(s.n_layer) * max_k, 0.0f);
+  ys_.resize(size_t(std::min<uint32_t>(o_.n_batch, kOooTokens)) * max_k * E);
+  e_done_.resize(max_e);
 }
 
 Session::~Session() = default;
@@ -178,10 +185,12 @@ void Session::forward(const int32_t* tokens, uint32_t n, float* all_logits) {
       ops::rmsnorm(x_.data() + t * E, L.attn_norm.data(), xn_.data() + t * E, E, s.rms_eps);
     attention_block(il, n);
     for (size_t i = 0; i < n * E; ++i) x_[i] += tmp_[i];
+    if (observer_) observer_->after_attention(il, x_.data(), n);
     for (uint32_t t = 0; t < n; ++t)
       ops::rmsnorm(x_.data() + t * E, L.ffn_norm.data(), xn_.data() + t * E, E, s.rms_eps);
     ffn_block(il, n);
     for (size_t i = 0; i < n * E; ++i) x_[i] += moe_out_[i];
+    if (observer_) observer_->after_layer(il, x_.data(), n);
   }
 
   for (uint32_t t = 0; t < n; ++t)
@@ -297,10 +306,35 @@ void Session::ffn_block(uint32_t il, uint32_t n) {
 
   if (ls.is_moe) {
     route(il, n);
+    if (observer_) observer_->after_routing(il, gi_.data(), n, ls.n_expert_used);
     const size_t F = ls.n_ff_expert;
+    if (n <= kOooTokens) {
+      // Resident experts first (pass 0), then the rest in ascending id as they arrive (pass 1); each
+      // slot's output goes to ys_ and is combined below in the in-order sequence (bit-identical).
+      std::fill(e_done_.begin(), e_done_.begin() + ls.n_expert, uint8_t(0));
+      for (int pass = 0; pass < 2; ++pass)
+        for (uint32_t e = 0; e < ls.n_expert; ++e) {
+          const uint32_t b = e_start_[e], c = e_start_[e + 1] - b;
+          if (c == 0 || e_done_[e] || (pass == 0 && !src_.resident(il, e))) continue;
+          e_done_[e] = 1;
+          ExpertWeights w = src_.acquire(il, e);
+          for (uint32_t j = 0; j < c; ++j)
+            std::memcpy(xg_.data() + j * E, xn_.data() + e_tok_[b + j] * E, E * 4);
+          mm(w.gate, xg_.data(), c, g_.data(), pool);
+          mm(w.up, xg_.data(), c, u_.data(), pool);
+          act(g_.data(), u_.data(), c * F);
+          mm(w.down, g_.data(), c, ys_.data() + size_t(b) * E, pool);
+          src_.release(il, e);
+          stats_.expert_acquires += 1;
+          stats_.expert_bytes += w.bytes();
+        }
+      for (uint32_t e = 0; e < ls.n_expert; ++e)
+        for (uint32_t j = e_start_[e]; j < e_start_[e + 1]; ++j)
+          ops::axpy(e_w_[j], ys_.data() + size_t(j) * E, moe_out_.data() + e_tok_[j] * E, static_cast<int64_t>(E));
+    }
     // Per token, experts are added in ascending id: the sum order is the same for any batch split.
     // Tokens' slots are disjoint rows of moe_out_, so the order across experts only matters per token.
-    for (uint32_t e = 0; e < ls.n_expert; ++e) {
+    for (uint32_t e = 0; e < ls.n_expert && n > kOooTokens; ++e) {
       const uint32_t b = e_start_[e], c = e_start_[e + 1] - b;
       if (c == 0) continue;
       ExpertWeights w = src_.acquire(il, e);

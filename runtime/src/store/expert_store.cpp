@@ -94,7 +94,8 @@ uint64_t session_memory_bytes(const Model& m, const SessionOptions& o) {
   }
   const uint64_t kv = uint64_t(s.n_layer) * n_ctx * (HK + HV) * 2;  // f16
   uint64_t floats = B * (5 * E + HQ + HK + HV + HO + max_e + 2 * max_ff + 1) + T * n_ctx + 2 * max_e +
-                    s.n_vocab + 4 * B * max_k + 2 * (max_e + 1) + 2 * uint64_t(s.n_layer) * max_k + s.head_dim_k;
+                    s.n_vocab + 4 * B * max_k + 2 * (max_e + 1) + 2 * uint64_t(s.n_layer) * max_k + s.head_dim_k +
+                    std::min<uint64_t>(B, 4) * max_k * E + max_e;  // resident-first outputs, flags
   // The kernels' thread_local activation scratch: ~1.25 bytes per activation per calling thread.
   const uint64_t act = T * B * std::max<uint64_t>({E, max_ff, HO}) * 2;
   return kv + floats * 4 + act;
@@ -322,6 +323,7 @@ CachedExpertSource::CachedExpertSource(const Model& m, const StoreOptions& o) : 
   tc.n_expert = I.n_expert;
   tc.moe_layers = moe_layers;
   tc.scope = o.scope;
+  tc.prefetched_unused_first = o.prefetched_unused_first;
   cache::PolicyParams pp;
   pp.profile = o.profile;
   pp.static_hot_slots = o.static_hot_slots;
@@ -562,10 +564,25 @@ bool CachedExpertSource::cancel_prefetch(uint32_t layer, uint32_t expert) {
   return I.reader->cancel(s.ticket) != prefetch::CancelResult::NotFound;
 }
 
+bool CachedExpertSource::drop_prefetch(uint32_t layer, uint32_t expert) {
+  Impl& I = *impl_;
+  if (layer >= I.n_layer || expert >= I.n_expert) return false;
+  if (cancel_prefetch(layer, expert)) return true;
+  std::lock_guard<std::mutex> g(I.mu);  // why under mu: an acquire pins under it, so no race with a pin
+  if (!I.held[I.key_index(layer, expert)].empty()) return false;
+  return I.mgr->Erase(ExpertKey{layer, expert});
+}
+
 void CachedExpertSource::wait_idle() {
   Impl& I = *impl_;
   std::unique_lock<std::mutex> lk(I.mu);
   I.cv.wait(lk, [&] { return I.inflight == 0; });
+}
+
+bool CachedExpertSource::resident(uint32_t layer, uint32_t expert) const noexcept {
+  const Impl& I = *impl_;
+  if (layer >= I.n_layer || expert >= I.n_expert) return false;
+  return I.mgr->Peek(ExpertKey{layer, expert}) == EntryState::Resident;
 }
 
 cache::EntryState CachedExpertSource::state(uint32_t layer, uint32_t expert) const {
