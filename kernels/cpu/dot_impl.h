@@ -767,6 +767,25 @@ template <int NT> struct KQ8P { static void run(const uint8_t* W, size_t rb, siz
   else rows_q8_panel<NT>(W, rb, r0, r1, c, a, Y, l);
 } };
 #endif
+// Kernels whose registers hold at most 4 tokens' accumulators: larger tiles run as 4 + the rest (the
+// results do not depend on the tiling).
+template <template <int> class K>
+void tile4(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, int nt, float* Y,
+           size_t ldy) {
+  while (nt > 4) {
+    K<4>::run(W, rb, r0, r1, cols, a, Y, ldy);
+    a += 4;
+    Y += 4 * ldy;
+    nt -= 4;
+  }
+  switch (nt) {
+    case 1: K<1>::run(W, rb, r0, r1, cols, a, Y, ldy); break;
+    case 2: K<2>::run(W, rb, r0, r1, cols, a, Y, ldy); break;
+    case 3: K<3>::run(W, rb, r0, r1, cols, a, Y, ldy); break;
+    default: K<4>::run(W, rb, r0, r1, cols, a, Y, ldy); break;
+  }
+}
+
 template <class B> struct KQ32 { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_q32<B, NT>(W, rb, r0, r1, c, a, Y, l); } }; };
 template <class B> struct KNib { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_nib<B, NT>(W, rb, r0, r1, c, a, Y, l); } }; };
 template <bool H> struct KQ45 { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_q45k<H, NT>(W, rb, r0, r1, c, a, Y, l); } }; };
@@ -776,19 +795,19 @@ template <class E> struct KF { template <int NT> struct K { static void run(cons
 void fill(KernelTable& t) {
   for (int i = 0; i < kNumTypes; ++i) { t.fn[i] = nullptr; t.act[i] = ActKind::F32; }
   auto set = [&](int type, TileFn f, ActKind k) { t.fn[type] = f; t.act[type] = k; };
-  set(0, &tile<KF<WF32>::K>, ActKind::F32);
-  set(1, &tile<KF<WF16>::K>, ActKind::F32);
-  set(30, &tile<KF<WBF16>::K>, ActKind::F32);
-  set(2, &tile<KNib<NibQ4_0>::K>, ActKind::Q8_32P);
+  set(0, &tile4<KF<WF32>::K>, ActKind::F32);
+  set(1, &tile4<KF<WF16>::K>, ActKind::F32);
+  set(30, &tile4<KF<WBF16>::K>, ActKind::F32);
+  set(2, &tile4<KNib<NibQ4_0>::K>, ActKind::Q8_32P);
 #ifdef MOE_DOT_AVX512
   set(8, &tile<KQ8P>, ActKind::Q8_32);
 #else
-  set(8, &tile<KQ32<Q8_0>::K>, ActKind::Q8_32);
+  set(8, &tile4<KQ32<Q8_0>::K>, ActKind::Q8_32);
 #endif
-  set(39, &tile<KNib<NibMXFP4>::K>, ActKind::Q8_32P);
-  set(12, &tile<KQ45<false>::K>, ActKind::Q8_256);
-  set(13, &tile<KQ45<true>::K>, ActKind::Q8_256);
-  set(14, &tile<KQ6>, ActKind::Q8_256);
+  set(39, &tile4<KNib<NibMXFP4>::K>, ActKind::Q8_32P);
+  set(12, &tile4<KQ45<false>::K>, ActKind::Q8_256);
+  set(13, &tile4<KQ45<true>::K>, ActKind::Q8_256);
+  set(14, &tile4<KQ6>, ActKind::Q8_256);
   t.quant32 = &quant_q8_32;
   t.quant256 = &quant_q8_256;
 }

@@ -107,7 +107,8 @@ const ActView* prepare_acts(const KernelTable& tab, ActKind kind, const float* X
                             const_cast<int16_t*>(v.bsums));
     }
   };
-  if (pool && n > 1) pool->parallel_for(n, quant, 1);
+  // Small batches (an expert's few tokens) quantize on the caller: a parallel_for costs more than it saves.
+  if (pool && n > 1 && n * cols >= (size_t(64) << 10)) pool->parallel_for(n, quant, 1);
   else quant(0, n, 0);
   return views;
 }
@@ -189,7 +190,9 @@ void matmul_at(SimdLevel level, TensorType wt, const void* W, size_t rows, size_
   // activations are 4x larger than quantized ones). With a single tile the whole chunk is one block
   // (pure streaming). Weights are read from memory once per token block (once for n <= 128 quantized).
   const size_t ntiles = (n + detail::kMaxTile - 1) / detail::kMaxTile;
-  const size_t rblock = ntiles <= 1 ? rows : std::max<size_t>(1, (size_t(128) << 10) / rb);
+  // Row blocks are multiples of 16 (the AVX-512 Q8_0 kernel's panel height) where there is room.
+  size_t rblock = ntiles <= 1 ? rows : std::max<size_t>(1, (size_t(128) << 10) / rb);
+  if (rblock > 16 && rblock < rows) rblock &= ~size_t(15);
   const bool f32_acts = fn && table->act[ti] == ActKind::F32;
   const size_t act_bytes = cols * (f32_acts ? 4 : 1) + 1;
   const size_t tblock = std::max<size_t>(detail::kMaxTile, (size_t(512) << 10) / act_bytes / detail::kMaxTile * detail::kMaxTile);
