@@ -8,3 +8,8 @@ cd "$(dirname "$0")/.."
 ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure -j"$(nproc)"
 # libFuzzer targets (clang): a short bounded run of each from its seed corpus.
 ./tools/fuzz.sh
+# Sanitizers (tools/sanitize.sh: ASan+UBSan over the unit/integration tests, TSan over the concurrency
+# tests; long on 2 cores): off unless MOE_SANITIZE_TESTS=1.
+if [[ "${MOE_SANITIZE_TESTS:-0}" == 1 ]]; then
+  ./tools/sanitize.sh
+fi

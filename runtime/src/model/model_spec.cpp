@@ -158,6 +158,11 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
 
   // --- dimensions -------------------------------------------------------------------------------
   s.n_layer = m.req_pos_u32("block_count");
+  // Every layer has tensors: a block count above the tensor count is corrupt (and would drive the
+  // per-layer loops and allocations below with a number from the file).
+  if (s.n_layer > f.tensors().size())
+    fail(ErrorCode::Corrupt, "{}: '{}' = {} but the file has only {} tensors", path, m.key("block_count"), s.n_layer,
+         f.tensors().size());
   s.n_embd = m.req_pos_u32("embedding_length");
   s.n_ctx_train = m.req_pos_u32("context_length");
   s.n_head = m.req_pos_u32("attention.head_count");

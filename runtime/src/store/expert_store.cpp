@@ -442,6 +442,11 @@ ExpertWeights CachedExpertSource::acquire(uint32_t layer, uint32_t expert) {
       // Reserve a slot; when every slot is pinned or in flight, wait for a completion or a release.
       const auto wait_start = Clock::now();
       for (;;) {
+        uint64_t ev0;  // events before the reservation attempt (a completion or release after it: retry)
+        {
+          std::lock_guard<std::mutex> g(I.mu);
+          ev0 = I.events;
+        }
         cache::Reservation r = I.mgr->BeginFetch(k, cache::FetchKind::Demand, /*pin=*/true,
                                                  I.m.experts().at(layer, expert)->bytes());
         if (r.status == cache::ReserveStatus::Reserved) {
@@ -468,7 +473,10 @@ ExpertWeights CachedExpertSource::acquire(uint32_t layer, uint32_t expert) {
                expert, layer, cache::reserve_status_name(r.status));
         }
         std::unique_lock<std::mutex> lk(I.mu);
-        if (I.inflight == 0 && I.held_total <= thread_pins(I.id)) {
+        if (I.events != ev0) continue;  // a read completed or a slot was released since: try again
+        // Only a true self-deadlock fails at once: every slot pinned by this thread's acquires (a slot
+        // reserved by another thread's prefetch that has not started its read yet is waited for).
+        if (I.inflight == 0 && I.held_total <= thread_pins(I.id) && I.held_total >= I.mgr->slot_count()) {
           lk.unlock();
           add_stall();
           fail(ErrorCode::InvalidArgument,
