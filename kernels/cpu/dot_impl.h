@@ -380,13 +380,12 @@ void rows_q8_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t col
         Z[k] = _mm512_xor_si512(q8_panel_col(U, k, 0), flip);
         Z[k + 4] = _mm512_xor_si512(q8_panel_col(U, k, 1), flip);
       }
-      __m128i d0 = _mm_cvtsi32_si128(ld16(rp[0] + off)), d1 = _mm_cvtsi32_si128(ld16(rp[8] + off));
+      // The 16 rows' f16 scales gathered through memory: _mm_insert_epi16 needs a constant lane,
+      // which a loop index is only after unrolling (not at -O0/-O1, nor under clang's fuzz build).
+      alignas(32) uint16_t dh[16];
       MOE_UNROLL
-      for (int i = 1; i < 8; ++i) {
-        d0 = _mm_insert_epi16(d0, ld16(rp[i] + off), i);
-        d1 = _mm_insert_epi16(d1, ld16(rp[i + 8] + off), i);
-      }
-      const __m512 dw = _mm512_cvtph_ps(_mm256_set_m128i(d1, d0));
+      for (int i = 0; i < 16; ++i) dh[i] = static_cast<uint16_t>(ld16(rp[i] + off));
+      const __m512 dw = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(dh)));
       MOE_UNROLL
       for (int t = 0; t < NT; ++t) {
         const int8_t* xq = a[t].q + b * 32;
