@@ -2,6 +2,8 @@
 // top-k, f16, attention). Pure functions; thread-safe.
 #include "moe/kernels/ops.h"
 
+#include "moe/kernels/cpu_features.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -206,11 +208,9 @@ __attribute__((target("avx2,f16c,fma"))) void axpy_f16_avx2(float w, const uint1
   }
   for (; i < d; ++i) y[i] += w * f16_to_f32(v[i]);
 }
-bool have_f16c() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
-                         __builtin_cpu_supports("fma");
-  return ok;
-}
+// cpu_features() rather than __builtin_cpu_supports: clang 14 does not know the "f16c" feature name,
+// and cpu_features() also checks that the OS saves the ymm state.
+bool have_f16c() { return cpu_features().has_avx2_level(); }
 #endif
 
 }  // namespace
