@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "moe/error.h"
+#include "moe/utf8.h"
 
 namespace moe::json {
 namespace {
@@ -80,23 +81,6 @@ class Parser {
     std::string tok(t_.substr(s, i_ - s));
     return Value(std::strtod(tok.c_str(), nullptr));
   }
-  static void put_utf8(std::string& out, uint32_t cp) {
-    if (cp < 0x80) {
-      out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      out += static_cast<char>(0xC0 | (cp >> 6));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-      out += static_cast<char>(0xE0 | (cp >> 12));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
-      out += static_cast<char>(0xF0 | (cp >> 18));
-      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    }
-  }
   uint32_t hex4() {
     if (i_ + 4 > t_.size()) error("bad \\u escape");
     uint32_t v = 0;
@@ -140,7 +124,7 @@ class Parser {
           } else if (cp >= 0xDC00 && cp < 0xE000) {
             error("unpaired surrogate");
           }
-          put_utf8(out, cp);
+          append_utf8(out, cp);
           break;
         }
         default: error("bad escape");

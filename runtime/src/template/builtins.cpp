@@ -19,6 +19,7 @@
 #include <ctime>
 
 #include "internal.h"
+#include "moe/utf8.h"
 
 namespace moe::chat::detail {
 
@@ -58,20 +59,8 @@ std::vector<uint32_t> decode_utf8(std::string_view s) {
 void append_utf8(std::string& out, uint32_t cp) {
   if (cp >= 0xDC80 && cp <= 0xDCFF) {  // an undecodable byte, restored as is
     out += static_cast<char>(0x80 + (cp - 0xDC80));
-  } else if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
   } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
+    moe::append_utf8(out, cp);
   }
 }
 

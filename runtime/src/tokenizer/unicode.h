@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "moe/utf8.h"
+
 namespace moe::tok {
 
 // Category flags: exactly one of the major General Category bits, plus kWs for White_Space.
@@ -54,7 +56,7 @@ inline size_t utf8_len(uint8_t lead) noexcept {
 // decoding resumes at the next byte (overlong forms are accepted, as llama.cpp does); sequences
 // decoding above U+10FFFF also become U+FFFD.
 std::vector<uint32_t> decode_utf8(std::string_view s);
-void append_utf8(std::string& out, uint32_t cp);
+using moe::append_utf8;  // moe/utf8.h
 
 // GPT-2 byte-level mapping: byte -> printable code point, and back (-1 when not in the map).
 uint32_t byte_to_cpt(uint8_t b) noexcept;
