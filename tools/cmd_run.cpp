@@ -82,6 +82,7 @@ int run(const RunArgs& a) {
   so.n_threads = a.threads > 0 ? a.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   so.n_batch = a.n_batch;
   so.n_ctx = a.n_ctx ? a.n_ctx : static_cast<uint32_t>(prompt.size() + std::max(0, a.n_predict));
+  a.offload.apply_gpu(so);
   std::unique_ptr<ExpertSource> src_owner = a.offload.make_source(*model, so);
   ExpertSource& src = *src_owner;
   std::unique_ptr<PrefetchPlanner> planner = a.offload.make_planner(*model, src, so);
@@ -183,6 +184,15 @@ int run(const RunArgs& a) {
     o.set("prefill_tok_s", json::Value(prefill_tok_s));
     o.set("decode_tok_s", json::Value(decode_tok_s));
     o.set("threads", json::Value(so.n_threads));
+    o.set("backend", json::Value(std::string(sess.backend())));
+    if (std::string(sess.backend()) == "cuda") {
+      const SessionStats& ss = sess.stats();
+      o.set("backend_info", json::Value(sess.backend_info()));
+      o.set("vram_hits", json::Value(int64_t(ss.vram_hits)));
+      o.set("vram_misses", json::Value(int64_t(ss.vram_misses)));
+      o.set("vram_upload_bytes", json::Value(int64_t(ss.vram_upload_bytes)));
+      o.set("cpu_expert_runs", json::Value(int64_t(ss.cpu_expert_runs)));
+    }
     if (off.cached) {
       o.set("hit_rate", json::Value(decode_hit_rate));
       o.set("expert_bytes_read_per_token", json::Value(decode_read_per_tok));
@@ -194,6 +204,12 @@ int run(const RunArgs& a) {
     std::printf("\n");
     std::fprintf(stderr, "prompt: %zu tokens, %.2f tok/s | generated: %zu tokens, decode %.2f tok/s\n",
                  prompt.size(), prefill_tok_s, generated.size(), decode_tok_s);
+    if (std::string(sess.backend()) == "cuda") {
+      const SessionStats& ss = sess.stats();
+      std::fprintf(stderr, "%s\nvram: %llu expert hits, %llu misses, %.1f MB uploaded, %llu experts run on the CPU\n",
+                   sess.backend_info().c_str(), (unsigned long long)ss.vram_hits, (unsigned long long)ss.vram_misses,
+                   ss.vram_upload_bytes / 1e6, (unsigned long long)ss.cpu_expert_runs);
+    }
     if (off.cached)
       std::fprintf(stderr, "expert cache: decode hit rate %.1f%%, %.1f MB read per token, %.2f s stalled on IO\n",
                    100 * decode_hit_rate, decode_read_per_tok / 1e6, off.stall_s);

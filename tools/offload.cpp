@@ -15,7 +15,31 @@
 
 namespace moe::tools {
 
+void OffloadArgs::apply_gpu(SessionOptions& so) const {
+  if (vram.empty()) return;
+  so.vram_bytes = parse_bytes(vram);
+  so.gpu_device = gpu;
+  so.vram_policy = vram_policy;
+  so.quiet_backend = quiet;
+  if (gpu_misses == "upload")
+    so.gpu_miss = GpuMissMode::Upload;
+  else if (gpu_misses == "cpu")
+    so.gpu_miss = GpuMissMode::Cpu;
+  else
+    fail(ErrorCode::InvalidArgument, "--gpu-misses '{}': expected upload or cpu", gpu_misses);
+}
+
 void OffloadArgs::add_to(CLI::App& app) {
+  app.add_option("--vram", vram,
+                 "Run on the GPU with this much device memory (e.g. 12G): dense weights, KV cache and "
+                 "scratch first, the rest caches experts. Default: CPU only");
+  app.add_option("--gpu-misses", gpu_misses,
+                 "With --vram, an expert not in VRAM is: upload (copied in, computed on the GPU; the same "
+                 "tokens for every budget) or cpu (computed on the CPU now, copied in for later)")
+      ->capture_default_str();
+  app.add_option("--vram-policy", vram_policy, "With --vram, the VRAM expert cache's eviction policy")
+      ->capture_default_str();
+  app.add_option("--gpu", gpu, "With --vram, the CUDA device index")->capture_default_str();
   app.add_option("--ram", ram,
                  "Memory budget for the whole process (e.g. 3G): experts are served from a DRAM cache "
                  "and read from the file with O_DIRECT on a miss. Default: no budget (memory map)");

@@ -30,8 +30,16 @@ struct OffloadArgs {
   std::string pregate_at = "attention";
   double link_gbps = 0, link_latency_us = -1, compute_gbps = 0;
   bool calibrate = false;
+  // CUDA backend (--vram, --gpu-misses, --vram-policy, --gpu): "" = run on the CPU.
+  std::string vram;
+  std::string gpu_misses = "upload";  // upload | cpu
+  std::string vram_policy = "lru";
+  int gpu = 0;
 
   void add_to(CLI::App& app);
+  // Copies the CUDA backend options into `so` (vram_bytes stays 0 without --vram). Throws
+  // moe::Error (InvalidArgument) for an unknown --gpu-misses value.
+  void apply_gpu(SessionOptions& so) const;
   // Builds the source for `m` and sessions with options `so`. Prints the memory plan on stderr
   // when a budget is given (unless quiet). Throws moe::Error on an impossible budget.
   std::unique_ptr<ExpertSource> make_source(const Model& m, const SessionOptions& so) const;

@@ -12,3 +12,9 @@ if(MOE_HAVE_CUDA AND TARGET moe_kernels_cuda)
                  LIBS moe_kernels_cuda moe_kernels moe_common ${extra_libs})
   endforeach()
 endif()
+# The CUDA backend of Session end to end (GPU vs CPU engine, tokens across VRAM budgets).
+if(MOE_HAVE_CUDA AND TARGET moe_kernels_cuda)
+  moe_add_test(test_engine_cuda SOURCES kernels/test_engine_cuda.cpp LIBS moe_engine moe_kernels_cuda)
+  target_compile_definitions(test_engine_cuda PRIVATE MOE_TEST_PYTHON_BUILD="${MOE_TEST_PYTHON}"
+                             MOE_REFERENCE_DIR_BUILD="${PROJECT_SOURCE_DIR}/tests/reference")
+endif()

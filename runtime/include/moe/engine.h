@@ -25,6 +25,9 @@ namespace moe {
 namespace kernels {
 class ThreadPool;
 }
+namespace detail {
+class GpuForward;
+}
 
 // A weight matrix as stored: rows of `cols` elements of `type` (GGUF ne[0] = cols, ne[1] = rows).
 struct WeightView {
@@ -125,10 +128,23 @@ class Model {
   uint64_t dense_bytes_ = 0;
 };
 
+// What the CUDA backend does with an expert that is not in VRAM (runtime/src/engine/gpu_forward.h).
+enum class GpuMissMode {
+  Upload,  // copy it to a VRAM slot and compute on the GPU: the same bits for every budget
+  Cpu,     // compute it on the CPU from the host copy now, upload it in the background for later
+};
+
 struct SessionOptions {
   uint32_t n_ctx = 0;     // KV cache positions; 0: min(n_ctx_train, 4096)
   uint32_t n_batch = 64;  // tokens per prefill batch (scratch is sized for this)
   int n_threads = 1;
+  // CUDA backend: bytes of device memory to use (dense weights, KV cache, scratch, the rest expert
+  // slots); 0 = run on the CPU. Without CUDA or a device: a one-line notice and the CPU backend.
+  uint64_t vram_bytes = 0;
+  int gpu_device = 0;
+  GpuMissMode gpu_miss = GpuMissMode::Upload;
+  std::string vram_policy = "lru";  // the VRAM tier's eviction policy (moe::cache::make_policy names)
+  bool quiet_backend = false;       // no notice on stderr
 };
 
 // Counters since the session was created or reset_stats().
@@ -139,6 +155,9 @@ struct SessionStats {
   uint64_t expert_bytes = 0;     // bytes of the experts acquired
   uint64_t dense_bytes = 0;      // non-expert weight bytes read (one pass per batch)
   uint64_t kv_bytes = 0;         // KV cache bytes read by attention
+  // CUDA backend only: routed experts found in VRAM, not found, bytes uploaded to VRAM, and misses
+  // computed on the CPU (GpuMissMode::Cpu).
+  uint64_t vram_hits = 0, vram_misses = 0, vram_upload_bytes = 0, cpu_expert_runs = 0;
 };
 
 class Session {
@@ -172,6 +191,10 @@ class Session {
   std::span<const float> last_expert_weights(uint32_t layer) const noexcept;
   // Installs (or removes, with nullptr) the layer observer; it must outlive its installation.
   void set_observer(LayerObserver* o) noexcept { observer_ = o; }
+  // "cpu", or "cuda" when the session runs on the GPU (SessionOptions::vram_bytes); backend_info()
+  // describes the device and the VRAM split.
+  const char* backend() const noexcept { return gpu_ ? "cuda" : "cpu"; }
+  std::string backend_info() const;
 
  private:
   void forward(const int32_t* tokens, uint32_t n, float* all_logits);
@@ -210,6 +233,7 @@ class Session {
   std::vector<int32_t> last_e_;       // (n_layer, n_expert_used)
   std::vector<float> last_w_;         // (n_layer, n_expert_used)
   LayerObserver* observer_ = nullptr;
+  std::unique_ptr<detail::GpuForward> gpu_;  // the CUDA backend, when in use
   std::vector<float> ys_;             // (kOooTokens * n_expert_used, n_embd) per-slot expert outputs
   std::vector<uint8_t> e_done_;       // (n_expert) computed in the resident-first pass
 };

@@ -14,6 +14,8 @@
 #include "moe/kernels/ops.h"
 #include "moe/kernels/quant.h"
 #include "moe/kernels/thread_pool.h"
+#include "gpu_forward.h"
+#include "rope_params.h"
 
 namespace moe {
 
@@ -62,22 +64,6 @@ namespace {
 
 void mm(const WeightView& w, const float* X, size_t n, float* Y, kernels::ThreadPool* pool) {
   kernels::matmul(w.type, w.data, w.rows, w.cols, X, n, Y, pool);
-}
-
-ops::RopeParams rope_params(const ModelSpec& s) {
-  ops::RopeParams p;
-  p.mode = s.rope_style == RopeStyle::NeoX ? ops::RopeMode::NeoX : ops::RopeMode::Normal;
-  p.n_rot = static_cast<int>(s.n_rot ? s.n_rot : s.head_dim_k);
-  p.freq_base = s.rope_freq_base;
-  p.freq_scale = s.rope_freq_scale;
-  if (s.rope_scaling == RopeScaling::Yarn) {
-    p.ext_factor = s.yarn_ext_factor < 0 ? 1.0f : s.yarn_ext_factor;
-    p.attn_factor = s.yarn_attn_factor;
-    p.beta_fast = s.yarn_beta_fast;
-    p.beta_slow = s.yarn_beta_slow;
-    p.orig_ctx = s.yarn_orig_ctx > 0 ? s.yarn_orig_ctx : static_cast<float>(s.n_ctx_train);
-  }
-  return p;
 }
 
 // Batches of at most this many tokens compute resident experts first (while the others load) into
@@ -138,7 +124,10 @@ Session::Session(const Model& m, ExpertSource& src, SessionOptions o) : m_(m), s
   last_w_.assign(size_t(s.n_layer) * max_k, 0.0f);
   ys_.resize(size_t(std::min<uint32_t>(o_.n_batch, kOooTokens)) * max_k * E);
   e_done_.resize(max_e);
+  if (o_.vram_bytes > 0) gpu_ = detail::make_gpu_forward(m, src, o_, n_ctx_, pool_.get());
 }
+
+std::string Session::backend_info() const { return gpu_ ? gpu_->describe() : std::string("cpu"); }
 
 Session::~Session() = default;
 
@@ -164,7 +153,17 @@ std::span<const float> Session::eval(std::span<const int32_t> tokens, float* all
       fail(ErrorCode::InvalidArgument, "session: token id {} is outside the vocabulary (0..{})", t, s.n_vocab - 1);
   for (size_t off = 0; off < tokens.size(); off += o_.n_batch) {
     const uint32_t n = static_cast<uint32_t>(std::min<size_t>(o_.n_batch, tokens.size() - off));
-    forward(tokens.data() + off, n, all_logits ? all_logits + off * s.n_vocab : nullptr);
+    float* al = all_logits ? all_logits + off * s.n_vocab : nullptr;
+    if (gpu_) {
+      const size_t kk = gi_.size() / o_.n_batch;
+      gpu_->forward(tokens.data() + off, n, pos_, logits_.data(), al, stats_, last_e_.data(), last_w_.data(), kk);
+      pos_ += n;
+      stats_.tokens += n;
+      stats_.batches += 1;
+      stats_.dense_bytes += m_.dense_bytes_per_token();
+    } else {
+      forward(tokens.data() + off, n, al);
+    }
   }
   return logits_;
 }
@@ -217,7 +216,7 @@ void Session::attention_block(uint32_t il, uint32_t n) {
   mm(L.wq, xn_.data(), n, q_.data(), pool);
   mm(L.wk, xn_.data(), n, k_.data(), pool);
   mm(L.wv, xn_.data(), n, v_.data(), pool);
-  const ops::RopeParams rp = rope_params(s);
+  const ops::RopeParams rp = detail::rope_params_for(s);
   for (uint32_t t = 0; t < n; ++t) {
     float* q = q_.data() + t * HQ;
     float* k = k_.data() + t * HK;

@@ -1,0 +1,735 @@
+// runtime/src/engine/gpu_forward.cpp — the CUDA backend of Session (see gpu_forward.h for the
+// contract). The layer loop mirrors session.cpp step for step, calling the kernels/cuda launchers
+// (each the twin of the CPU op session.cpp calls) on one compute stream; expert uploads run on a
+// copy stream ordered by events. Thread-safety: one Session thread.
+//
+// Per MoE layer and chunk of tokens the router runs on the GPU, its ids and weights come back to the
+// host (the only synchronisation of the layer), the host looks each chosen expert up in the VRAM
+// tier (moe::cache::ResidencyManager), uploads or CPU-computes the misses, writes the chunk's table
+// of expert base pointers (one per (token, k) job) and launches the expert matvecs that read it.
+// Slot reuse is safe by events: a slot's upload waits for the last kernel that read its previous
+// expert (slot_free_), and a kernel reading a slot waits for its upload (slot_ready_).
+#include "gpu_forward.h"
+
+#include <cstdio>
+
+#if defined(MOE_HAVE_CUDA)
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "cuda/act.cuh"
+#include "cuda/attention.cuh"
+#include "cuda/backend.h"
+#include "cuda/common.cuh"
+#include "cuda/embed.cuh"
+#include "cuda/matvec.cuh"
+#include "cuda/norm.cuh"
+#include "cuda/rope.cuh"
+#include "cuda/router.cuh"
+#include "moe/cache/residency.h"
+#include "moe/error.h"
+#include "moe/kernels/matmul.h"
+#include "moe/kernels/ops.h"
+#include "moe/kernels/thread_pool.h"
+#include "rope_params.h"
+#endif
+
+namespace moe::detail {
+
+#if !defined(MOE_HAVE_CUDA)
+
+std::unique_ptr<GpuForward> make_gpu_forward(const Model&, ExpertSource&, const SessionOptions& o, uint32_t,
+                                             kernels::ThreadPool*) {
+  if (!o.quiet_backend) std::fprintf(stderr, "moe: built without CUDA; --vram ignored, running on the CPU\n");
+  return nullptr;
+}
+
+#else
+
+namespace {
+
+namespace ops = kernels::ops;
+using cache::ExpertKey;
+
+constexpr size_t kAlign = 256;
+size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
+double gib(uint64_t b) { return double(b) / (1024.0 * 1024 * 1024); }
+
+// One device matrix (a dense weight uploaded as stored).
+struct DevW {
+  const void* p = nullptr;
+  TensorType type = TensorType::F32;
+  int64_t rows = 0, cols = 0;
+  size_t stride = 0;
+  explicit operator bool() const noexcept { return p != nullptr; }
+};
+
+struct DevLayer {
+  const float *attn_norm = nullptr, *ffn_norm = nullptr, *bq = nullptr, *bk = nullptr, *bv = nullptr;
+  const float *q_norm = nullptr, *k_norm = nullptr;
+  DevW wq, wk, wv, wo, router, gate_sh, up_sh, down_sh, shared_gate;
+  uint16_t *kc = nullptr, *vc = nullptr;
+  // Routed experts: a slot holds gate | up | down at these offsets.
+  size_t off_up = 0, off_down = 0, expert_bytes = 0;
+  TensorType t_gate = TensorType::F32, t_up = TensorType::F32, t_down = TensorType::F32;
+  size_t s_gate = 0, s_up = 0, s_down = 0;  // row strides
+};
+
+// Events are created once; a slot's events stay valid for the backend's life.
+struct Event {
+  cudaEvent_t e = nullptr;
+  bool used = false;
+};
+
+class CudaForward final : public GpuForward {
+ public:
+  CudaForward(const Model& m, ExpertSource& src, const SessionOptions& o, uint32_t n_ctx, kernels::ThreadPool* pool)
+      : m_(m), src_(src), o_(o), n_ctx_(n_ctx), pool_(pool) {
+    const ModelSpec& s = m.spec();
+    MOE_CUDA_CHECK(cudaSetDevice(o.gpu_device));
+    cudaDeviceProp prop{};
+    MOE_CUDA_CHECK(cudaGetDeviceProperties(&prop, o.gpu_device));
+    device_name_ = prop.name;
+    size_t free_b = 0, total_b = 0;
+    MOE_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    if (o.vram_bytes > free_b)
+      fail(ErrorCode::InvalidArgument, "--vram {:.2f} GiB is more than the {:.2f} GiB free on {} (of {:.2f} GiB)",
+           gib(o.vram_bytes), gib(free_b), device_name_, gib(total_b));
+    for (uint32_t il = 0; il < s.n_layer; ++il)
+      if (s.layers[il].is_moe && (s.layers[il].n_expert_used == 0 || s.layers[il].n_expert_used > 64))
+        fail(ErrorCode::Unsupported, "cuda backend: layer {} uses {} experts per token (1..64 supported)", il,
+             s.layers[il].n_expert_used);
+    if (s.gating.has_bias || s.gating.n_group > 1 || s.layer_norm || s.attn_out_bias || s.fused_qkv)
+      fail(ErrorCode::Unsupported, "cuda backend: this architecture's gating or layout is not supported on the GPU");
+    if (s.n_embd % 32 != 0) fail(ErrorCode::Unsupported, "cuda backend: n_embd {} is not a multiple of 32", s.n_embd);
+
+    E_ = s.n_embd;
+    HQ_ = size_t(s.n_head) * s.head_dim_k;
+    HK_ = size_t(s.n_head_kv) * s.head_dim_k;
+    HV_ = size_t(s.n_head_kv) * s.head_dim_v;
+    HO_ = size_t(s.n_head) * s.head_dim_v;
+    for (uint32_t il = 0; il < s.n_layer; ++il) {
+      const LayerSpec& ls = s.layers[il];
+      max_ff_ = std::max<size_t>({max_ff_, ls.n_ff_expert, m.layer(il).n_ff_sh});
+      if (ls.is_moe) {
+        max_e_ = std::max<size_t>(max_e_, ls.n_expert);
+        max_k_ = std::max<size_t>(max_k_, ls.n_expert_used);
+      }
+    }
+
+    // ---- the plan: dense weights, KV cache, scratch, then expert slots ----
+    MmapExpertSource probe(m);
+    layers_.resize(s.n_layer);
+    uint64_t dense = 0, slot_bytes = 0;
+    auto wbytes = [](const WeightView& w) -> uint64_t { return w ? align_up(w.nbytes) : 0; };
+    auto fbytes = [](const std::vector<float>& v) -> uint64_t { return align_up(v.size() * 4); };
+    dense += wbytes(m.tok_embd()) + fbytes(m.output_norm());
+    if (m.output().data != m.tok_embd().data) dense += wbytes(m.output());
+    for (uint32_t il = 0; il < s.n_layer; ++il) {
+      const LayerWeights& L = m.layer(il);
+      dense += fbytes(L.attn_norm) + fbytes(L.ffn_norm) + fbytes(L.bq) + fbytes(L.bk) + fbytes(L.bv) +
+               fbytes(L.q_norm) + fbytes(L.k_norm);
+      dense += wbytes(L.wq) + wbytes(L.wk) + wbytes(L.wv) + wbytes(L.wo) + wbytes(L.router) + wbytes(L.gate_sh) +
+               wbytes(L.up_sh) + wbytes(L.down_sh) + wbytes(L.shared_gate);
+      if (s.layers[il].is_moe) {
+        const ExpertWeights w = probe.acquire(il, 0);
+        DevLayer& D = layers_[il];
+        D.t_gate = w.gate.type;
+        D.t_up = w.up.type;
+        D.t_down = w.down.type;
+        D.s_gate = *row_bytes(w.gate.type, w.gate.cols);
+        D.s_up = *row_bytes(w.up.type, w.up.cols);
+        D.s_down = *row_bytes(w.down.type, w.down.cols);
+        D.off_up = align_up(w.gate.nbytes);
+        D.off_down = D.off_up + align_up(w.up.nbytes);
+        D.expert_bytes = D.off_down + w.down.nbytes;
+        slot_bytes = std::max<uint64_t>(slot_bytes, align_up(D.expert_bytes));
+        for (const WeightView* v : {&w.gate, &w.up, &w.down})
+          if (!cuda::matvec_supported(v->type))
+            fail(ErrorCode::Unsupported, "cuda backend: expert tensors of type {} are not supported",
+                 traits(v->type).name);
+      }
+    }
+    const uint64_t kv = uint64_t(s.n_layer) * n_ctx_ * (HK_ + HV_) * 2;
+    const size_t B = cuda::kMatvecMaxBatch;
+    scratch_floats_ = 0;
+    auto sf = [&](size_t n) {
+      const size_t off = scratch_floats_;
+      scratch_floats_ += (n + 63) / 64 * 64;
+      return off;
+    };
+    const size_t o_x = sf(B * E_), o_xn = sf(B * E_), o_q = sf(B * HQ_), o_k = sf(B * HK_), o_v = sf(B * HV_),
+                 o_att = sf(B * HO_), o_tmp = sf(B * E_), o_moe = sf(B * E_), o_rl = sf(B * max_e_),
+                 o_w = sf(B * max_k_), o_g = sf(B * max_k_ * max_ff_), o_u = sf(B * max_k_ * max_ff_),
+                 o_e = sf(B * max_k_ * E_), o_sg = sf(B), o_ones = sf(B), o_wsh = sf(B),
+                 o_logits = sf(B * size_t(s.n_vocab)), o_scores = sf(size_t(s.n_head) * n_ctx_);
+    const uint64_t scratch = align_up(scratch_floats_ * 4) + align_up(B * max_k_ * 4) /*ids*/ +
+                             align_up(B * 4 * 2) /*pos, ids*/ + align_up(s.n_layer * B * max_k_ * 8) /*ptrs*/;
+    const uint64_t need = dense + kv + scratch;
+    const uint64_t min_experts = uint64_t(max_k_) * slot_bytes;
+    if (o.vram_bytes < need + (o.gpu_miss == GpuMissMode::Upload ? min_experts : 0))
+      fail(ErrorCode::InvalidArgument,
+           "--vram {:.3f} GiB is too small for this model: dense weights {:.3f} GiB + KV cache {:.3f} GiB ({} "
+           "positions) + scratch {:.3f} GiB{} need at least {:.3f} GiB",
+           gib(o.vram_bytes), gib(dense), gib(kv), n_ctx_, gib(scratch),
+           o.gpu_miss == GpuMissMode::Upload ? fmt::format(" + {} expert slots {:.3f} GiB", max_k_, gib(min_experts))
+                                             : std::string(),
+           gib(need + (o.gpu_miss == GpuMissMode::Upload ? min_experts : 0)));
+    dense_bytes_ = dense;
+    kv_bytes_ = kv;
+    slot_bytes_ = slot_bytes;
+    const uint64_t expert_budget = o.vram_bytes - need;
+    n_slots_ = slot_bytes ? expert_budget / slot_bytes : 0;
+    uint64_t total_experts = 0;
+    for (uint32_t il = 0; il < s.n_layer; ++il)
+      if (s.layers[il].is_moe) total_experts += s.layers[il].n_expert;
+    n_slots_ = std::min<uint64_t>(n_slots_, total_experts);
+
+    // ---- allocate and upload ----
+    MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&cs_, cudaStreamNonBlocking));
+    MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&xs_, cudaStreamNonBlocking));
+    MOE_CUDA_CHECK(cudaMalloc(&dense_mem_, std::max<uint64_t>(dense, 1)));
+    char* cur = static_cast<char*>(dense_mem_);
+    auto put = [&](const void* host, size_t n) -> const void* {
+      if (n == 0) return nullptr;
+      MOE_CUDA_CHECK(cudaMemcpy(cur, host, n, cudaMemcpyHostToDevice));
+      const void* p = cur;
+      cur += align_up(n);
+      return p;
+    };
+    auto putw = [&](const WeightView& w) {
+      DevW d;
+      if (!w) return d;
+      if (!cuda::matvec_supported(w.type))
+        fail(ErrorCode::Unsupported, "cuda backend: tensors of type {} are not supported", traits(w.type).name);
+      d.p = put(w.data, w.nbytes);
+      d.type = w.type;
+      d.rows = w.rows;
+      d.cols = w.cols;
+      d.stride = *row_bytes(w.type, w.cols);
+      return d;
+    };
+    auto putf = [&](const std::vector<float>& v) { return static_cast<const float*>(put(v.data(), v.size() * 4)); };
+    tok_embd_ = putw(m.tok_embd());
+    output_ = m.output().data == m.tok_embd().data ? tok_embd_ : putw(m.output());
+    out_norm_ = putf(m.output_norm());
+    MOE_CUDA_CHECK(cudaMalloc(&kv_mem_, std::max<uint64_t>(kv, 1)));
+    for (uint32_t il = 0; il < s.n_layer; ++il) {
+      const LayerWeights& L = m.layer(il);
+      DevLayer& D = layers_[il];
+      D.attn_norm = putf(L.attn_norm);
+      D.ffn_norm = putf(L.ffn_norm);
+      D.bq = putf(L.bq);
+      D.bk = putf(L.bk);
+      D.bv = putf(L.bv);
+      D.q_norm = putf(L.q_norm);
+      D.k_norm = putf(L.k_norm);
+      D.wq = putw(L.wq);
+      D.wk = putw(L.wk);
+      D.wv = putw(L.wv);
+      D.wo = putw(L.wo);
+      D.router = putw(L.router);
+      D.gate_sh = putw(L.gate_sh);
+      D.up_sh = putw(L.up_sh);
+      D.down_sh = putw(L.down_sh);
+      D.shared_gate = putw(L.shared_gate);
+      D.kc = static_cast<uint16_t*>(kv_mem_) + size_t(il) * n_ctx_ * (HK_ + HV_);
+      D.vc = D.kc + size_t(n_ctx_) * HK_;
+    }
+    MOE_CUDA_CHECK(cudaMalloc(&scratch_mem_, scratch));
+    float* f = static_cast<float*>(scratch_mem_);
+    x_ = f + o_x, xn_ = f + o_xn, q_ = f + o_q, k_ = f + o_k, v_ = f + o_v, att_ = f + o_att, tmp_ = f + o_tmp;
+    moe_ = f + o_moe, rl_ = f + o_rl, w_ = f + o_w, g_ = f + o_g, u_ = f + o_u, e_ = f + o_e, sg_ = f + o_sg;
+    ones_ = f + o_ones, wsh_ = f + o_wsh, logits_ = f + o_logits, scores_ = f + o_scores;
+    char* tail = static_cast<char*>(scratch_mem_) + align_up(scratch_floats_ * 4);
+    ids_ = reinterpret_cast<int32_t*>(tail);
+    tail += align_up(B * max_k_ * 4);
+    pos_ = reinterpret_cast<int32_t*>(tail);
+    tok_ = pos_ + B;
+    tail += align_up(B * 4 * 2);
+    ptrs_ = reinterpret_cast<const void**>(tail);
+    const std::vector<float> ones(B, 1.0f);
+    MOE_CUDA_CHECK(cudaMemcpy(ones_, ones.data(), B * 4, cudaMemcpyHostToDevice));
+    if (n_slots_ > 0) MOE_CUDA_CHECK(cudaMalloc(&slots_mem_, n_slots_ * slot_bytes_));
+    slot_ready_.resize(n_slots_);
+    slot_free_.resize(n_slots_);
+    for (uint64_t i = 0; i < n_slots_; ++i) {
+      MOE_CUDA_CHECK(cudaEventCreateWithFlags(&slot_ready_[i].e, cudaEventDisableTiming));
+      MOE_CUDA_CHECK(cudaEventCreateWithFlags(&slot_free_[i].e, cudaEventDisableTiming));
+    }
+    // Pinned host buffers: routing results, the chunk's pointer tables, CPU expert outputs, staging.
+    MOE_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&h_ids_), B * max_k_ * 4, cudaHostAllocDefault));
+    MOE_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&h_w_), B * max_k_ * 4, cudaHostAllocDefault));
+    MOE_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&h_sg_), B * 4 * 2, cudaHostAllocDefault));
+    MOE_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&h_tok_), B * 4 * 2, cudaHostAllocDefault));
+    MOE_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&h_ptrs_), size_t(s.n_layer) * B * max_k_ * 8,
+                                 cudaHostAllocDefault));
+    MOE_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&h_xn_), B * E_ * 4, cudaHostAllocDefault));
+    MOE_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&h_e_), B * max_k_ * E_ * 4, cudaHostAllocDefault));
+    for (auto& st : staging_) {
+      MOE_CUDA_CHECK(cudaHostAlloc(&st.p, std::max<uint64_t>(slot_bytes_, 1), cudaHostAllocDefault));
+      MOE_CUDA_CHECK(cudaEventCreateWithFlags(&st.ev.e, cudaEventDisableTiming));
+    }
+    MOE_CUDA_CHECK(cudaEventCreateWithFlags(&ptrs_done_, cudaEventDisableTiming));
+    h_gu_.resize(max_ff_ * 2);
+
+    if (n_slots_ > 0) {
+      cache::TierConfig tc;
+      tc.name = "vram";
+      tc.budget_bytes = n_slots_ * slot_bytes_;
+      tc.slot_bytes = slot_bytes_;
+      tc.n_layer = s.n_layer;
+      tc.n_expert = static_cast<uint32_t>(max_e_);
+      tc.moe_layers.resize(s.n_layer);
+      for (uint32_t il = 0; il < s.n_layer; ++il) tc.moe_layers[il] = s.layers[il].is_moe;
+      cache::CacheStatus cst{};
+      vram_ = cache::ResidencyManager::create(tc, o.vram_policy, cache::PolicyParams{}, &cst);
+      if (!vram_)
+        fail(ErrorCode::InvalidArgument, "cuda backend: VRAM tier with policy '{}' cannot be created",
+             o.vram_policy);
+    }
+    // Tokens per chunk: in upload mode every distinct expert of a chunk must fit in VRAM at once.
+    chunk_ = B;
+    if (o.gpu_miss == GpuMissMode::Upload && max_k_ > 0)
+      chunk_ = std::clamp<size_t>(n_slots_ / max_k_, 1, B);
+    rope_ = rope_params_for(s);
+    // The pinned DRAM tier: when experts are read from the memory map, page-lock the mapping so an
+    // upload is one asynchronous DMA from the page cache (no staging copy on the CPU thread).
+    if (dynamic_cast<MmapExpertSource*>(&src) != nullptr && n_slots_ > 0) {
+      const auto b = m.file().bytes();
+      const cudaError_t r = cudaHostRegister(const_cast<uint8_t*>(b.data()), b.size(),
+                                             cudaHostRegisterReadOnly | cudaHostRegisterPortable);
+      if (r == cudaSuccess) {
+        registered_ = const_cast<uint8_t*>(b.data());
+        host_pinned_ = true;
+      } else if (r == cudaErrorHostMemoryAlreadyRegistered) {
+        (void)cudaGetLastError();
+        host_pinned_ = true;  // another session of this model registered it
+      } else {
+        (void)cudaGetLastError();
+        if (!o.quiet_backend)
+          std::fprintf(stderr, "moe: could not page-lock %s for DMA (%s); uploads go through a staging buffer\n",
+                       m.file().path().c_str(), cudaGetErrorString(r));
+      }
+    }
+  }
+
+  ~CudaForward() override {
+    cudaDeviceSynchronize();
+    vram_.reset();
+    for (auto& v : {&slot_ready_, &slot_free_})
+      for (auto& e : *v) cudaEventDestroy(e.e);
+    for (auto& st : staging_) {
+      cudaFreeHost(st.p);
+      cudaEventDestroy(st.ev.e);
+    }
+    cudaEventDestroy(ptrs_done_);
+    if (registered_) cudaHostUnregister(registered_);
+    for (void* p : {(void*)h_ids_, (void*)h_w_, (void*)h_sg_, (void*)h_tok_, (void*)h_ptrs_, (void*)h_xn_,
+                    (void*)h_e_})
+      cudaFreeHost(p);
+    cudaFree(slots_mem_);
+    cudaFree(scratch_mem_);
+    cudaFree(kv_mem_);
+    cudaFree(dense_mem_);
+    cudaStreamDestroy(cs_);
+    cudaStreamDestroy(xs_);
+  }
+
+  std::string describe() const override {
+    return fmt::format(
+        "cuda: {} | vram {:.2f} GiB: dense {:.2f} GiB, KV {:.2f} GiB, {} expert slots of {:.1f} MiB ({:.2f} GiB, "
+        "policy {}) | host copy {} | misses: {}",
+        device_name_, gib(o_.vram_bytes), gib(dense_bytes_), gib(kv_bytes_), n_slots_, slot_bytes_ / 1048576.0,
+        gib(n_slots_ * slot_bytes_), vram_ ? vram_->policy_name() : "none",
+        host_pinned_ ? "page-locked" : "staged",
+        o_.gpu_miss == GpuMissMode::Upload ? "uploaded" : "computed on the CPU");
+  }
+
+  void forward(const int32_t* tokens, uint32_t n, uint32_t pos, float* logits, float* all_logits, SessionStats& st,
+               int32_t* last_e, float* last_w, size_t kk) override {
+    const ModelSpec& s = m_.spec();
+    for (uint32_t off = 0; off < n; off += chunk_) {
+      const uint32_t nt = static_cast<uint32_t>(std::min<size_t>(chunk_, n - off));
+      chunk(tokens + off, nt, pos + off, all_logits ? all_logits + size_t(off) * s.n_vocab : nullptr, st, last_e,
+            last_w, kk, off + nt == n ? logits : nullptr);
+    }
+  }
+
+ private:
+  struct Staging {
+    void* p = nullptr;
+    Event ev;
+  };
+
+  void chunk(const int32_t* tokens, uint32_t nt, uint32_t p0, float* all_logits, SessionStats& st, int32_t* last_e,
+             float* last_w, size_t kk, float* logits) {
+    const ModelSpec& s = m_.spec();
+    const int hk = static_cast<int>(s.head_dim_k), hv = static_cast<int>(s.head_dim_v);
+    // The previous chunk's host buffers may still feed copies: wait for the stream first.
+    MOE_CUDA_CHECK(cudaStreamSynchronize(cs_));
+    for (uint32_t t = 0; t < nt; ++t) {
+      h_tok_[t] = tokens[t];
+      h_tok_[kB + t] = static_cast<int32_t>(p0 + t);
+    }
+    MOE_CUDA_CHECK(cudaMemcpyAsync(tok_, h_tok_, nt * 4, cudaMemcpyHostToDevice, cs_));
+    MOE_CUDA_CHECK(cudaMemcpyAsync(pos_, h_tok_ + kB, nt * 4, cudaMemcpyHostToDevice, cs_));
+    cuda::embed(tok_embd_.type, tok_embd_.p, tok_embd_.stride, static_cast<int32_t>(s.n_vocab), tok_, nt, E_, x_,
+                cs_);
+    ops::AttnShape as;
+    as.n_head = static_cast<int>(s.n_head);
+    as.n_head_kv = static_cast<int>(s.n_head_kv);
+    as.hd_k = hk;
+    as.hd_v = hv;
+    as.scale = 1.0f / std::sqrt(static_cast<float>(hk));
+    for (uint32_t il = 0; il < s.n_layer; ++il) {
+      const DevLayer& D = layers_[il];
+      cuda::rmsnorm(x_, D.attn_norm, xn_, nt, E_, s.rms_eps, cs_);
+      mv(D.wq, xn_, nt, q_);
+      mv(D.wk, xn_, nt, k_);
+      mv(D.wv, xn_, nt, v_);
+      if (D.bq)
+        for (uint32_t t = 0; t < nt; ++t) {
+          cuda::add(q_ + t * HQ_, D.bq, HQ_, cs_);
+          cuda::add(k_ + t * HK_, D.bk, HK_, cs_);
+          cuda::add(v_ + t * HV_, D.bv, HV_, cs_);
+        }
+      if (s.qk_norm == QkNorm::PerHead) {
+        cuda::rmsnorm(q_, D.q_norm, q_, int64_t(nt) * s.n_head, hk, s.rms_eps, cs_);
+        cuda::rmsnorm(k_, D.k_norm, k_, int64_t(nt) * s.n_head_kv, hk, s.rms_eps, cs_);
+      } else if (s.qk_norm == QkNorm::Full) {
+        cuda::rmsnorm(q_, D.q_norm, q_, nt, HQ_, s.rms_eps, cs_);
+        cuda::rmsnorm(k_, D.k_norm, k_, nt, HK_, s.rms_eps, cs_);
+      }
+      cuda::rope(rope_, pos_, q_, nt, static_cast<int>(s.n_head), hk, HQ_, cs_);
+      cuda::rope(rope_, pos_, k_, nt, static_cast<int>(s.n_head_kv), hk, HK_, cs_);
+      for (uint32_t t = 0; t < nt; ++t) {
+        cuda::kv_store(k_ + t * HK_, v_ + t * HV_, D.kc, D.vc, HK_, HV_, pos_ + t, static_cast<int>(n_ctx_), cs_);
+        cuda::attention_decode(as, q_ + t * HQ_, D.kc, D.vc, static_cast<int>(n_ctx_), static_cast<int>(p0 + t + 1),
+                               nullptr, att_ + t * HO_, scores_, cs_);
+        st.kv_bytes += uint64_t(p0 + t + 1) * (HK_ + HV_) * 2;
+      }
+      mv(D.wo, att_, nt, tmp_);
+      cuda::add(x_, tmp_, int64_t(nt) * E_, cs_);
+      cuda::rmsnorm(x_, D.ffn_norm, xn_, nt, E_, s.rms_eps, cs_);
+      ffn(il, nt, st, last_e, last_w, kk);
+      cuda::add(x_, moe_, int64_t(nt) * E_, cs_);
+    }
+    cuda::rmsnorm(x_, out_norm_, xn_, nt, E_, s.rms_eps, cs_);
+    const size_t V = s.n_vocab;
+    if (all_logits) {
+      for (uint32_t t0 = 0; t0 < nt; t0 += cuda::kMatvecMaxBatch) {
+        const int c = static_cast<int>(std::min<uint32_t>(cuda::kMatvecMaxBatch, nt - t0));
+        cuda::matvec(output_.type, output_.p, output_.stride, output_.rows, output_.cols, xn_ + t0 * E_, c,
+                     logits_ + t0 * V, cs_);
+      }
+      MOE_CUDA_CHECK(cudaMemcpyAsync(all_logits, logits_, nt * V * 4, cudaMemcpyDeviceToHost, cs_));
+      MOE_CUDA_CHECK(cudaStreamSynchronize(cs_));
+      if (logits) std::memcpy(logits, all_logits + (nt - 1) * V, V * 4);
+    } else if (logits) {
+      cuda::matvec(output_.type, output_.p, output_.stride, output_.rows, output_.cols, xn_ + (nt - 1) * E_, 1,
+                   logits_, cs_);
+      MOE_CUDA_CHECK(cudaMemcpyAsync(logits, logits_, V * 4, cudaMemcpyDeviceToHost, cs_));
+      MOE_CUDA_CHECK(cudaStreamSynchronize(cs_));
+    }
+  }
+
+  // y = W x for nt <= 8 tokens (the matvec kernel's batch).
+  void mv(const DevW& w, const float* x, uint32_t nt, float* y) {
+    cuda::matvec(w.type, w.p, w.stride, w.rows, w.cols, x, static_cast<int>(nt), y, cs_);
+  }
+
+  // Host side of one routed expert in GpuMissMode::Cpu: out (E floats) = down(act(gate x) * up x).
+  void cpu_expert(const ExpertWeights& w, const float* x, float* out) {
+    const ModelSpec& s = m_.spec();
+    const size_t F = w.gate.rows;
+    float* g = h_gu_.data();
+    float* u = g + F;
+    kernels::matmul(w.gate.type, w.gate.data, w.gate.rows, w.gate.cols, x, 1, g, pool_);
+    kernels::matmul(w.up.type, w.up.data, w.up.rows, w.up.cols, x, 1, u, pool_);
+    if (s.ffn_act == FfnAct::GeluGlu)
+      ops::gelu_mul(g, u, static_cast<int64_t>(F));
+    else
+      ops::silu_mul(g, u, static_cast<int64_t>(F));
+    kernels::matmul(w.down.type, w.down.data, w.down.rows, w.down.cols, g, 1, out, pool_);
+  }
+
+  // Copies expert (il, e) from the host source into VRAM slot `slot` on the copy stream; the slot's
+  // ready event marks the end of the copy.
+  void upload(uint32_t il, uint32_t e, uint32_t slot, SessionStats& st) {
+    const DevLayer& D = layers_[il];
+    char* dst = static_cast<char*>(slots_mem_) + size_t(slot) * slot_bytes_;
+    if (host_pinned_) {
+      // Straight from the page-locked mapping: three DMAs, nothing on the CPU thread.
+      const ExpertWeights w = src_.acquire(il, e);
+      if (slot_free_[slot].used) MOE_CUDA_CHECK(cudaStreamWaitEvent(xs_, slot_free_[slot].e, 0));
+      MOE_CUDA_CHECK(cudaMemcpyAsync(dst, w.gate.data, w.gate.nbytes, cudaMemcpyHostToDevice, xs_));
+      MOE_CUDA_CHECK(cudaMemcpyAsync(dst + D.off_up, w.up.data, w.up.nbytes, cudaMemcpyHostToDevice, xs_));
+      MOE_CUDA_CHECK(cudaMemcpyAsync(dst + D.off_down, w.down.data, w.down.nbytes, cudaMemcpyHostToDevice, xs_));
+      src_.release(il, e);  // mapped views stay valid: the source is the memory map
+      MOE_CUDA_CHECK(cudaEventRecord(slot_ready_[slot].e, xs_));
+      slot_ready_[slot].used = true;
+      last_upload_ = slot;
+      st.vram_upload_bytes += D.expert_bytes;
+      return;
+    }
+    Staging& sg = staging_[next_stage_];
+    next_stage_ = (next_stage_ + 1) % staging_.size();
+    if (sg.ev.used) MOE_CUDA_CHECK(cudaEventSynchronize(sg.ev.e));  // its previous copy finished
+    const ExpertWeights w = src_.acquire(il, e);
+    char* h = static_cast<char*>(sg.p);
+    std::memcpy(h, w.gate.data, w.gate.nbytes);
+    std::memcpy(h + D.off_up, w.up.data, w.up.nbytes);
+    std::memcpy(h + D.off_down, w.down.data, w.down.nbytes);
+    src_.release(il, e);
+    if (slot_free_[slot].used) MOE_CUDA_CHECK(cudaStreamWaitEvent(xs_, slot_free_[slot].e, 0));
+    MOE_CUDA_CHECK(cudaMemcpyAsync(dst, h, D.expert_bytes, cudaMemcpyHostToDevice, xs_));
+    MOE_CUDA_CHECK(cudaEventRecord(sg.ev.e, xs_));
+    sg.ev.used = true;
+    MOE_CUDA_CHECK(cudaEventRecord(slot_ready_[slot].e, xs_));
+    slot_ready_[slot].used = true;
+    last_upload_ = slot;
+    st.vram_upload_bytes += D.expert_bytes;
+  }
+
+  // True when the copy stream has finished every upload queued so far (a background fill may start).
+  bool copy_idle() const {
+    if (last_upload_ == UINT64_MAX) return true;
+    const cudaError_t r = cudaEventQuery(slot_ready_[last_upload_].e);
+    if (r == cudaErrorNotReady) return false;
+    MOE_CUDA_CHECK(r);
+    return true;
+  }
+
+  void ffn(uint32_t il, uint32_t nt, SessionStats& st, int32_t* last_e, float* last_w, size_t kk) {
+    const ModelSpec& s = m_.spec();
+    const LayerSpec& ls = s.layers[il];
+    const DevLayer& D = layers_[il];
+    const cuda::Glu glu = s.ffn_act == FfnAct::GeluGlu ? cuda::Glu::Gelu : cuda::Glu::Silu;
+    const size_t E = E_;
+    bool have_moe = false;
+    if (ls.is_moe) {
+      const uint32_t ne = ls.n_expert, k = ls.n_expert_used;
+      const size_t F = ls.n_ff_expert;
+      mv(D.router, xn_, nt, rl_);
+      cuda::RouterParams rp;
+      rp.sigmoid = s.gating.func == GatingFunc::Sigmoid;
+      rp.topk_before_norm = s.gating.topk_before_norm;
+      rp.renormalize = s.gating.renormalize;
+      rp.scale = s.gating.scale;
+      cuda::route(rp, rl_, nt, static_cast<int>(ne), static_cast<int>(k), ids_, w_, cs_);
+      MOE_CUDA_CHECK(cudaMemcpyAsync(h_ids_, ids_, size_t(nt) * k * 4, cudaMemcpyDeviceToHost, cs_));
+      MOE_CUDA_CHECK(cudaMemcpyAsync(h_w_, w_, size_t(nt) * k * 4, cudaMemcpyDeviceToHost, cs_));
+      if (o_.gpu_miss == GpuMissMode::Cpu)
+        MOE_CUDA_CHECK(cudaMemcpyAsync(h_xn_, xn_, size_t(nt) * E * 4, cudaMemcpyDeviceToHost, cs_));
+      MOE_CUDA_CHECK(cudaStreamSynchronize(cs_));
+      std::copy_n(h_ids_ + size_t(nt - 1) * k, k, last_e + il * kk);
+      std::copy_n(h_w_ + size_t(nt - 1) * k, k, last_w + il * kk);
+
+      // Residency: one pin per distinct expert of the chunk (held until the kernels are queued).
+      const void** tab = h_ptrs_ + size_t(il) * kB * max_k_;
+      handles_.clear();
+      cpu_jobs_.clear();
+      for (uint32_t t = 0; t < nt; ++t)
+        for (uint32_t j = 0; j < k; ++j) {
+          const int32_t e = h_ids_[t * k + j];
+          tab[t * k + j] = nullptr;
+          // The same expert earlier in this chunk: reuse its decision.
+          bool dup = false;
+          for (uint32_t q = 0; q < t * k + j && !dup; ++q)
+            if (h_ids_[q] == e) {
+              tab[t * k + j] = tab[q];
+              dup = true;
+            }
+          st.expert_acquires += 1;
+          st.expert_bytes += D.expert_bytes;
+          if (dup) {
+            if (!tab[t * k + j]) cpu_jobs_.push_back(t * k + j);
+            continue;
+          }
+          const ExpertKey key{il, static_cast<uint32_t>(e)};
+          cache::Handle h = vram_ ? vram_->Lookup(key) : cache::Handle{};
+          uint32_t slot = cache::kNoSlot;
+          if (h) {
+            st.vram_hits += 1;
+            slot = h.slot();
+            handles_.push_back(std::move(h));
+          } else {
+            st.vram_misses += 1;
+            if (o_.gpu_miss == GpuMissMode::Cpu) {
+              cpu_jobs_.push_back(t * k + j);
+              // Fill the cache in the background for later tokens (no pin: nothing reads it now), only
+              // when the copy engine is idle: the CPU computes this token's misses either way.
+              if (vram_ && copy_idle()) {
+                cache::Reservation r = vram_->BeginFetch(key, cache::FetchKind::Demand, false, 0);
+                if (r.status == cache::ReserveStatus::Reserved) {
+                  upload(il, static_cast<uint32_t>(e), r.slot, st);
+                  vram_->CompleteFetch(key);
+                }
+              }
+              continue;
+            }
+            cache::Reservation r = vram_->BeginFetch(key, cache::FetchKind::Demand, true, 0);
+            if (!r.ok())
+              fail(ErrorCode::Internal, "cuda backend: no VRAM slot for expert {}/{} ({}; {} slots, chunk {})", il, e,
+                   cache::reserve_status_name(r.status), n_slots_, chunk_);
+            slot = r.slot;
+            if (r.status == cache::ReserveStatus::Reserved) {
+              upload(il, static_cast<uint32_t>(e), slot, st);
+              vram_->CompleteFetch(key);
+            }
+            handles_.push_back(std::move(r.handle));
+          }
+          if (slot_ready_[slot].used) MOE_CUDA_CHECK(cudaStreamWaitEvent(cs_, slot_ready_[slot].e, 0));
+          tab[t * k + j] = static_cast<const char*>(slots_mem_) + size_t(slot) * slot_bytes_;
+        }
+      const size_t jobs = size_t(nt) * k;
+      const void** dtab = ptrs_ + size_t(il) * kB * max_k_;
+      MOE_CUDA_CHECK(cudaMemcpyAsync(dtab, tab, jobs * 8, cudaMemcpyHostToDevice, cs_));
+      if (!cpu_jobs_.empty() || !handles_.empty()) {
+        cuda::ExpertMatvec a;
+        a.slots = dtab;
+        a.ids = nullptr;
+        a.n = 1;
+        for (uint32_t t = 0; t < nt; ++t) {
+          // gate and up of token t's k jobs: one shared input.
+          a.n_slots = static_cast<int32_t>(k);
+          a.n_jobs = static_cast<int32_t>(k);
+          a.slots = dtab + size_t(t) * k;
+          a.x = xn_ + size_t(t) * E;
+          a.x_job_stride = 0;
+          a.rows = static_cast<int64_t>(F);
+          a.cols = static_cast<int64_t>(E);
+          a.y_job_stride = static_cast<int64_t>(F);
+          a.type = D.t_gate;
+          a.offset = 0;
+          a.row_stride = D.s_gate;
+          a.y = g_ + size_t(t) * k * F;
+          cuda::matvec_experts(a, cs_);
+          a.type = D.t_up;
+          a.offset = D.off_up;
+          a.row_stride = D.s_up;
+          a.y = u_ + size_t(t) * k * F;
+          cuda::matvec_experts(a, cs_);
+        }
+        cuda::glu(glu, g_, u_, static_cast<int64_t>(jobs * F), cs_);
+        a.slots = dtab;
+        a.n_slots = static_cast<int32_t>(jobs);
+        a.n_jobs = static_cast<int32_t>(jobs);
+        a.x = g_;
+        a.x_job_stride = static_cast<int64_t>(F);
+        a.rows = static_cast<int64_t>(E);
+        a.cols = static_cast<int64_t>(F);
+        a.type = D.t_down;
+        a.offset = D.off_down;
+        a.row_stride = D.s_down;
+        a.y = e_;
+        a.y_job_stride = static_cast<int64_t>(E);
+        cuda::matvec_experts(a, cs_);
+        // The slots read above may be refilled only after these kernels ran.
+        for (const cache::Handle& h : handles_) {
+          MOE_CUDA_CHECK(cudaEventRecord(slot_free_[h.slot()].e, cs_));
+          slot_free_[h.slot()].used = true;
+        }
+        handles_.clear();
+        // Misses computed on the CPU while the GPU works; their outputs join the GPU's in e_.
+        if (!cpu_jobs_.empty()) {
+          for (uint32_t jj : cpu_jobs_) {
+            const uint32_t t = jj / k;
+            const int32_t e = h_ids_[jj];
+            const ExpertWeights w = src_.acquire(il, static_cast<uint32_t>(e));
+            cpu_expert(w, h_xn_ + size_t(t) * E, h_e_ + size_t(jj) * E);
+            src_.release(il, static_cast<uint32_t>(e));
+            st.cpu_expert_runs += 1;
+            MOE_CUDA_CHECK(
+                cudaMemcpyAsync(e_ + size_t(jj) * E, h_e_ + size_t(jj) * E, E * 4, cudaMemcpyHostToDevice, cs_));
+          }
+        }
+        cuda::combine(moe_, e_, static_cast<int64_t>(E), w_, static_cast<int>(k), nt, static_cast<int64_t>(E), false,
+                      cs_);
+        have_moe = true;
+      }
+    }
+    const LayerWeights& L = m_.layer(il);
+    if (L.n_ff_sh > 0) {
+      const size_t F = L.n_ff_sh;
+      mv(D.gate_sh, xn_, nt, g_);
+      mv(D.up_sh, xn_, nt, u_);
+      cuda::glu(glu, g_, u_, static_cast<int64_t>(nt * F), cs_);
+      mv(D.down_sh, g_, nt, tmp_);
+      const float* wsh = ones_;
+      if (D.shared_gate) {
+        mv(D.shared_gate, xn_, nt, sg_);
+        MOE_CUDA_CHECK(cudaMemcpyAsync(h_sg_, sg_, nt * 4, cudaMemcpyDeviceToHost, cs_));
+        MOE_CUDA_CHECK(cudaStreamSynchronize(cs_));
+        for (uint32_t t = 0; t < nt; ++t) h_sg_[kB + t] = ops::sigmoid(h_sg_[t]);
+        MOE_CUDA_CHECK(cudaMemcpyAsync(wsh_, h_sg_ + kB, nt * 4, cudaMemcpyHostToDevice, cs_));
+        wsh = wsh_;
+      }
+      cuda::combine(moe_, tmp_, static_cast<int64_t>(E), wsh, 1, nt, static_cast<int64_t>(E), have_moe, cs_);
+      have_moe = true;
+    }
+    if (!have_moe) MOE_CUDA_CHECK(cudaMemsetAsync(moe_, 0, size_t(nt) * E * 4, cs_));
+  }
+
+  static constexpr size_t kB = cuda::kMatvecMaxBatch;
+  const Model& m_;
+  ExpertSource& src_;
+  SessionOptions o_;
+  uint32_t n_ctx_;
+  kernels::ThreadPool* pool_;
+  std::string device_name_;
+  size_t E_ = 0, HQ_ = 0, HK_ = 0, HV_ = 0, HO_ = 0, max_ff_ = 0, max_e_ = 1, max_k_ = 1, chunk_ = 1;
+  uint64_t dense_bytes_ = 0, kv_bytes_ = 0, slot_bytes_ = 0, n_slots_ = 0;
+  size_t scratch_floats_ = 0;
+  ops::RopeParams rope_;
+  std::vector<DevLayer> layers_;
+  DevW tok_embd_, output_;
+  const float* out_norm_ = nullptr;
+  cudaStream_t cs_ = nullptr, xs_ = nullptr;
+  void *dense_mem_ = nullptr, *kv_mem_ = nullptr, *scratch_mem_ = nullptr, *slots_mem_ = nullptr;
+  float *x_ = nullptr, *xn_ = nullptr, *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *att_ = nullptr, *tmp_ = nullptr;
+  float *moe_ = nullptr, *rl_ = nullptr, *w_ = nullptr, *g_ = nullptr, *u_ = nullptr, *e_ = nullptr, *sg_ = nullptr;
+  float *ones_ = nullptr, *wsh_ = nullptr, *logits_ = nullptr, *scores_ = nullptr;
+  int32_t *ids_ = nullptr, *pos_ = nullptr, *tok_ = nullptr;
+  const void** ptrs_ = nullptr;
+  // Pinned host.
+  int32_t* h_ids_ = nullptr;
+  float* h_w_ = nullptr;
+  float* h_sg_ = nullptr;
+  int32_t* h_tok_ = nullptr;
+  const void** h_ptrs_ = nullptr;
+  float* h_xn_ = nullptr;
+  float* h_e_ = nullptr;
+  std::vector<Staging> staging_ = std::vector<Staging>(2);
+  size_t next_stage_ = 0;
+  cudaEvent_t ptrs_done_ = nullptr;
+  uint8_t* registered_ = nullptr;  // the page-locked mapping (unregistered on destruction)
+  bool host_pinned_ = false;       // expert bytes are in page-locked host memory
+  uint64_t last_upload_ = UINT64_MAX;  // slot of the last queued upload
+  std::vector<Event> slot_ready_, slot_free_;
+  std::unique_ptr<cache::ResidencyManager> vram_;
+  std::vector<cache::Handle> handles_;
+  std::vector<uint32_t> cpu_jobs_;
+  std::vector<float> h_gu_;
+};
+
+}  // namespace
+
+std::unique_ptr<GpuForward> make_gpu_forward(const Model& m, ExpertSource& src, const SessionOptions& o,
+                                             uint32_t n_ctx, kernels::ThreadPool* pool) {
+  if (cuda::device_count() <= o.gpu_device) {
+    if (!o.quiet_backend)
+      std::fprintf(stderr, "moe: no CUDA device %d found; --vram ignored, running on the CPU\n", o.gpu_device);
+    return nullptr;
+  }
+  return std::make_unique<CudaForward>(m, src, o, n_ctx, pool);
+}
+
+#endif
+
+}  // namespace moe::detail

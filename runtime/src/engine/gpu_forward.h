@@ -1,0 +1,43 @@
+// runtime/src/engine/gpu_forward.h — the CUDA backend of Session (private to the engine): the same
+// forward pass as session.cpp, run on one GPU with dense weights, the f16 KV cache and scratch in
+// device memory and the rest of the --vram budget a cache of expert slots managed by the [4/9]
+// ResidencyManager (the VRAM tier). Expert bytes come from the session's ExpertSource (the mmap or
+// the DRAM tier over NVMe), staged through pinned host buffers.
+//
+// A miss is either uploaded (GpuMissMode::Upload: the expert is then computed on the GPU, so the
+// output is the same bits for every budget) or computed on the CPU from the host copy while the
+// GPU works on the hits and uploaded in the background for later tokens (GpuMissMode::Cpu, as
+// llama.cpp's --cpu-moe and Fiddler do; the CPU kernels round differently, so tokens may differ
+// from the all-GPU run within the kernels' tolerance).
+//
+// Built only with CUDA (MOE_HAVE_CUDA); without it make_gpu_forward says so and returns nullptr.
+// Thread-safety: used by its Session's thread only.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "moe/engine.h"
+
+namespace moe::detail {
+
+class GpuForward {
+ public:
+  virtual ~GpuForward() = default;
+  // Evaluates n tokens (any n >= 1) at positions pos .. pos+n-1. Writes the last token's logits to
+  // `logits` (n_vocab floats) and, when all_logits is non-null, every token's (n x n_vocab). Records
+  // the last token's routing into last_e/last_w (n_layer x kk) and adds to st.
+  virtual void forward(const int32_t* tokens, uint32_t n, uint32_t pos, float* logits, float* all_logits,
+                       SessionStats& st, int32_t* last_e, float* last_w, size_t kk) = 0;
+  // One line: device name, budget split, slots.
+  virtual std::string describe() const = 0;
+};
+
+// Builds the GPU backend for `m` on device o.gpu_device with o.vram_bytes of device memory, or
+// returns nullptr after printing a one-line notice on stderr (unless o.quiet_backend) when this
+// build has no CUDA or no device is usable. Throws moe::Error (InvalidArgument) for a budget that
+// cannot hold the dense weights, KV cache, scratch and one token's experts, naming the sizes.
+std::unique_ptr<GpuForward> make_gpu_forward(const Model& m, ExpertSource& src, const SessionOptions& o,
+                                             uint32_t n_ctx, kernels::ThreadPool* pool);
+
+}  // namespace moe::detail
