@@ -188,6 +188,7 @@ class CudaForward final : public GpuForward {
     for (uint32_t il = 0; il < s.n_layer; ++il)
       if (s.layers[il].is_moe) total_experts += s.layers[il].n_expert;
     n_slots_ = std::min<uint64_t>(n_slots_, total_experts);
+    all_resident_ = n_slots_ > 0 && n_slots_ == total_experts;
 
     // ---- allocate and upload ----
     MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&cs_, cudaStreamNonBlocking));
@@ -316,6 +317,36 @@ class CudaForward final : public GpuForward {
                        m.file().path().c_str(), cudaGetErrorString(r));
       }
     }
+    if (all_resident_) preload();
+  }
+
+  // Every routed expert fits: upload them all once and keep a device-side table (layer, expert) ->
+  // slot address that the expert matvecs index with the router's device ids, so a decode step never
+  // waits for the host (no routing round trip).
+  void preload() {
+    const ModelSpec& s = m_.spec();
+    std::vector<const void*> table(size_t(s.n_layer) * max_e_, nullptr);
+    SessionStats st;
+    for (uint32_t il = 0; il < s.n_layer; ++il) {
+      if (!s.layers[il].is_moe) continue;
+      for (uint32_t e = 0; e < s.layers[il].n_expert; ++e) {
+        const ExpertKey key{il, e};
+        cache::Reservation r = vram_->BeginFetch(key, cache::FetchKind::Prefetch, false, 0);
+        if (r.status != cache::ReserveStatus::Reserved)
+          fail(ErrorCode::Internal, "cuda backend: preloading expert {}/{}: {}", il, e,
+               cache::reserve_status_name(r.status));
+        upload(il, e, r.slot, st);
+        vram_->CompleteFetch(key);
+        table[size_t(il) * max_e_ + e] = static_cast<const char*>(slots_mem_) + size_t(r.slot) * slot_bytes_;
+      }
+    }
+    MOE_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&d_table_), table.size() * sizeof(void*)));
+    MOE_CUDA_CHECK(cudaMemcpy(d_table_, table.data(), table.size() * sizeof(void*), cudaMemcpyHostToDevice));
+    MOE_CUDA_CHECK(cudaStreamSynchronize(xs_));
+    preload_bytes_ = st.vram_upload_bytes;
+    const size_t n = size_t(s.n_layer) * kB * max_k_;
+    MOE_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&h_ids_all_), n * 4, cudaHostAllocDefault));
+    MOE_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&h_w_all_), n * 4, cudaHostAllocDefault));
   }
 
   ~CudaForward() override {
@@ -329,6 +360,9 @@ class CudaForward final : public GpuForward {
     }
     cudaEventDestroy(ptrs_done_);
     if (registered_) cudaHostUnregister(registered_);
+    cudaFree(d_table_);
+    cudaFreeHost(h_ids_all_);
+    cudaFreeHost(h_w_all_);
     for (void* p : {(void*)h_ids_, (void*)h_w_, (void*)h_sg_, (void*)h_tok_, (void*)h_ptrs_, (void*)h_xn_,
                     (void*)h_e_})
       cudaFreeHost(p);
@@ -345,7 +379,7 @@ class CudaForward final : public GpuForward {
         "cuda: {} | vram {:.2f} GiB: dense {:.2f} GiB, KV {:.2f} GiB, {} expert slots of {:.1f} MiB ({:.2f} GiB, "
         "policy {}) | host copy {} | misses: {}",
         device_name_, gib(o_.vram_bytes), gib(dense_bytes_), gib(kv_bytes_), n_slots_, slot_bytes_ / 1048576.0,
-        gib(n_slots_ * slot_bytes_), vram_ ? vram_->policy_name() : "none",
+        gib(n_slots_ * slot_bytes_), all_resident_ ? "all resident" : vram_ ? vram_->policy_name() : "none",
         host_pinned_ ? "page-locked" : "staged",
         o_.gpu_miss == GpuMissMode::Upload ? "uploaded" : "computed on the CPU");
   }
@@ -436,6 +470,14 @@ class CudaForward final : public GpuForward {
       MOE_CUDA_CHECK(cudaMemcpyAsync(logits, logits_, V * 4, cudaMemcpyDeviceToHost, cs_));
       MOE_CUDA_CHECK(cudaStreamSynchronize(cs_));
     }
+    if (all_resident_ && logits) {  // the stream is synchronised: the routing copies have landed
+      for (uint32_t il = 0; il < s.n_layer; ++il) {
+        const uint32_t k = s.layers[il].n_expert_used;
+        if (!s.layers[il].is_moe) continue;
+        std::copy_n(h_ids_all_ + size_t(il) * kB * max_k_ + size_t(nt - 1) * k, k, last_e + il * kk);
+        std::copy_n(h_w_all_ + size_t(il) * kB * max_k_ + size_t(nt - 1) * k, k, last_w + il * kk);
+      }
+    }
   }
 
   // y = W x for nt <= 8 tokens (the matvec kernel's batch).
@@ -505,6 +547,58 @@ class CudaForward final : public GpuForward {
     return true;
   }
 
+  // The routed experts of a chunk when every expert is resident: ids and weights stay on the device
+  // (the matvecs read the slot table with them); a copy goes to pinned memory for last_experts().
+  void resident_experts(uint32_t il, uint32_t nt, SessionStats& st) {
+    const LayerSpec& ls = m_.spec().layers[il];
+    const DevLayer& D = layers_[il];
+    const uint32_t k = ls.n_expert_used;
+    const size_t F = ls.n_ff_expert, E = E_, jobs = size_t(nt) * k;
+    const cuda::Glu glu = m_.spec().ffn_act == FfnAct::GeluGlu ? cuda::Glu::Gelu : cuda::Glu::Silu;
+    MOE_CUDA_CHECK(cudaMemcpyAsync(h_ids_all_ + size_t(il) * kB * max_k_, ids_, jobs * 4, cudaMemcpyDeviceToHost, cs_));
+    MOE_CUDA_CHECK(cudaMemcpyAsync(h_w_all_ + size_t(il) * kB * max_k_, w_, jobs * 4, cudaMemcpyDeviceToHost, cs_));
+    cuda::ExpertMatvec a;
+    a.slots = d_table_ + size_t(il) * max_e_;
+    a.n_slots = static_cast<int32_t>(ls.n_expert);
+    a.n = 1;
+    for (uint32_t t = 0; t < nt; ++t) {
+      a.ids = ids_ + size_t(t) * k;
+      a.n_jobs = static_cast<int32_t>(k);
+      a.x = xn_ + size_t(t) * E;
+      a.x_job_stride = 0;
+      a.rows = static_cast<int64_t>(F);
+      a.cols = static_cast<int64_t>(E);
+      a.y_job_stride = static_cast<int64_t>(F);
+      a.type = D.t_gate;
+      a.offset = 0;
+      a.row_stride = D.s_gate;
+      a.y = g_ + size_t(t) * k * F;
+      cuda::matvec_experts(a, cs_);
+      a.type = D.t_up;
+      a.offset = D.off_up;
+      a.row_stride = D.s_up;
+      a.y = u_ + size_t(t) * k * F;
+      cuda::matvec_experts(a, cs_);
+    }
+    cuda::glu(glu, g_, u_, static_cast<int64_t>(jobs * F), cs_);
+    a.ids = ids_;
+    a.n_jobs = static_cast<int32_t>(jobs);
+    a.x = g_;
+    a.x_job_stride = static_cast<int64_t>(F);
+    a.rows = static_cast<int64_t>(E);
+    a.cols = static_cast<int64_t>(F);
+    a.type = D.t_down;
+    a.offset = D.off_down;
+    a.row_stride = D.s_down;
+    a.y = e_;
+    a.y_job_stride = static_cast<int64_t>(E);
+    cuda::matvec_experts(a, cs_);
+    cuda::combine(moe_, e_, static_cast<int64_t>(E), w_, static_cast<int>(k), nt, static_cast<int64_t>(E), false, cs_);
+    st.vram_hits += jobs;
+    st.expert_acquires += jobs;
+    st.expert_bytes += jobs * D.expert_bytes;
+  }
+
   void ffn(uint32_t il, uint32_t nt, SessionStats& st, int32_t* last_e, float* last_w, size_t kk) {
     const ModelSpec& s = m_.spec();
     const LayerSpec& ls = s.layers[il];
@@ -514,7 +608,6 @@ class CudaForward final : public GpuForward {
     bool have_moe = false;
     if (ls.is_moe) {
       const uint32_t ne = ls.n_expert, k = ls.n_expert_used;
-      const size_t F = ls.n_ff_expert;
       mv(D.router, xn_, nt, rl_);
       cuda::RouterParams rp;
       rp.sigmoid = s.gating.func == GatingFunc::Sigmoid;
@@ -522,6 +615,15 @@ class CudaForward final : public GpuForward {
       rp.renormalize = s.gating.renormalize;
       rp.scale = s.gating.scale;
       cuda::route(rp, rl_, nt, static_cast<int>(ne), static_cast<int>(k), ids_, w_, cs_);
+      if (all_resident_) {
+        resident_experts(il, nt, st);
+        have_moe = true;
+      }
+    }
+    if (ls.is_moe && !all_resident_) {
+      const uint32_t ne = ls.n_expert, k = ls.n_expert_used;
+      (void)ne;
+      const size_t F = ls.n_ff_expert;
       MOE_CUDA_CHECK(cudaMemcpyAsync(h_ids_, ids_, size_t(nt) * k * 4, cudaMemcpyDeviceToHost, cs_));
       MOE_CUDA_CHECK(cudaMemcpyAsync(h_w_, w_, size_t(nt) * k * 4, cudaMemcpyDeviceToHost, cs_));
       if (o_.gpu_miss == GpuMissMode::Cpu)
@@ -711,6 +813,11 @@ class CudaForward final : public GpuForward {
   uint8_t* registered_ = nullptr;  // the page-locked mapping (unregistered on destruction)
   bool host_pinned_ = false;       // expert bytes are in page-locked host memory
   uint64_t last_upload_ = UINT64_MAX;  // slot of the last queued upload
+  bool all_resident_ = false;          // every routed expert has a slot: preloaded, no routing round trip
+  const void** d_table_ = nullptr;     // device: (n_layer, max_e) slot addresses (all_resident_)
+  int32_t* h_ids_all_ = nullptr;       // pinned: (n_layer, kB, max_k) routing of the chunk (all_resident_)
+  float* h_w_all_ = nullptr;
+  uint64_t preload_bytes_ = 0;
   std::vector<Event> slot_ready_, slot_free_;
   std::unique_ptr<cache::ResidencyManager> vram_;
   std::vector<cache::Handle> handles_;
