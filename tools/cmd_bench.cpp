@@ -1,5 +1,8 @@
 // `moe bench`: prefill and decode speed of the CPU engine, like llama-bench.
 //   moe bench -m MODEL [-t N] [--prompt-tokens 64] [--gen-tokens 32] [--reps R] [--json]
+// With lists (--policy lru,arc --ram 1G,2G --predictor none --predictor transition, or
+// --predictors none,transition+popularity), --trace FILE, --csv or --svg it runs the grid of
+// bench_grid.h instead; the single form below is unchanged.
 // Each repetition starts from an empty KV cache, prefills `prompt-tokens` seeded random ids in
 // batches, then decodes `gen-tokens` greedily one at a time. Reports the mean and best over the
 // repetitions, the bytes of weights and KV cache read per decoded token, and that traffic times the
@@ -13,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_grid.h"
 #include "cli.h"
 #include "offload.h"
 #include "moe/engine.h"
@@ -46,6 +50,7 @@ int bench(const BenchArgs& a) {
   so.n_threads = threads;
   so.n_batch = a.n_batch;
   so.n_ctx = a.prompt_tokens + a.gen_tokens + 1;
+  a.offload.apply_gpu(so);
   std::unique_ptr<ExpertSource> src_owner = a.offload.make_source(*model, so);
   ExpertSource& src = *src_owner;
   std::unique_ptr<PrefetchPlanner> planner = a.offload.make_planner(*model, src, so);
@@ -114,6 +119,16 @@ int bench(const BenchArgs& a) {
     o.set("prompt_tokens", json::Value(a.prompt_tokens));
     o.set("gen_tokens", json::Value(a.gen_tokens));
     o.set("reps", json::Value(a.reps));
+    o.set("backend", json::Value(std::string(sess.backend())));
+    if (std::string(sess.backend()) == "cuda") {
+      const SessionStats& ss = sess.stats();  // the last repetition's decode
+      o.set("backend_info", json::Value(sess.backend_info()));
+      o.set("vram_hits", json::Value(int64_t(ss.vram_hits)));
+      o.set("vram_misses", json::Value(int64_t(ss.vram_misses)));
+      o.set("vram_upload_bytes_per_token",
+            json::Value(ss.tokens ? double(ss.vram_upload_bytes) / double(ss.tokens) : 0.0));
+      o.set("cpu_expert_runs", json::Value(int64_t(ss.cpu_expert_runs)));
+    }
     o.set("prefill_tok_s", json::Value(mean(pp)));
     o.set("prefill_tok_s_best", json::Value(best(pp)));
     o.set("decode_tok_s", json::Value(dec));
@@ -140,18 +155,92 @@ int bench(const BenchArgs& a) {
   return 0;
 }
 
-Registrar reg("bench", "Measure prefill and decode speed (CPU engine)", [](CLI::App& app) -> Action {
+// Options only the grid form reads (the single form ignores none of its own).
+struct GridOpts {
+  std::string trace, csv, svg, predictors, budget_experts, device = "pcie4";
+  std::vector<std::string> predictor;  // --predictor, once per grid entry
+  uint64_t expert_bytes = 0;
+  bool grid = false;
+};
+
+int dispatch(BenchArgs& a, const GridOpts& g) {
+  const std::vector<std::string> policies = split_list(a.offload.policy);
+  const std::vector<std::string> rams = split_list(a.offload.ram);
+  std::vector<std::string> predictors = g.predictor;
+  // --predictors: the `moe sim` form (',' separates entries, '+' combines parts).
+  for (const std::string& p : split_list(g.predictors)) {
+    std::string spec = p;
+    std::replace(spec.begin(), spec.end(), '+', ',');
+    predictors.push_back(spec);
+  }
+  const bool grid = g.grid || !g.trace.empty() || !g.csv.empty() || !g.svg.empty() || !g.predictors.empty() ||
+                    !g.budget_experts.empty() || policies.size() > 1 || rams.size() > 1 || predictors.size() > 1;
+  if (!grid) {
+    if (a.model.empty()) throw CLI::ValidationError("-m,--model", "required (or --trace FILE for a trace grid)");
+    if (!predictors.empty()) a.offload.predictor = predictors.front();
+    return bench(a);
+  }
+  GridArgs ga;
+  ga.model = a.model;
+  ga.trace = g.trace;
+  if (ga.model.empty() == ga.trace.empty())
+    throw CLI::ValidationError("-m,--model", "give exactly one of -m MODEL or --trace FILE");
+  ga.policies = policies;
+  if (ga.policies.empty()) ga.policies = {"lru"};
+  ga.predictors = predictors;
+  if (ga.predictors.empty()) ga.predictors = {"none"};
+  for (const std::string& r : rams) ga.budgets.push_back(r == "none" ? 0 : parse_bytes(r));
+  for (const std::string& r : split_list(g.budget_experts)) ga.budget_experts.push_back(parse_bytes(r));
+  ga.reps = a.reps;
+  ga.threads = a.threads;
+  ga.prompt_tokens = a.prompt_tokens;
+  ga.gen_tokens = a.gen_tokens;
+  ga.n_batch = a.n_batch;
+  ga.device = g.device;
+  ga.expert_bytes = g.expert_bytes;
+  ga.offload = a.offload;
+  ga.json = a.json;
+  ga.csv = g.csv;
+  ga.svg = g.svg;
+  return run_grid(ga);
+}
+
+Registrar reg("bench", "Measure prefill and decode speed (CPU engine), or a grid of offloading configurations",
+              [](CLI::App& app) -> Action {
   auto a = std::make_shared<BenchArgs>();
-  app.add_option("-m,--model", a->model, "GGUF model file")->required();
+  auto g = std::make_shared<GridOpts>();
+  app.add_option("-m,--model", a->model, "GGUF model file");
   app.add_option("-t,--threads", a->threads, "Threads (default: all cores)");
   app.add_option("-p,--prompt-tokens", a->prompt_tokens, "Prompt tokens to prefill");
   app.add_option("-n,--gen-tokens", a->gen_tokens, "Tokens to decode");
   app.add_option("-b,--batch-size", a->n_batch, "Prefill batch size")->check(CLI::PositiveNumber);
   app.add_option("-r,--reps", a->reps, "Repetitions")->check(CLI::PositiveNumber);
   app.add_flag("--no-bandwidth", a->no_bw, "Skip the read-bandwidth probe (mem_bw_fraction = 0)");
-  app.add_flag("--json", a->json, "Print one JSON object");
+  app.add_flag("--json", a->json, "Print one JSON object (a grid: a JSON array, one object per point)");
   a->offload.add_to(app);
-  return [a] { return bench(*a); };
+  // The grid: --policy and --ram take comma-separated lists; --predictor may be repeated (one grid
+  // entry each; inside one, ',' still combines predictors as in `moe run`).
+  app.get_option("--ram")->description(
+      "Memory budget for the whole process (e.g. 3G): experts are served from a DRAM cache and read from the "
+      "file on a miss. Comma-separated for a grid (4G,8G; 'none' = the memory map); with --trace, the cache "
+      "tier's capacity. Default: no budget (memory map)");
+  app.get_option("--policy")->description(
+      "Expert cache eviction policy: lru, lfu, lfru, arc, static (belady with --trace); comma-separated for a grid");
+  app.remove_option(app.get_option("--predictor"));
+  app.add_option("--predictor", g->predictor,
+                 "Expert prefetch predictors, comma-separated to combine: none, pregated, transition, popularity, "
+                 "history. Repeat the option for a grid over predictors (default none)");
+  app.add_option("--predictors", g->predictors,
+                 "Grid over predictors, `moe sim` style: comma-separated entries, '+' combines "
+                 "(none,transition+popularity)");
+  app.add_option("--trace", g->trace, "Run the grid on a routing trace (moe sim's replay) instead of a model");
+  app.add_option("--budget-experts", g->budget_experts, "Trace grid: cache budgets in experts, comma-separated");
+  app.add_option("--device", g->device, "Trace grid: device profile (as moe sim --device)")->capture_default_str();
+  app.add_option("--expert-bytes", g->expert_bytes, "Trace grid: bytes of one expert (default: the trace's)");
+  app.add_option("--csv", g->csv, "Grid: also write the rows as CSV to this file");
+  app.add_option("--svg", g->svg, "Grid: also write an SVG plot (hit rate and tok/s against budget) to this file");
+  app.add_flag("--grid", g->grid, "Use the grid output even for a single configuration");
+  return [a, g] { return dispatch(*a, *g); };
 });
 
 }  // namespace

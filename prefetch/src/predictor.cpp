@@ -1,6 +1,10 @@
 // prefetch/src/predictor.cpp — the predictor factory, the combiner, and the shared top-k helper.
 // Owns nothing shared; every object here is single-stream (not thread-safe), see predictor.h.
 #include <algorithm>
+#include <limits>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "moe/prefetch/predictor.h"
 #include "predictor_impl.h"
@@ -13,17 +17,109 @@ uint32_t top_scores(std::span<const float> scores, std::span<Guess> out, std::sp
   if (want <= 32) {
     // Why insertion: a prefetch wants the best handful (top-k) of 64..256 scores; keeping a sorted
     // window of `want` costs one compare per score in the common case.
+    // A score enters the window only when it beats `thr`: 0 while the window fills, then the
+    // window's last score (equal scores keep the lower expert). The window so holds the best `want`
+    // under the order (score desc, expert asc) of the scores seen, so any score that at least
+    // `want` others beat can be skipped without changing the result.
     uint32_t n = 0;
-    for (uint32_t e = 0; e < scores.size(); ++e) {
-      const float s = scores[e];
-      if (!(s > 0.0f)) continue;
-      if (n == want && !(s > out[n - 1].score)) continue;  // equal scores keep the lower expert
-      uint32_t p = n < want ? n++ : n - 1;
-      while (p > 0 && out[p - 1].score < s) {
-        out[p] = out[p - 1];
-        --p;
+    float thr = 0.0f;
+    const float* sc = scores.data();
+    const uint32_t size = static_cast<uint32_t>(scores.size());
+    uint32_t e = 0;
+#if defined(__SSE2__)
+    // Why a floor: inserting into the window mispredicts a branch per insertion, and a plain scan
+    // inserts about want * (1 + ln(size / want)) times. Split the scores into 4 * B >= want
+    // disjoint groups (lane x (vector index mod B)); every group's maximum is a real score, so at
+    // least `want` scores are >= floor = the smallest group maximum, and scores below it are
+    // skipped. max_ps(s, m) returns m when s is NaN: NaN scores never raise a maximum.
+    float floor_score = -std::numeric_limits<float>::infinity();
+    {
+      const uint32_t B = (want + 3) / 4, V = size / 4;
+      if (V >= B && B <= 8) {
+        const __m128 ninf = _mm_set1_ps(-std::numeric_limits<float>::infinity());
+        __m128 lo;
+        if (B == 1) {  // want <= 4
+          __m128 m0 = ninf;
+          for (uint32_t v = 0; v < V; ++v) m0 = _mm_max_ps(_mm_loadu_ps(sc + 4 * v), m0);
+          lo = m0;
+        } else if (B == 2) {  // want 5..8 (the common top-k): two accumulators kept in registers
+          __m128 m0 = ninf, m1 = ninf;
+          uint32_t v = 0;
+          for (; v + 2 <= V; v += 2) {
+            m0 = _mm_max_ps(_mm_loadu_ps(sc + 4 * v), m0);
+            m1 = _mm_max_ps(_mm_loadu_ps(sc + 4 * v + 4), m1);
+          }
+          if (v < V) m0 = _mm_max_ps(_mm_loadu_ps(sc + 4 * v), m0);  // v % 2 == 0
+          lo = _mm_min_ps(m0, m1);
+        } else {
+          __m128 m[8];
+          for (uint32_t b = 0; b < B; ++b) m[b] = ninf;
+          for (uint32_t v = 0; v < V; ++v) {
+            const uint32_t b = v % B;
+            m[b] = _mm_max_ps(_mm_loadu_ps(sc + 4 * v), m[b]);
+          }
+          lo = m[0];
+          for (uint32_t b = 1; b < B; ++b) lo = _mm_min_ps(lo, m[b]);
+        }
+        alignas(16) float l4[4];
+        _mm_store_ps(l4, lo);
+        floor_score = std::min(std::min(l4[0], l4[1]), std::min(l4[2], l4[3]));
       }
-      out[p] = Guess{e, s};
+    }
+    if (scratch.size() >= size) {
+      // Why compaction: the candidates (>= floor, > 0) are gathered without a branch per score
+      // (every score is written, the count only advances for candidates; NaN compares false),
+      // so only the few candidates reach the branchy window insertion, in ascending expert order.
+      uint32_t nc = 0;
+      Guess* cand = scratch.data();
+      for (uint32_t i = 0; i < size; ++i) {
+        const float s = sc[i];
+        cand[nc] = Guess{i, s};
+        nc += static_cast<uint32_t>((s >= floor_score) & (s > 0.0f));
+      }
+      for (uint32_t c = 0; c < nc; ++c) {
+        const float s = cand[c].score;
+        if (!(s > thr)) continue;
+        uint32_t p = n < want ? n++ : n - 1;
+        while (p > 0 && out[p - 1].score < s) {
+          out[p] = out[p - 1];
+          --p;
+        }
+        out[p] = cand[c];
+        if (n == want) thr = out[n - 1].score;
+      }
+      return n;
+    }
+    const __m128 f4 = _mm_set1_ps(floor_score);
+#endif
+    for (;;) {
+#if defined(__SSE2__)
+      // Without scratch: most scores lose; test four at a time (the compares are false for NaN,
+      // like the scalar test) and only look closer at a group with a candidate.
+      const __m128 t4 = _mm_set1_ps(thr);
+      while (e + 4 <= size) {
+        const __m128 x = _mm_loadu_ps(sc + e);
+        if (_mm_movemask_ps(_mm_and_ps(_mm_cmpgt_ps(x, t4), _mm_cmpge_ps(x, f4))) != 0) break;
+        e += 4;
+      }
+#endif
+      if (e >= size) break;
+      const float s = sc[e];
+#if defined(__SSE2__)
+      const bool candidate = s > thr && s >= floor_score;
+#else
+      const bool candidate = s > thr;
+#endif
+      if (candidate) {
+        uint32_t p = n < want ? n++ : n - 1;
+        while (p > 0 && out[p - 1].score < s) {
+          out[p] = out[p - 1];
+          --p;
+        }
+        out[p] = Guess{e, s};
+        if (n == want) thr = out[n - 1].score;
+      }
+      ++e;
     }
     return n;
   }

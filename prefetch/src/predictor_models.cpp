@@ -28,7 +28,7 @@ class Transition final : public Predictor {
       : L_(o.n_layer), E_(o.n_expert), D_(o.max_ahead), K_(o.max_k), clock_(o.half_life_tokens),
         table_(static_cast<size_t>(D_) * L_ * E_ * E_, 0.0f), row_(static_cast<size_t>(D_) * L_ * E_, 0.0f),
         ring_layer_(D_ + 1, 0), ring_n_(D_ + 1, 0), ring_ids_(static_cast<size_t>(D_ + 1) * K_, 0),
-        scores_(E_, 0.0f), scratch_(E_) {}
+        scores_(E_, 0.0f), scratch_(E_), rows_(K_), inv_(K_) {}
   const char* name() const noexcept override { return "transition"; }
   void begin_request(uint32_t) override { ring_count_ = 0; }
   void observe(uint32_t layer, std::span<const uint16_t> a) override {
@@ -70,18 +70,17 @@ class Transition final : public Predictor {
     const size_t base = (static_cast<size_t>(ahead - 1) * L_ + ring_layer_[s]) * E_;
     const float w = clock_.weight();
     const float mean = 1.0f / static_cast<float>(n);
-    // Why __restrict: lets the compiler vectorize the row accumulation (no alias check needed).
-    float* __restrict sc = scores_.data();
+    // The rows that contribute (row count > 0), in the order of the observed set.
+    uint32_t nr = 0;
     for (uint32_t i = 0; i < n; ++i) {
       const float r = row_[base + src[i]];
       if (r <= 0.0f) continue;
-      const float inv = mean / (r + w);
-      const float* __restrict t = &table_[(base + src[i]) * E_];
-      for (uint32_t e = 0; e < E_; ++e) sc[e] += t[e] * inv;
+      rows_[nr] = &table_[(base + src[i]) * E_];
+      inv_[nr] = mean / (r + w);
+      ++nr;
     }
-    const uint32_t m = top_scores(scores_, out, scratch_);
-    std::fill(scores_.begin(), scores_.end(), 0.0f);
-    return m;
+    detail::weighted_row_sum(scores_.data(), rows_.data(), inv_.data(), nr, E_);
+    return top_scores(scores_, out, scratch_);
   }
 
  private:
@@ -95,6 +94,8 @@ class Transition final : public Predictor {
   uint32_t ring_head_ = 0, ring_count_ = 0;
   std::vector<float> scores_;
   std::vector<Guess> scratch_;
+  std::vector<const float*> rows_;  // predict(): the contributing table rows (K)
+  std::vector<float> inv_;          // ... and their weights
 };
 
 // ---- popularity -------------------------------------------------------------------------------

@@ -109,7 +109,8 @@ struct SimResult {
   double events_per_s() const noexcept { return wall_s > 0 ? static_cast<double>(events) / wall_s : 0; }
 
   // {"policy","predictor","device","budget_bytes","slots","hit_rate","bytes_moved",
-  //  "stall_ms_per_token","tok_s","prefetch_precision","prefetch_recall","overlap_ratio", ...}
+  //  "stall_ms_per_token","tok_s","prefetch_precision","prefetch_recall","overlap_ratio", ...,
+  //  "wall_s","events_per_s"}  (the last two measure the replay itself, so they vary run to run)
   json::Value to_json() const;
 };
 

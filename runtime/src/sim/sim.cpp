@@ -6,7 +6,14 @@
 // the prefetch queue is an intrusive doubly-linked list over keys; transfers started but not yet
 // reported complete sit in a ring buffer in end-time order (the link is serial, so ends ascend).
 // Nothing in the loop allocates or hashes.
+// Two mirrors of state the cache manager also holds save a locked call per question (results do not
+// change: each skipped call would have had no effect): `present_` (the key holds a slot: set when
+// a fetch is Reserved, cleared when the reservation's victim leaves or the fetch is aborted), so a
+// guess already present skips BeginFetch (AlreadyPresent, which changes nothing); and a per-layer
+// bitmask of queued prefetches, so cancelling a layer's stale ones visits only those, in the same
+// ascending expert order as a scan.
 #include <algorithm>
+#include <bit>
 #include <ctime>
 #include <cmath>
 #include <limits>
@@ -63,6 +70,8 @@ json::Value SimResult::to_json() const {
   v.set("stall_ms", stall_ms);
   v.set("compute_ms", compute_ms);
   v.set("total_ms", total_ms);
+  v.set("wall_s", wall_s);
+  v.set("events_per_s", events_per_s());  // replay speed: token-layer events per CPU second
   json::Value rl = json::Value::array(), pl = json::Value::array();
   for (double x : recall_per_layer) rl.push(x);
   for (double x : precision_per_layer) pl.push(x);
@@ -108,6 +117,9 @@ class Replay {
   std::vector<uint32_t> q_prev_, q_next_;
   std::vector<uint64_t> q_target_;
   std::vector<uint32_t> queued_in_layer_;
+  std::vector<uint64_t> queued_bits_;  // (L, W): bit e of layer l's words = key l*E+e is queued
+  uint32_t W_ = 0;                     // 64-bit words per layer
+  std::vector<uint8_t> present_;       // per key: holds a slot in the manager (see the file comment)
   uint32_t q_head_ = kNil, q_tail_ = kNil;
   std::vector<uint32_t> started_;  // ring, capacity n_keys + 1
   size_t st_head_ = 0, st_tail_ = 0;
@@ -120,7 +132,9 @@ void Replay::queue_unlink(uint32_t k) {
   if (a != kNil) q_next_[a] = b; else q_head_ = b;
   if (b != kNil) q_prev_[b] = a; else q_tail_ = a;
   q_prev_[k] = q_next_[k] = kNil;
-  --queued_in_layer_[k / E_];
+  const uint32_t l = k / E_, e = k % E_;
+  --queued_in_layer_[l];
+  queued_bits_[static_cast<size_t>(l) * W_ + e / 64] &= ~(uint64_t{1} << (e % 64));
   xs_[k] = kIdle;
 }
 
@@ -134,7 +148,9 @@ void Replay::queue_insert(uint32_t k, uint64_t target) {
   if (after != kNil) q_next_[after] = k; else q_head_ = k;
   if (before != kNil) q_prev_[before] = k; else q_tail_ = k;
   q_target_[k] = target;
-  ++queued_in_layer_[k / E_];
+  const uint32_t l = k / E_, e = k % E_;
+  ++queued_in_layer_[l];
+  queued_bits_[static_cast<size_t>(l) * W_ + e / 64] |= uint64_t{1} << (e % 64);
   xs_[k] = kQueued;
 }
 
@@ -265,6 +281,9 @@ SimResult Replay::run() {
   q_next_.assign(n_keys, kNil);
   q_target_.assign(n_keys, 0);
   queued_in_layer_.assign(L_, 0);
+  W_ = (E_ + 63) / 64;
+  queued_bits_.assign(static_cast<size_t>(L_) * W_, 0);
+  present_.assign(n_keys, 0);
   started_.assign(static_cast<size_t>(n_keys) + 1, 0);
   const uint32_t K = std::max<uint32_t>(1, t_.max_k);
   std::vector<cache::Handle> handles(K);
@@ -322,12 +341,17 @@ SimResult Replay::run() {
       // Stale prefetches of this layer still waiting for the link are cancelled.
       if (queued_in_layer_[layer] > 0) {
         const uint32_t base = layer * E_;
-        for (uint32_t e = 0; e < E_ && queued_in_layer_[layer] > 0; ++e) {
-          const uint32_t key = base + e;
-          if (xs_[key] == kQueued && in_a[e] != ev + 1) {
-            queue_unlink(key);
-            mgr_->AbortFetch(cache::ExpertKey{layer, e});
-            ++r_.prefetch_cancelled;
+        const uint64_t* qb = &queued_bits_[static_cast<size_t>(layer) * W_];
+        for (uint32_t w = 0; w < W_; ++w) {
+          for (uint64_t bits = qb[w]; bits != 0; bits &= bits - 1) {  // ascending expert order
+            const uint32_t e = w * 64 + static_cast<uint32_t>(std::countr_zero(bits));
+            const uint32_t key = base + e;
+            if (in_a[e] != ev + 1) {
+              queue_unlink(key);
+              mgr_->AbortFetch(cache::ExpertKey{layer, e});
+              present_[key] = 0;
+              ++r_.prefetch_cancelled;
+            }
           }
         }
       }
@@ -350,6 +374,8 @@ SimResult Replay::run() {
         } else {
           cache::Reservation res = mgr_->BeginFetch(key, cache::FetchKind::Demand, true);
           if (res.status == cache::ReserveStatus::Reserved) {
+            present_[ki] = 1;
+            if (res.evicted_valid) present_[res.evicted.layer * E_ + res.evicted.expert] = 0;
             handles[i] = std::move(res.handle);
             ready[i] = start_now(ki, t_route, false);
           } else {
@@ -396,8 +422,11 @@ SimResult Replay::run() {
             }
             continue;
           }
+          if (present_[ki]) continue;  // BeginFetch would answer AlreadyPresent (and change nothing)
           const cache::Reservation res = mgr_->BeginFetch(cache::ExpertKey{tl, e}, cache::FetchKind::Prefetch);
-          if (res.status != cache::ReserveStatus::Reserved) continue;  // present, or no room
+          if (res.status != cache::ReserveStatus::Reserved) continue;  // no room (or disabled)
+          present_[ki] = 1;
+          if (res.evicted_valid) present_[res.evicted.layer * E_ + res.evicted.expert] = 0;
           ++r_.prefetch_issued;
           --step_left;
           queue_insert(ki, te);
@@ -414,6 +443,7 @@ SimResult Replay::run() {
     const uint32_t key = q_head_;
     queue_unlink(key);
     mgr_->AbortFetch(cache::ExpertKey{key / E_, key % E_});
+    present_[key] = 0;
     ++r_.prefetch_cancelled;
   }
   complete_until(std::numeric_limits<double>::infinity());
