@@ -1,5 +1,6 @@
-// GGUF reader and writer: round trips of every value type, real files from shared/data, and the
-// corruption classes the reader must reject with a clear message.
+// GGUF reader and writer: round trips of every value type, real files from shared/data, the
+// corruption classes the reader must reject with a clear message, and the compact array storage
+// (a large vocabulary costs about its size in the file).
 #include <doctest/doctest.h>
 
 #include <cstring>
@@ -10,6 +11,10 @@
 
 #include "moe/error.h"
 #include "moe/gguf.h"
+
+#if defined(__GLIBC__)  // (defined by the C library headers included above)
+#include <malloc.h>     // mallinfo2: heap growth of a parse
+#endif
 
 using namespace moe;
 using namespace moe::gguf;
@@ -231,4 +236,184 @@ TEST_CASE("tensor table corruption") {
   expect_error(one_tensor({{"x", {0}}}, 0, {0}, 64), "dimension 0 is 0");
   expect_error(one_tensor({{"x", {1, 1, 1, 1, 1}}}, 0, {0}, 64), "5 dimensions");
   expect_error(one_tensor({{"x", {33}}}, 8, {0}, 64), "block size");
+}
+
+// --- Compact array storage -------------------------------------------------------------------------
+
+namespace {
+// A vocabulary-sized metadata section like a 150k-token BPE model's: tokens, scores, token types
+// and merges. Returns the path.
+std::string write_big_vocab(const std::string& name, size_t n) {
+  Array toks(ValueType::STRING), merges(ValueType::STRING), scores(ValueType::FLOAT32), types(ValueType::INT32);
+  toks.reserve(n);
+  merges.reserve(n);
+  scores.reserve(n);
+  types.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    toks.push_string("tok" + std::to_string(i * 7919 % 1000003));
+    merges.push_string("t" + std::to_string(i) + " u" + std::to_string(i + 1));
+    scores.push_back(Value::make_f32(-float(i) * 0.5f));
+    types.push_back(Value::make_i32(int32_t(i % 7)));
+  }
+  GgufWriter w;
+  w.set_string("tokenizer.ggml.model", "gpt2");
+  w.set("tokenizer.ggml.tokens", Value::make_array(std::move(toks)));
+  w.set("tokenizer.ggml.scores", Value::make_array(std::move(scores)));
+  w.set("tokenizer.ggml.token_type", Value::make_array(std::move(types)));
+  w.set("tokenizer.ggml.merges", Value::make_array(std::move(merges)));
+  std::string p = tmp_path(name);
+  w.write(p, std::vector<std::vector<uint8_t>>{});
+  return p;
+}
+
+#if defined(__GLIBC__)
+// Bytes the main malloc arena and mmapped chunks hold in use (0 when malloc is replaced, as under
+// AddressSanitizer, whose allocator glibc's counters do not see).
+size_t heap_in_use() {
+  struct mallinfo2 mi = mallinfo2();
+  return mi.uordblks + mi.hblkhd;
+}
+#else
+size_t heap_in_use() { return 0; }
+#endif
+}  // namespace
+
+TEST_CASE("a 150k-entry vocabulary costs about its size in the file") {
+  constexpr size_t n = 150000;
+  const std::string p = write_big_vocab("big_vocab.gguf", n);
+  const size_t before = heap_in_use();
+  auto f = GgufFile::open(p);
+  const size_t heap = heap_in_use() - before;
+  const double file = double(f->file_size());  // all of it is metadata: no tensors
+  MESSAGE("file ", f->file_size(), " B, metadata_bytes ", f->metadata_bytes(), " B, heap growth ", heap, " B");
+  // One Value per element (the old layout, ~100 bytes each) would be ~60 MB here, ~15x the file.
+  CHECK(f->metadata_bytes() <= size_t(1.25 * file));
+  CHECK(f->metadata_bytes() >= size_t(0.9 * file));  // the accounting sees the arrays
+  if (before != 0 && heap_in_use() != 0) CHECK(heap <= size_t(1.5 * file));
+
+  const Array* toks = f->get_array("tokenizer.ggml.tokens");
+  REQUIRE(toks);
+  REQUIRE(toks->size() == n);
+  CHECK(toks->elem_type() == ValueType::STRING);
+  CHECK(toks->str(0) == "tok0");
+  CHECK(toks->str(n - 1) == "tok" + std::to_string((n - 1) * 7919 % 1000003));
+  CHECK((*toks)[5].str == "tok" + std::to_string(5 * 7919));
+  CHECK(f->get_string_array("tokenizer.ggml.merges")[10] == "t10 u11");
+  const auto scores = f->get_float_array("tokenizer.ggml.scores");
+  REQUIRE(scores.size() == n);
+  CHECK(scores[3] == -1.5f);
+  const Array* types = f->get_array("tokenizer.ggml.token_type");
+  REQUIRE(types);
+  CHECK(types->as_int(13) == 13 % 7);
+  CHECK(types->as_double(6) == 6.0);
+  CHECK(!types->as_int(n));  // out of range: nullopt, not a read past the end
+  CHECK(f->get_int_array("tokenizer.ggml.token_type")[20] == 20 % 7);
+  size_t count = 0;
+  for (const Value& e : *types) count += e.type == ValueType::INT32;
+  CHECK(count == n);
+  CHECK_THROWS_AS(f->get_int_array("tokenizer.ggml.scores"), Error);  // floats are not integers
+
+  // Copies are deep and survive the file (the model generator copies vocabulary metadata).
+  Value copy = *f->find("tokenizer.ggml.tokens");
+  f.reset();
+  CHECK(copy.arr.str(1) == "tok7919");
+  copy.arr.push_back(Value::make_string("extra"));
+  CHECK(copy.arr.size() == n + 1);
+  CHECK(copy.arr.str(n) == "extra");
+}
+
+TEST_CASE("real vocabulary files parse compactly") {
+  for (const char* name : {"deepseek-llm", "gpt-2", "llama-spm"}) {
+    auto f = GgufFile::open(std::string(MOE_SHARED_DATA) + "/tokenizers/ggml-vocab-" + name + ".gguf");
+    CAPTURE(name);
+    CHECK(f->metadata_bytes() <= size_t(1.25 * double(f->file_size())) + 4096);
+    const Array* toks = f->get_array("tokenizer.ggml.tokens");
+    REQUIRE(toks);
+    CHECK(toks->size() > 30000);
+  }
+}
+
+TEST_CASE("arrays check element types") {
+  Array a(ValueType::UINT16);
+  a.push_back([] { Value v; v.type = ValueType::UINT16; v.num.u64 = 65535; return v; }());
+  CHECK(a.as_uint(0) == 65535u);
+  CHECK(a.raw().size() == 2);
+  CHECK_THROWS_AS(a.push_back(Value::make_u32(1)), Error);
+  CHECK_THROWS_AS(a.push_string("x"), Error);
+  CHECK_THROWS_AS(Value::make_array(ValueType::INT32, {Value::make_i32(1), Value::make_f32(2)}), Error);
+  Value bad = Value::make_array(ValueType::UINT32, {Value::make_u32(1)});
+  bad.elem_type = ValueType::INT32;  // out of step with the storage: the writer refuses it
+  GgufWriter w;
+  w.set("bad", bad);
+  CHECK_THROWS_AS(w.write(tmp_path("bad_array.gguf"), std::vector<std::vector<uint8_t>>{}), Error);
+}
+
+namespace {
+// A header with one metadata key whose value bytes (type + payload) are given.
+std::vector<uint8_t> one_kv(uint32_t type, const std::vector<uint8_t>& payload) {
+  std::vector<uint8_t> b;
+  auto pod = [&](auto v) {
+    const auto* p = reinterpret_cast<const uint8_t*>(&v);
+    b.insert(b.end(), p, p + sizeof v);
+  };
+  pod(kMagic);
+  pod(uint32_t{3});
+  pod(uint64_t{0});
+  pod(uint64_t{1});
+  pod(uint64_t{1});
+  b.push_back('k');
+  pod(type);
+  b.insert(b.end(), payload.begin(), payload.end());
+  return b;
+}
+template <typename... T>
+std::vector<uint8_t> le(T... v) {
+  std::vector<uint8_t> b;
+  auto add = [&](auto x) {
+    const auto* p = reinterpret_cast<const uint8_t*>(&x);
+    b.insert(b.end(), p, p + sizeof x);
+  };
+  (add(v), ...);
+  return b;
+}
+void expect_kv_error(const std::vector<uint8_t>& bytes, const std::string& needle) {
+  try {
+    GgufFile::parse_memory(bytes, "kv.gguf");
+    FAIL("expected an error containing: " << needle);
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::Corrupt);
+    CHECK_MESSAGE(std::string(e.what()).find(needle) != std::string::npos, e.what());
+    CHECK(std::string(e.what()).find("kv.gguf") != std::string::npos);
+  }
+}
+}  // namespace
+
+TEST_CASE("array validation survives the compact layout") {
+  const uint32_t ARR = uint32_t(ValueType::ARRAY);
+  // bool arrays: every element 0 or 1.
+  auto ok = GgufFile::parse_memory(one_kv(ARR, le(uint32_t(ValueType::BOOL), uint64_t{2}, uint8_t{1}, uint8_t{0})),
+                                   "kv.gguf");
+  CHECK((*ok->get_array("k"))[0].as_bool() == true);
+  CHECK((*ok->get_array("k"))[1].as_bool() == false);
+  expect_kv_error(one_kv(ARR, le(uint32_t(ValueType::BOOL), uint64_t{2}, uint8_t{1}, uint8_t{2})), "neither 0 nor 1");
+  // Counts beyond the file, string lengths beyond the file, unknown element types.
+  expect_kv_error(one_kv(ARR, le(uint32_t(ValueType::UINT32), uint64_t{1} << 40, uint32_t{1})), "cannot fit");
+  expect_kv_error(one_kv(ARR, le(uint32_t(ValueType::STRING), uint64_t{2}, uint64_t{1}, 'a', uint64_t{99}, 'b')),
+                  "claims 99 bytes");
+  expect_kv_error(one_kv(ARR, le(uint32_t{13}, uint64_t{0})), "unknown array element type 13");
+  // Nesting depth.
+  std::vector<uint8_t> deep;
+  for (int d = 0; d < 6; ++d) {
+    auto x = le(uint32_t(ValueType::ARRAY), uint64_t{1});
+    deep.insert(deep.end(), x.begin(), x.end());
+  }
+  auto tail = le(uint32_t(ValueType::UINT8), uint64_t{0});
+  deep.insert(deep.end(), tail.begin(), tail.end());
+  expect_kv_error(one_kv(ARR, deep), "nested deeper");
+  // Arrays of arrays cost a Value per element: more than 2^20 of them in one file are refused.
+  std::vector<uint8_t> many = le(uint32_t(ValueType::ARRAY), (uint64_t{1} << 20) + 1);
+  auto empty = le(uint32_t(ValueType::UINT8), uint64_t{0});
+  many.reserve(many.size() + ((size_t{1} << 20) + 1) * empty.size());
+  for (size_t i = 0; i < (size_t{1} << 20) + 1; ++i) many.insert(many.end(), empty.begin(), empty.end());
+  expect_kv_error(one_kv(ARR, many), "elements in nested arrays");
 }

@@ -10,6 +10,7 @@
 // Writer: GgufWriter collects metadata and tensor descriptions, then write() streams the header and
 // each tensor's bytes (produced on demand by a callback) to disk in bounded memory.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -34,8 +35,79 @@ enum class ValueType : uint32_t {
 };
 const char* value_type_name(ValueType t) noexcept;
 
+struct Value;
+
+// A metadata array in compact storage, so a 150k-entry vocabulary costs about what the file spends
+// on it rather than a full Value per element:
+//  - fixed-size elements (numbers, bools): their little-endian file encoding packed back to back,
+//    count x element size bytes;
+//  - strings: their bytes packed in one buffer plus an end-offset table (8 bytes per string, the
+//    same as the length prefix the file stores);
+//  - arrays of arrays: a Value per element (rare; the reader bounds their total count).
+// Elements are read with the typed accessors (no allocation) or materialised as a Value copy by
+// operator[] / iteration. An Array is a plain value (deep copy); not synchronised.
+class Array {
+ public:
+  Array() = default;
+  explicit Array(ValueType elem) noexcept : elem_(elem) {}
+
+  ValueType elem_type() const noexcept { return elem_; }
+  size_t size() const noexcept { return n_; }
+  bool empty() const noexcept { return n_ == 0; }
+
+  // Element i (i < size(), asserted) as a standalone Value: a copy for strings and nested arrays.
+  Value operator[](size_t i) const;
+  // Typed element reads; i < size() is asserted. str(): STRING arrays (asserted). The numeric
+  // readers follow Value::as_int/as_uint/as_double (nullopt for an incompatible element type or an
+  // out-of-range value). nested(): ARRAY arrays (asserted).
+  std::string_view str(size_t i) const;
+  std::optional<int64_t> as_int(size_t i) const noexcept;
+  std::optional<uint64_t> as_uint(size_t i) const noexcept;
+  std::optional<double> as_double(size_t i) const noexcept;
+  const Value& nested(size_t i) const;
+  // Fixed-size element types: the packed little-endian encoding (size() x element size bytes).
+  std::span<const uint8_t> raw() const noexcept {
+    if (elem_ == ValueType::STRING || elem_ == ValueType::ARRAY) return {};
+    return {bytes_.data(), bytes_.size()};
+  }
+
+  // Appends a copy of v; throws moe::Error (InvalidArgument) when v.type != elem_type().
+  void push_back(const Value& v);
+  void push_string(std::string_view s);  // STRING arrays only (InvalidArgument otherwise)
+  void reserve(size_t n);
+  // Heap bytes this array holds (buffer capacities, nested values included).
+  size_t bytes_used() const noexcept;
+
+  // Forward iteration yielding elements as Values (see operator[]).
+  class const_iterator {
+   public:
+    using value_type = Value;
+    using difference_type = std::ptrdiff_t;
+    const_iterator() = default;
+    const_iterator(const Array* a, size_t i) : a_(a), i_(i) {}
+    Value operator*() const;
+    const_iterator& operator++() { ++i_; return *this; }
+    const_iterator operator++(int) { auto t = *this; ++i_; return t; }
+    bool operator==(const const_iterator& o) const noexcept { return i_ == o.i_; }
+   private:
+    const Array* a_ = nullptr;
+    size_t i_ = 0;
+  };
+  const_iterator begin() const noexcept { return {this, 0}; }
+  const_iterator end() const noexcept { return {this, n_}; }
+
+ private:
+  friend struct ArrayAccess;  // the reader fills arrays in bulk (gguf_reader.cpp)
+  ValueType elem_ = ValueType::UINT8;
+  size_t n_ = 0;
+  std::vector<uint8_t> bytes_;  // fixed-size: packed elements; STRING: the strings' bytes
+  std::vector<uint64_t> ends_;  // STRING: ends_[i] = end offset of string i in bytes_
+  std::vector<Value> nested_;   // ARRAY: the elements
+};
+
 // One metadata value. Scalars live in the union; strings in `str`; arrays in `arr` (elements all of
-// `elem_type`, possibly arrays themselves).
+// `elem_type`, possibly arrays themselves; `elem_type` always equals arr.elem_type(): make_array and
+// the reader keep them in step, the writer checks).
 struct Value {
   ValueType type = ValueType::UINT8;
   ValueType elem_type = ValueType::UINT8;  // arrays only
@@ -46,7 +118,7 @@ struct Value {
     bool b;
   } num{};
   std::string str;
-  std::vector<Value> arr;
+  Array arr;
 
   bool is_integer() const noexcept;
   bool is_float() const noexcept;
@@ -56,6 +128,8 @@ struct Value {
   std::optional<double> as_double() const noexcept;
   std::optional<bool> as_bool() const noexcept;
   const std::string* as_string() const noexcept;
+  // Heap bytes held beyond sizeof(Value) (string and array buffers).
+  size_t bytes_used() const noexcept;
 
   static Value make_u32(uint32_t v);
   static Value make_i32(int32_t v);
@@ -63,7 +137,9 @@ struct Value {
   static Value make_f32(float v);
   static Value make_bool(bool v);
   static Value make_string(std::string v);
+  // Throws moe::Error (InvalidArgument) when an element's type is not `elem`.
   static Value make_array(ValueType elem, std::vector<Value> v);
+  static Value make_array(Array a);
 };
 
 struct TensorInfo {
@@ -106,7 +182,7 @@ class GgufFile {
   std::optional<bool> get_bool(std::string_view key) const;
   std::optional<std::string> get_string(std::string_view key) const;
   // Array of strings / numbers; moe::Error (Corrupt) when the element type is not compatible.
-  const std::vector<Value>* get_array(std::string_view key) const;
+  const Array* get_array(std::string_view key) const;
   std::vector<std::string> get_string_array(std::string_view key) const;
   std::vector<float> get_float_array(std::string_view key) const;
   std::vector<int64_t> get_int_array(std::string_view key) const;
@@ -118,6 +194,10 @@ class GgufFile {
     return bytes_.subspan(t.offset, t.nbytes);
   }
   std::span<const uint8_t> bytes() const noexcept { return bytes_; }
+  // Heap bytes held by the parsed header (metadata keys and values, tensor infos, lookup indexes;
+  // approximate for the hash tables), not counting the mapped file. A vocabulary's arrays cost
+  // about their size in the file (see Array).
+  size_t metadata_bytes() const noexcept;
 
  private:
   GgufFile() = default;

@@ -11,6 +11,13 @@
 //   array = { u32 elem_type | u64 count | count values of elem_type } (arrays may nest).
 // Version 1 (u32 counts) is rejected as unsupported; a byte-swapped version field means a
 // big-endian file, which is rejected by name.
+//
+// Arrays are stored compactly (moe::gguf::Array): fixed-size elements as their packed file encoding,
+// strings packed into one buffer with an end-offset table, so the parsed metadata costs about its
+// size in the file (GgufFile::metadata_bytes()). Limits: array counts and string lengths are checked
+// against the bytes left before anything is allocated; arrays nest at most kMaxNesting deep and a
+// file holds at most kMaxNestedValues elements of arrays-of-arrays (each of which costs a Value).
+// Also defines Value and Array (the writer uses them too). Thread-safety: see moe/gguf.h.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -69,15 +76,24 @@ class Cursor {
     pos_ += sizeof(T);
     return v;
   }
-  std::string read_string(const char* what) {
+  // Returns a pointer to the next n bytes (checked) and advances past them.
+  const uint8_t* take(uint64_t n, const char* what) {
+    need(n, what);
+    const uint8_t* p = b_.data() + pos_;
+    pos_ += n;
+    return p;
+  }
+  // A length-prefixed string as a view into the bytes (valid while they are).
+  std::string_view read_string_view(const char* what) {
     uint64_t len = read<uint64_t>(what);
     if (len > remaining())
       fail(ErrorCode::Corrupt, "{}: {} at offset {} claims {} bytes but only {} remain in the file", name_, what,
            pos_ - 8, len, remaining());
-    std::string s(reinterpret_cast<const char*>(b_.data() + pos_), len);
+    std::string_view s(reinterpret_cast<const char*>(b_.data() + pos_), len);
     pos_ += len;
     return s;
   }
+  std::string read_string(const char* what) { return std::string(read_string_view(what)); }
 
  private:
   std::span<const uint8_t> b_;
@@ -85,7 +101,60 @@ class Cursor {
   uint64_t pos_ = 0;
 };
 
-Value read_value(Cursor& c, ValueType t, const std::string& name, const std::string& key, int depth) {
+constexpr uint64_t kMaxNestedValues = uint64_t{1} << 20;  // elements of arrays-of-arrays per file
+
+struct ParseCtx {
+  const std::string& name;
+  uint64_t nested_values = 0;  // elements of arrays-of-arrays read so far (budget kMaxNestedValues)
+};
+
+Value read_value(Cursor& c, ValueType t, ParseCtx& ctx, const std::string& key, int depth);
+
+}  // namespace
+
+// Bulk fill of an Array by the reader (friend of Array).
+struct ArrayAccess {
+  // Reads n elements of a.elem_type() at the cursor into `a` (empty). The caller has checked that n
+  // minimal-size elements fit in the bytes left.
+  static void fill(Cursor& c, Array& a, uint64_t n, ParseCtx& ctx, const std::string& key, int depth) {
+    const ValueType et = a.elem_;
+    if (const uint64_t esz = fixed_size(et)) {
+      const uint8_t* p = c.take(n * esz, "array elements");  // n * esz <= bytes left: no wrap
+      if (et == ValueType::BOOL)
+        for (uint64_t i = 0; i < n; ++i)
+          if (p[i] > 1)
+            fail(ErrorCode::Corrupt, "{}: key '{}': bool value {} at offset {} is neither 0 nor 1", ctx.name, key,
+                 p[i], c.pos() - n + i);
+      a.bytes_.assign(p, p + n * esz);
+    } else if (et == ValueType::STRING) {
+      // Two passes so the packed buffer is allocated once at its exact size: the first validates
+      // every length against the file (on a copy of the cursor), the second copies.
+      Cursor probe = c;
+      uint64_t total = 0;
+      for (uint64_t i = 0; i < n; ++i) total += probe.read_string_view("string array element").size();
+      a.bytes_.reserve(total);  // total <= file size
+      a.ends_.reserve(n);
+      for (uint64_t i = 0; i < n; ++i) {
+        std::string_view s = c.read_string_view("string array element");
+        a.bytes_.insert(a.bytes_.end(), s.begin(), s.end());
+        a.ends_.push_back(a.bytes_.size());
+      }
+    } else {  // arrays of arrays: one Value each, under a per-file budget
+      if (n > kMaxNestedValues - ctx.nested_values)
+        fail(ErrorCode::Corrupt, "{}: key '{}': more than {} elements in nested arrays", ctx.name, key,
+             kMaxNestedValues);
+      ctx.nested_values += n;
+      a.nested_.reserve(n);
+      for (uint64_t i = 0; i < n; ++i) a.nested_.push_back(read_value(c, et, ctx, key, depth + 1));
+    }
+    a.n_ = n;
+  }
+};
+
+namespace {
+
+Value read_value(Cursor& c, ValueType t, ParseCtx& ctx, const std::string& key, int depth) {
+  const std::string& name = ctx.name;
   Value v;
   v.type = t;
   switch (t) {
@@ -118,12 +187,96 @@ Value read_value(Cursor& c, ValueType t, const std::string& name, const std::str
       if (n > c.remaining() / min)
         fail(ErrorCode::Corrupt, "{}: key '{}': array of {} {} elements at offset {} cannot fit in the {} bytes left",
              name, key, n, value_type_name(v.elem_type), c.pos() - 8, c.remaining());
-      v.arr.reserve(n);
-      for (uint64_t i = 0; i < n; ++i) v.arr.push_back(read_value(c, v.elem_type, name, key, depth + 1));
+      v.arr = Array(v.elem_type);
+      ArrayAccess::fill(c, v.arr, n, ctx, key, depth);
       break;
     }
   }
   return v;
+}
+
+using Num = decltype(Value::num);
+
+bool is_unsigned(ValueType t) {
+  return t == ValueType::UINT8 || t == ValueType::UINT16 || t == ValueType::UINT32 || t == ValueType::UINT64;
+}
+bool is_integer_type(ValueType t) {
+  switch (t) {
+    case ValueType::UINT8: case ValueType::INT8: case ValueType::UINT16: case ValueType::INT16:
+    case ValueType::UINT32: case ValueType::INT32: case ValueType::UINT64: case ValueType::INT64: return true;
+    default: return false;
+  }
+}
+bool is_float_type(ValueType t) { return t == ValueType::FLOAT32 || t == ValueType::FLOAT64; }
+
+std::optional<int64_t> num_as_int(ValueType t, const Num& num) noexcept {
+  if (!is_integer_type(t)) return std::nullopt;
+  if (is_unsigned(t)) {
+    if (num.u64 > static_cast<uint64_t>(INT64_MAX)) return std::nullopt;
+    return static_cast<int64_t>(num.u64);
+  }
+  return num.i64;
+}
+std::optional<uint64_t> num_as_uint(ValueType t, const Num& num) noexcept {
+  if (!is_integer_type(t)) return std::nullopt;
+  if (is_unsigned(t)) return num.u64;
+  if (num.i64 < 0) return std::nullopt;
+  return static_cast<uint64_t>(num.i64);
+}
+std::optional<double> num_as_double(ValueType t, const Num& num) noexcept {
+  if (is_float_type(t)) return num.f64;
+  if (is_integer_type(t)) return is_unsigned(t) ? static_cast<double>(num.u64) : static_cast<double>(num.i64);
+  return std::nullopt;
+}
+
+// The file encoding of a fixed-size value <-> the Value conventions (unsigned in u64, signed in
+// i64, floats in f64, bools in b).
+template <typename T>
+T load(const uint8_t* p) noexcept {
+  T v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+Num decode_fixed(ValueType t, const uint8_t* p) noexcept {
+  Num n{};
+  switch (t) {
+    case ValueType::UINT8: n.u64 = p[0]; break;
+    case ValueType::INT8: n.i64 = load<int8_t>(p); break;
+    case ValueType::UINT16: n.u64 = load<uint16_t>(p); break;
+    case ValueType::INT16: n.i64 = load<int16_t>(p); break;
+    case ValueType::UINT32: n.u64 = load<uint32_t>(p); break;
+    case ValueType::INT32: n.i64 = load<int32_t>(p); break;
+    case ValueType::UINT64: n.u64 = load<uint64_t>(p); break;
+    case ValueType::INT64: n.i64 = load<int64_t>(p); break;
+    case ValueType::FLOAT32: n.f64 = load<float>(p); break;
+    case ValueType::FLOAT64: n.f64 = load<double>(p); break;
+    case ValueType::BOOL: n.b = p[0] != 0; break;
+    default: break;
+  }
+  return n;
+}
+template <typename T>
+void store(uint8_t* p, T v) noexcept { std::memcpy(p, &v, sizeof v); }
+void encode_fixed(ValueType t, const Num& n, uint8_t* p) noexcept {
+  switch (t) {
+    case ValueType::UINT8: store(p, static_cast<uint8_t>(n.u64)); break;
+    case ValueType::INT8: store(p, static_cast<int8_t>(n.i64)); break;
+    case ValueType::UINT16: store(p, static_cast<uint16_t>(n.u64)); break;
+    case ValueType::INT16: store(p, static_cast<int16_t>(n.i64)); break;
+    case ValueType::UINT32: store(p, static_cast<uint32_t>(n.u64)); break;
+    case ValueType::INT32: store(p, static_cast<int32_t>(n.i64)); break;
+    case ValueType::UINT64: store(p, n.u64); break;
+    case ValueType::INT64: store(p, n.i64); break;
+    case ValueType::FLOAT32: store(p, static_cast<float>(n.f64)); break;
+    case ValueType::FLOAT64: store(p, n.f64); break;
+    case ValueType::BOOL: store(p, static_cast<uint8_t>(n.b ? 1 : 0)); break;
+    default: break;
+  }
+}
+
+size_t string_heap(const std::string& s) noexcept {
+  static const size_t kInline = std::string().capacity();  // small strings live inside the object
+  return s.capacity() > kInline ? s.capacity() + 1 : 0;
 }
 
 }  // namespace
@@ -137,41 +290,17 @@ const char* value_type_name(ValueType t) noexcept {
 
 // --- Value ---------------------------------------------------------------------------------------
 
-bool Value::is_integer() const noexcept {
-  switch (type) {
-    case ValueType::UINT8: case ValueType::INT8: case ValueType::UINT16: case ValueType::INT16:
-    case ValueType::UINT32: case ValueType::INT32: case ValueType::UINT64: case ValueType::INT64: return true;
-    default: return false;
-  }
-}
-bool Value::is_float() const noexcept { return type == ValueType::FLOAT32 || type == ValueType::FLOAT64; }
-static bool is_unsigned(ValueType t) {
-  return t == ValueType::UINT8 || t == ValueType::UINT16 || t == ValueType::UINT32 || t == ValueType::UINT64;
-}
-std::optional<int64_t> Value::as_int() const noexcept {
-  if (!is_integer()) return std::nullopt;
-  if (is_unsigned(type)) {
-    if (num.u64 > static_cast<uint64_t>(INT64_MAX)) return std::nullopt;
-    return static_cast<int64_t>(num.u64);
-  }
-  return num.i64;
-}
-std::optional<uint64_t> Value::as_uint() const noexcept {
-  if (!is_integer()) return std::nullopt;
-  if (is_unsigned(type)) return num.u64;
-  if (num.i64 < 0) return std::nullopt;
-  return static_cast<uint64_t>(num.i64);
-}
-std::optional<double> Value::as_double() const noexcept {
-  if (is_float()) return num.f64;
-  if (is_integer()) return is_unsigned(type) ? static_cast<double>(num.u64) : static_cast<double>(num.i64);
-  return std::nullopt;
-}
+bool Value::is_integer() const noexcept { return is_integer_type(type); }
+bool Value::is_float() const noexcept { return is_float_type(type); }
+std::optional<int64_t> Value::as_int() const noexcept { return num_as_int(type, num); }
+std::optional<uint64_t> Value::as_uint() const noexcept { return num_as_uint(type, num); }
+std::optional<double> Value::as_double() const noexcept { return num_as_double(type, num); }
 std::optional<bool> Value::as_bool() const noexcept {
   if (type == ValueType::BOOL) return num.b;
   return std::nullopt;
 }
 const std::string* Value::as_string() const noexcept { return type == ValueType::STRING ? &str : nullptr; }
+size_t Value::bytes_used() const noexcept { return string_heap(str) + arr.bytes_used(); }
 
 Value Value::make_u32(uint32_t x) { Value v; v.type = ValueType::UINT32; v.num.u64 = x; return v; }
 Value Value::make_i32(int32_t x) { Value v; v.type = ValueType::INT32; v.num.i64 = x; return v; }
@@ -180,11 +309,84 @@ Value Value::make_f32(float x) { Value v; v.type = ValueType::FLOAT32; v.num.f64
 Value Value::make_bool(bool x) { Value v; v.type = ValueType::BOOL; v.num.b = x; return v; }
 Value Value::make_string(std::string x) { Value v; v.type = ValueType::STRING; v.str = std::move(x); return v; }
 Value Value::make_array(ValueType elem, std::vector<Value> x) {
+  Array a(elem);
+  a.reserve(x.size());
+  for (const auto& e : x) a.push_back(e);
+  return make_array(std::move(a));
+}
+Value Value::make_array(Array a) {
   Value v;
   v.type = ValueType::ARRAY;
-  v.elem_type = elem;
-  v.arr = std::move(x);
+  v.elem_type = a.elem_type();
+  v.arr = std::move(a);
   return v;
+}
+
+// --- Array ---------------------------------------------------------------------------------------
+
+Value Array::operator[](size_t i) const {
+  MOE_ASSERT(i < n_, "GGUF array index out of range");
+  if (elem_ == ValueType::STRING) return Value::make_string(std::string(str(i)));
+  if (elem_ == ValueType::ARRAY) return nested_[i];
+  Value v;
+  v.type = elem_;
+  v.num = decode_fixed(elem_, bytes_.data() + i * fixed_size(elem_));
+  return v;
+}
+Value Array::const_iterator::operator*() const { return (*a_)[i_]; }
+
+std::string_view Array::str(size_t i) const {
+  MOE_ASSERT(elem_ == ValueType::STRING && i < n_, "GGUF string array access out of range or on a non-string array");
+  const uint64_t b = i ? ends_[i - 1] : 0;
+  return {reinterpret_cast<const char*>(bytes_.data()) + b, static_cast<size_t>(ends_[i] - b)};
+}
+std::optional<int64_t> Array::as_int(size_t i) const noexcept {
+  if (i >= n_ || !fixed_size(elem_)) return std::nullopt;
+  return num_as_int(elem_, decode_fixed(elem_, bytes_.data() + i * fixed_size(elem_)));
+}
+std::optional<uint64_t> Array::as_uint(size_t i) const noexcept {
+  if (i >= n_ || !fixed_size(elem_)) return std::nullopt;
+  return num_as_uint(elem_, decode_fixed(elem_, bytes_.data() + i * fixed_size(elem_)));
+}
+std::optional<double> Array::as_double(size_t i) const noexcept {
+  if (i >= n_ || !fixed_size(elem_)) return std::nullopt;
+  return num_as_double(elem_, decode_fixed(elem_, bytes_.data() + i * fixed_size(elem_)));
+}
+const Value& Array::nested(size_t i) const {
+  MOE_ASSERT(elem_ == ValueType::ARRAY && i < n_, "GGUF nested array access out of range or on a flat array");
+  return nested_[i];
+}
+
+void Array::push_back(const Value& v) {
+  if (v.type != elem_)
+    fail(ErrorCode::InvalidArgument, "GGUF array of {} cannot hold a {} element", value_type_name(elem_),
+         value_type_name(v.type));
+  if (elem_ == ValueType::STRING) return push_string(v.str);
+  if (elem_ == ValueType::ARRAY) {
+    nested_.push_back(v);
+  } else {
+    const uint64_t esz = fixed_size(elem_);
+    bytes_.resize(bytes_.size() + esz);
+    encode_fixed(elem_, v.num, bytes_.data() + bytes_.size() - esz);
+  }
+  ++n_;
+}
+void Array::push_string(std::string_view s) {
+  if (elem_ != ValueType::STRING)
+    fail(ErrorCode::InvalidArgument, "GGUF array of {} cannot hold a string element", value_type_name(elem_));
+  bytes_.insert(bytes_.end(), s.begin(), s.end());
+  ends_.push_back(bytes_.size());
+  ++n_;
+}
+void Array::reserve(size_t n) {
+  if (elem_ == ValueType::STRING) ends_.reserve(n);
+  else if (elem_ == ValueType::ARRAY) nested_.reserve(n);
+  else bytes_.reserve(n * fixed_size(elem_));
+}
+size_t Array::bytes_used() const noexcept {
+  size_t b = bytes_.capacity() + ends_.capacity() * sizeof(uint64_t) + nested_.capacity() * sizeof(Value);
+  for (const auto& v : nested_) b += v.bytes_used();
+  return b;
 }
 
 // --- GgufFile ------------------------------------------------------------------------------------
@@ -260,13 +462,14 @@ void GgufFile::parse() {
     fail(ErrorCode::Corrupt, "{}: tensor count {} cannot fit in a {}-byte file", name, n_tensors, bytes_.size());
 
   kv_.reserve(n_kv);
+  ParseCtx ctx{name};
   for (uint64_t i = 0; i < n_kv; ++i) {
     uint64_t at = c.pos();
     std::string key = c.read_string("metadata key");
     uint32_t t = c.read<uint32_t>("metadata value type");
     if (!valid_value_type(t))
       fail(ErrorCode::Corrupt, "{}: key '{}' at offset {} has unknown value type {}", name, key, at, t);
-    Value v = read_value(c, static_cast<ValueType>(t), name, key, 0);
+    Value v = read_value(c, static_cast<ValueType>(t), ctx, key, 0);
     if (kv_index_.count(key)) fail(ErrorCode::Corrupt, "{}: duplicate metadata key '{}'", name, key);
     kv_index_.emplace(key, kv_.size());
     kv_.emplace_back(std::move(key), std::move(v));
@@ -390,7 +593,7 @@ std::optional<std::string> GgufFile::get_string(std::string_view key) const {
   if (!v->as_string()) wrong_type(path_, key, *v, "a string");
   return v->str;
 }
-const std::vector<Value>* GgufFile::get_array(std::string_view key) const {
+const Array* GgufFile::get_array(std::string_view key) const {
   const Value* v = find(key);
   if (!v) return nullptr;
   if (v->type != ValueType::ARRAY) wrong_type(path_, key, *v, "an array");
@@ -403,7 +606,7 @@ std::vector<std::string> GgufFile::get_string_array(std::string_view key) const 
   if (v->type != ValueType::ARRAY || v->elem_type != ValueType::STRING)
     fail(ErrorCode::Corrupt, "{}: metadata key '{}' must be an array of strings", path_, key);
   out.reserve(v->arr.size());
-  for (const auto& e : v->arr) out.push_back(e.str);
+  for (size_t i = 0; i < v->arr.size(); ++i) out.emplace_back(v->arr.str(i));
   return out;
 }
 std::vector<float> GgufFile::get_float_array(std::string_view key) const {
@@ -414,7 +617,7 @@ std::vector<float> GgufFile::get_float_array(std::string_view key) const {
     fail(ErrorCode::Corrupt, "{}: metadata key '{}' must be an array of floats (found {} of {})", path_, key,
          value_type_name(v->type), value_type_name(v->elem_type));
   out.reserve(v->arr.size());
-  for (const auto& e : v->arr) out.push_back(static_cast<float>(e.num.f64));
+  for (size_t i = 0; i < v->arr.size(); ++i) out.push_back(static_cast<float>(*v->arr.as_double(i)));
   return out;
 }
 std::vector<int64_t> GgufFile::get_int_array(std::string_view key) const {
@@ -424,13 +627,27 @@ std::vector<int64_t> GgufFile::get_int_array(std::string_view key) const {
   if (v->type != ValueType::ARRAY)
     fail(ErrorCode::Corrupt, "{}: metadata key '{}' must be an array of integers", path_, key);
   out.reserve(v->arr.size());
-  for (const auto& e : v->arr) {
-    auto i = e.as_int();
-    if (!i) fail(ErrorCode::Corrupt, "{}: metadata key '{}' must be an array of integers (found {})", path_, key,
+  for (size_t i = 0; i < v->arr.size(); ++i) {
+    auto x = v->arr.as_int(i);
+    if (!x) fail(ErrorCode::Corrupt, "{}: metadata key '{}' must be an array of integers (found {})", path_, key,
                  value_type_name(v->elem_type));
-    out.push_back(*i);
+    out.push_back(*x);
   }
   return out;
+}
+
+size_t GgufFile::metadata_bytes() const noexcept {
+  // Hash-table nodes: the stored pair plus a next pointer and cached hash (libstdc++), and the
+  // bucket array.
+  auto index_bytes = [](const std::unordered_map<std::string, size_t>& m) {
+    size_t b = m.bucket_count() * sizeof(void*) + m.size() * (sizeof(std::pair<const std::string, size_t>) + 16);
+    for (const auto& [k, _] : m) b += string_heap(k);
+    return b;
+  };
+  size_t b = kv_.capacity() * sizeof(kv_[0]) + tensors_.capacity() * sizeof(TensorInfo);
+  for (const auto& [k, v] : kv_) b += string_heap(k) + v.bytes_used();
+  for (const auto& t : tensors_) b += string_heap(t.name);
+  return b + index_bytes(kv_index_) + index_bytes(tensor_index_);
 }
 
 }  // namespace moe::gguf

@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <string_view>
 
 #include "moe/error.h"
 #include "moe/gguf.h"
@@ -27,7 +28,7 @@ class Out {
   }
   template <typename T>
   void pod(T v) { bytes(&v, sizeof v); }
-  void str(const std::string& s) {
+  void str(std::string_view s) {
     pod<uint64_t>(s.size());
     bytes(s.data(), s.size());
   }
@@ -69,14 +70,22 @@ void write_value(Out& o, const Value& v) {
     case ValueType::FLOAT64: o.pod<double>(v.num.f64); break;
     case ValueType::BOOL: o.pod<uint8_t>(v.num.b ? 1 : 0); break;
     case ValueType::STRING: o.str(v.str); break;
-    case ValueType::ARRAY:
-      o.pod<uint32_t>(static_cast<uint32_t>(v.elem_type));
-      o.pod<uint64_t>(v.arr.size());
-      for (const auto& e : v.arr) {
-        MOE_ASSERT(e.type == v.elem_type, "GGUF array element of the wrong type");
-        write_value(o, e);
+    case ValueType::ARRAY: {
+      const Array& a = v.arr;
+      if (a.elem_type() != v.elem_type)
+        fail(ErrorCode::InvalidArgument, "GGUF array value says {} elements but holds {}", value_type_name(v.elem_type),
+             value_type_name(a.elem_type()));
+      o.pod<uint32_t>(static_cast<uint32_t>(a.elem_type()));
+      o.pod<uint64_t>(a.size());
+      if (a.elem_type() == ValueType::STRING) {
+        for (size_t i = 0; i < a.size(); ++i) o.str(a.str(i));
+      } else if (a.elem_type() == ValueType::ARRAY) {
+        for (size_t i = 0; i < a.size(); ++i) write_value(o, a.nested(i));
+      } else {
+        o.bytes(a.raw().data(), a.raw().size());  // already the packed little-endian file encoding
       }
       break;
+    }
   }
 }
 

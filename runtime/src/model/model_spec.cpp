@@ -58,8 +58,7 @@ class Meta {
     uint64_t x = 0;
     if (v->type == gguf::ValueType::ARRAY) {  // per-layer arrays (e.g. head_count in some models)
       if (v->arr.empty()) fail(ErrorCode::Corrupt, "{}: metadata key '{}' is an empty array", f_.path(), k);
-      const gguf::Value& e = v->arr[layer < v->arr.size() ? layer : 0];
-      auto u = e.as_uint();
+      auto u = v->arr.as_uint(layer < v->arr.size() ? layer : 0);
       if (!u) fail(ErrorCode::Corrupt, "{}: metadata key '{}' must hold non-negative integers", f_.path(), k);
       x = *u;
     } else {

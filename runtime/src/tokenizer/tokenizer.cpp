@@ -152,7 +152,7 @@ void Tokenizer::Impl::load(const gguf::GgufFile& f) {
   text.resize(nt);
   to_id.reserve(nt * 2);
   for (size_t i = 0; i < nt; ++i) {
-    std::string w = tv->arr[i].str;
+    std::string w(tv->arr.str(i));
     if (w.empty()) w = "[EMPTY_" + std::to_string(i) + "]";
     auto [it, fresh] = to_id.emplace(w, static_cast<TokenId>(i));
     if (!fresh) corrupt("duplicate token '{}' in tokenizer.ggml.tokens (ids {} and {})", w, it->second, i);
@@ -169,7 +169,7 @@ void Tokenizer::Impl::load(const gguf::GgufFile& f) {
     if (sv->arr.size() != nt)
       corrupt("tokenizer.ggml.scores has {} entries for {} tokens", sv->arr.size(), nt);
     for (size_t i = 0; i < nt; ++i) {
-      double d = sv->elem_type == gguf::ValueType::FLOAT32 ? sv->arr[i].num.f64 : double(sv->arr[i].num.i64);
+      double d = *sv->arr.as_double(i);  // f32 or i32 (checked above)
       if (std::isnan(d)) corrupt("tokenizer.ggml.scores[{}] is NaN", i);
       score[i] = static_cast<float>(d);
     }
@@ -189,7 +189,7 @@ void Tokenizer::Impl::load(const gguf::GgufFile& f) {
     if (yv->arr.size() != nt)
       corrupt("tokenizer.ggml.token_type has {} entries for {} tokens", yv->arr.size(), nt);
     for (size_t i = 0; i < nt; ++i) {
-      auto v = yv->arr[i].as_int();
+      auto v = yv->arr.as_int(i);
       if (!v || *v < 0 || *v > 6) corrupt("tokenizer.ggml.token_type[{}] = {} is not a token type (0..6)", i, v.value_or(-1));
       type[i] = static_cast<TokenType>(*v);
     }
@@ -238,7 +238,7 @@ void Tokenizer::Impl::load(const gguf::GgufFile& f) {
               gguf::value_type_name(mv->elem_type));
     merge_rank.reserve(mv->arr.size() * 2);
     for (size_t i = 0; i < mv->arr.size(); ++i) {
-      const std::string& w = mv->arr[i].str;
+      std::string_view w = mv->arr.str(i);
       size_t sp = w.size() > 1 ? w.find(' ', 1) : std::string::npos;
       if (sp == std::string::npos || sp + 1 >= w.size())
         corrupt("tokenizer.ggml.merges[{}] = '{}' is not of the form 'LEFT RIGHT'", i, w);
