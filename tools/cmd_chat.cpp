@@ -1,6 +1,6 @@
 // `moe chat`: an interactive multi-turn chat on the command line, built only on the public API
 // (moe/moe.hpp over moe/moe.h).
-//   moe chat -m MODEL [--ram SIZE --policy NAME --scope global|layer --io auto|uring|pread]
+//   moe chat -m MODEL [--ram SIZE --vram SIZE --policy NAME --scope global|layer --io auto|uring|pread]
 //            [--system TEXT] [--temp T --top-k K --top-p P --min-p M --repeat-penalty R --seed S]
 //            [-n N] [-c CTX] [-t THREADS]
 // Each line read from stdin is one user turn (a "> " prompt is shown only when stdin is a terminal,
@@ -29,7 +29,7 @@ namespace moe::tools {
 namespace {
 
 struct ChatArgs {
-  std::string model, system, policy = "lru", scope = "global", io = "auto", ram;
+  std::string model, system, policy = "lru", scope = "global", io = "auto", ram, vram;
   int n_predict = 512;
   uint32_t n_ctx = 0;
   int threads = 0;
@@ -129,6 +129,7 @@ int chat(const ChatArgs& a) {
 
   moe_session_params sp = moe_session_default_params();
   sp.sampling = a.sp;
+  sp.vram_bytes = a.vram.empty() ? 0 : parse_bytes(a.vram);
   api::Session session(model, sp);
 
   struct sigaction sa;
@@ -210,6 +211,7 @@ Registrar reg("chat", "Chat with a model (its chat template, streamed replies, m
   app.add_option("-m,--model", a->model, "GGUF model file")->required();
   app.add_option("--system", a->system, "System message");
   app.add_option("--ram", a->ram, "Memory budget of the process (e.g. 8G): experts are cached in RAM");
+  app.add_option("--vram", a->vram, "Run on the GPU with this much device memory (e.g. 12G); default: CPU");
   app.add_option("--policy", a->policy, "Expert cache eviction policy: lru, lfu, lfru, arc");
   app.add_option("--scope", a->scope, "Cache scope: global or layer");
   app.add_option("--io", a->io, "Expert read backend: auto, uring, pread");

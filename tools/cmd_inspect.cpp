@@ -1,6 +1,7 @@
 // `moe inspect MODEL [--json]`: what a GGUF MoE model is and where its bytes are — architecture,
 // dimensions, gating rules, tensor types, and the byte split between always-resident (dense)
-// weights and routed experts, which is what sizes the expert caches. Single-threaded.
+// weights and routed experts, which is what sizes the expert caches. With --vram/--ram: the placement
+// plan (what sits in VRAM, DRAM and on disk, and the bytes one token moves). Single-threaded.
 #include <fmt/format.h>
 
 #include <cstdio>
@@ -8,6 +9,9 @@
 #include <string>
 
 #include "cli.h"
+#include "moe/engine.h"
+#include "moe/error.h"
+#include "moe/expert_store.h"
 #include "moe/gguf.h"
 #include "moe/model.h"
 
@@ -35,6 +39,77 @@ std::string human(uint64_t b) {
 const char* gating_name(const Gating& g) {
   if (g.func == GatingFunc::Sigmoid) return "sigmoid";
   return g.topk_before_norm ? "softmax over top-k" : "softmax";
+}
+
+struct PlaceArgs {
+  std::string vram, ram, gpu_misses = "upload";
+  uint32_t n_ctx = 4096;
+};
+
+// Where the experts sit under --vram/--ram and what one decoded token moves, assuming uniform routing
+// (every expert equally likely; a skewed model caches better): a VRAM miss crosses PCIe, a DRAM miss
+// is read from the disk. The VRAM split is the CUDA backend's own (plan_gpu_memory), the DRAM split the
+// tiered store's (plan_store_memory), so this is what `moe run --vram --ram` would allocate.
+void print_placement(const std::string& path, const PlaceArgs& pa, bool json) {
+  auto m = Model::load(path);
+  const ModelSpec& s = m->spec();
+  SessionOptions so;
+  so.n_ctx = pa.n_ctx;
+  so.vram_bytes = pa.vram.empty() ? 0 : parse_bytes(pa.vram);
+  so.gpu_miss = pa.gpu_misses == "cpu" ? GpuMissMode::Cpu : GpuMissMode::Upload;
+  uint32_t n_experts = 0;
+  for (const LayerSpec& ls : s.layers) n_experts += ls.is_moe ? ls.n_expert : 0;
+  const double expert_bytes = n_experts ? double(m->experts().total_bytes()) / n_experts : 0;
+  const double routed_per_token = double(s.n_expert_used) * s.n_moe_layer;
+  double vram_frac = 0, dram_frac = 1;
+  GpuMemoryPlan g;
+  if (so.vram_bytes) {
+    g = plan_gpu_memory(*m, so, pa.n_ctx);
+    if (!g.fits())
+      fail(ErrorCode::InvalidArgument, "{}: --vram {} is too small: {}; at least {:.3f} GiB", path, pa.vram,
+           g.to_text(), double(g.minimum) / (1u << 30));
+    vram_frac = n_experts ? double(g.slots) / n_experts : 0;
+  }
+  StoreMemoryPlan d;
+  if (!pa.ram.empty()) {
+    StoreOptions o;
+    o.ram_budget_bytes = parse_bytes(pa.ram);
+    o.session = so;
+    o.session.vram_bytes = 0;
+    d = plan_store_memory(*m, o);
+    if (!d.fits())
+      fail(ErrorCode::InvalidArgument, "{}: --ram {} is too small: {}; at least {:.3f} GiB", path, pa.ram, d.to_text(),
+           double(d.minimum) / (1u << 30));
+    dram_frac = n_experts ? double(d.slots) / n_experts : 0;
+  }
+  // The DRAM cache holds what crossed to the GPU too (inclusive), so a VRAM miss that hits DRAM costs PCIe only.
+  const double pcie = so.vram_bytes ? (1 - vram_frac) * routed_per_token * expert_bytes : 0;
+  const double disk = (1 - std::max(dram_frac, vram_frac)) * routed_per_token * expert_bytes;
+  const uint32_t vram_slots = so.vram_bytes ? g.slots : 0, dram_slots = pa.ram.empty() ? n_experts : d.slots;
+  if (json) {
+    fmt::print("{{\"vram_bytes\": {}, \"ram_bytes\": {}, \"n_experts\": {}, \"vram_expert_slots\": {}, "
+               "\"dram_expert_slots\": {}, \"vram_dense_bytes\": {}, \"vram_kv_bytes\": {}, "
+               "\"expected_pcie_bytes_per_token\": {:.0f}, \"expected_disk_bytes_per_token\": {:.0f}}}\n",
+               so.vram_bytes, pa.ram.empty() ? 0 : d.budget, n_experts, vram_slots, dram_slots, g.dense, g.kv, pcie,
+               disk);
+    return;
+  }
+  fmt::print("placement ({} experts of {}, {} routed per token, n_ctx {}; uniform routing assumed)\n", n_experts,
+             human(uint64_t(expert_bytes)), uint64_t(routed_per_token), pa.n_ctx);
+  if (so.vram_bytes)
+    fmt::print("  VRAM  {}\n        dense weights, KV cache, scratch; {} experts ({:.1f}%)\n", g.to_text(), g.slots,
+               100 * vram_frac);
+  else
+    fmt::print("  VRAM  none (CPU backend)\n");
+  if (!pa.ram.empty())
+    fmt::print("  DRAM  {}\n        {} experts cached ({:.1f}%), the rest read from the file with O_DIRECT\n",
+               d.to_text(), d.slots, 100 * dram_frac);
+  else
+    fmt::print("  DRAM  no budget: the memory map (the page cache holds what fits)\n");
+  fmt::print("  disk  {} experts ({:.1f}%) not cached in DRAM\n",
+             uint32_t(n_experts - std::min(n_experts, std::max(dram_slots, vram_slots))),
+             100 * (1 - std::max(dram_frac, vram_frac)));
+  fmt::print("  per token: {} over PCIe, {} from disk (expected)\n", human(uint64_t(pcie)), human(uint64_t(disk)));
 }
 
 int run_inspect(const std::string& path, bool json) {
@@ -112,9 +187,20 @@ int run_inspect(const std::string& path, bool json) {
 Registrar reg("inspect", "Describe a GGUF MoE model: architecture, experts, byte split", [](CLI::App& app) -> Action {
   auto path = std::make_shared<std::string>();
   auto json = std::make_shared<bool>(false);
+  auto pa = std::make_shared<PlaceArgs>();
   app.add_option("model", *path, "GGUF model file")->required();
   app.add_flag("--json", *json, "Print JSON");
-  return [path, json] { return run_inspect(*path, *json); };
+  app.add_option("--vram", pa->vram, "Print the placement plan for this much GPU memory (e.g. 12G)");
+  app.add_option("--ram", pa->ram, "... and this DRAM budget (e.g. 32G)");
+  app.add_option("--ctx", pa->n_ctx, "KV cache positions for the plan")->capture_default_str();
+  app.add_option("--gpu-misses", pa->gpu_misses, "upload or cpu (as moe run)")->capture_default_str();
+  return [path, json, pa] {
+    if (!pa->vram.empty() || !pa->ram.empty()) {
+      print_placement(*path, *pa, *json);
+      return 0;
+    }
+    return run_inspect(*path, *json);
+  };
 });
 
 }  // namespace

@@ -22,3 +22,5 @@ moe_add_test(test_engine_reference SOURCES unit/test_engine_reference.cpp LIBS m
 target_compile_definitions(test_engine_reference PRIVATE
   MOE_TEST_PYTHON="${MOE_TEST_PYTHON}"
   MOE_REFERENCE_DIR="${PROJECT_SOURCE_DIR}/tests/reference")
+# The CUDA backend's VRAM split, computed on the host (no GPU needed).
+moe_add_test(test_gpu_plan SOURCES unit/test_gpu_plan.cpp LIBS moe_engine)

@@ -238,6 +238,28 @@ class Session {
   std::vector<uint8_t> e_done_;       // (n_expert) computed in the resident-first pass
 };
 
+// How the CUDA backend splits SessionOptions::vram_bytes for a model (computed on the host: `moe inspect
+// --vram` prints it without a GPU, and the backend allocates exactly this). Upload mode needs room for
+// one token's experts (min_slots); the CPU-miss mode runs with no expert slot at all.
+struct GpuMemoryPlan {
+  uint64_t budget = 0;      // vram_bytes
+  uint64_t dense = 0;       // every non-expert weight, as stored (256-byte aligned pieces)
+  uint64_t kv = 0;          // f16 KV cache of n_ctx positions
+  uint64_t scratch = 0;     // activations for 8 tokens, logits, attention scores, routing tables
+  uint64_t slot_bytes = 0;  // one expert slot (gate | up | down of the largest layer's expert)
+  uint32_t min_slots = 0;   // slots upload mode cannot run with fewer of (experts per token)
+  uint64_t minimum = 0;     // dense + kv + scratch (+ min_slots * slot_bytes in upload mode)
+  uint32_t n_experts = 0;   // routed experts of the model (all MoE layers)
+  uint32_t slots = 0;       // expert slots the budget pays for (capped at n_experts); 0 when !fits()
+  uint32_t n_ctx = 0;
+  bool fits() const noexcept { return budget >= minimum; }
+  bool all_resident() const noexcept { return fits() && slots > 0 && slots == n_experts; }
+  std::string to_text() const;  // one line: "vram X = dense A + KV B + scratch C + N expert slots x S"
+};
+// The split for `m` with options `o` (o.vram_bytes, o.gpu_miss) and a KV cache of n_ctx positions
+// (0: as Session picks). Never throws for a small budget (fits() is false).
+GpuMemoryPlan plan_gpu_memory(const Model& m, const SessionOptions& o, uint32_t n_ctx);
+
 // The gating rule applied to one token's router logits (n_expert floats), exposed for tests:
 // writes k expert ids (ascending) and their weights. probs/idx are scratch of n_expert entries.
 void apply_gating(const Gating& g, const float* logits, uint32_t n_expert, uint32_t k, int32_t* out_ids,

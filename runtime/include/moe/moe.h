@@ -168,6 +168,10 @@ typedef struct moe_session_params {
   uint32_t n_batch;  /* prefill batch; 0 = the model's n_batch param */
   int32_t n_threads; /* 0 = the model's n_threads param */
   moe_sampling_params sampling;
+  uint64_t vram_bytes; /* CUDA backend: device memory to use (dense weights, KV cache, scratch, then
+                          an expert cache); 0 = run on the CPU. Without CUDA or a device: a notice
+                          on stderr and the CPU. */
+  int32_t gpu_device;  /* CUDA device index (with vram_bytes) */
 } moe_session_params;
 
 /* Defaults: n_ctx/n_batch/n_threads from the model; temperature 0.8, top_k 40, top_p 0.95, min_p

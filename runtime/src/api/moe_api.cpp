@@ -426,6 +426,8 @@ moe_status moe_session_new(moe_model* model, const moe_session_params* params, m
     o.n_ctx = p.n_ctx ? p.n_ctx : model->reserved.n_ctx;
     o.n_batch = p.n_batch ? p.n_batch : model->reserved.n_batch;
     o.n_threads = p.n_threads ? p.n_threads : model->n_threads;
+    o.vram_bytes = p.vram_bytes;
+    o.gpu_device = p.gpu_device;
     const uint32_t live = model->live_sessions.fetch_add(1) + 1;
     LiveSlot slot{model};
     if (model->cache) {

@@ -124,17 +124,8 @@ class CudaForward final : public GpuForward {
     // ---- the plan: dense weights, KV cache, scratch, then expert slots ----
     MmapExpertSource probe(m);
     layers_.resize(s.n_layer);
-    uint64_t dense = 0, slot_bytes = 0;
-    auto wbytes = [](const WeightView& w) -> uint64_t { return w ? align_up(w.nbytes) : 0; };
-    auto fbytes = [](const std::vector<float>& v) -> uint64_t { return align_up(v.size() * 4); };
-    dense += wbytes(m.tok_embd()) + fbytes(m.output_norm());
-    if (m.output().data != m.tok_embd().data) dense += wbytes(m.output());
+    uint64_t slot_bytes = 0;
     for (uint32_t il = 0; il < s.n_layer; ++il) {
-      const LayerWeights& L = m.layer(il);
-      dense += fbytes(L.attn_norm) + fbytes(L.ffn_norm) + fbytes(L.bq) + fbytes(L.bk) + fbytes(L.bv) +
-               fbytes(L.q_norm) + fbytes(L.k_norm);
-      dense += wbytes(L.wq) + wbytes(L.wk) + wbytes(L.wv) + wbytes(L.wo) + wbytes(L.router) + wbytes(L.gate_sh) +
-               wbytes(L.up_sh) + wbytes(L.down_sh) + wbytes(L.shared_gate);
       if (s.layers[il].is_moe) {
         const ExpertWeights w = probe.acquire(il, 0);
         DevLayer& D = layers_[il];
@@ -154,7 +145,6 @@ class CudaForward final : public GpuForward {
                  traits(v->type).name);
       }
     }
-    const uint64_t kv = uint64_t(s.n_layer) * n_ctx_ * (HK_ + HV_) * 2;
     const size_t B = cuda::kMatvecMaxBatch;
     scratch_floats_ = 0;
     auto sf = [&](size_t n) {
@@ -169,26 +159,24 @@ class CudaForward final : public GpuForward {
                  o_logits = sf(B * size_t(s.n_vocab)), o_scores = sf(size_t(s.n_head) * n_ctx_);
     const uint64_t scratch = align_up(scratch_floats_ * 4) + align_up(B * max_k_ * 4) /*ids*/ +
                              align_up(B * 4 * 2) /*pos, ids*/ + align_up(s.n_layer * B * max_k_ * 8) /*ptrs*/;
-    const uint64_t need = dense + kv + scratch;
-    const uint64_t min_experts = uint64_t(max_k_) * slot_bytes;
-    if (o.vram_bytes < need + (o.gpu_miss == GpuMissMode::Upload ? min_experts : 0))
+    const GpuMemoryPlan plan = plan_gpu_memory(m, o, n_ctx_);
+    MOE_ASSERT(plan.scratch == scratch && plan.slot_bytes == slot_bytes, "cuda backend: plan_gpu_memory disagrees with the layout");
+    if (!plan.fits())
       fail(ErrorCode::InvalidArgument,
-           "--vram {:.3f} GiB is too small for this model: dense weights {:.3f} GiB + KV cache {:.3f} GiB ({} "
-           "positions) + scratch {:.3f} GiB{} need at least {:.3f} GiB",
-           gib(o.vram_bytes), gib(dense), gib(kv), n_ctx_, gib(scratch),
-           o.gpu_miss == GpuMissMode::Upload ? fmt::format(" + {} expert slots {:.3f} GiB", max_k_, gib(min_experts))
-                                             : std::string(),
-           gib(need + (o.gpu_miss == GpuMissMode::Upload ? min_experts : 0)));
-    dense_bytes_ = dense;
-    kv_bytes_ = kv;
+           "--vram {:.3f} GiB is too small for {}: dense weights {:.3f} GiB + KV cache {:.3f} GiB ({} positions) + "
+           "scratch {:.3f} GiB{} need at least {:.3f} GiB",
+           gib(o.vram_bytes), m.file().path(), gib(plan.dense), gib(plan.kv), n_ctx_, gib(plan.scratch),
+           plan.min_slots ? fmt::format(" + {} expert slots {:.3f} GiB (or --gpu-misses cpu)", plan.min_slots,
+                                        gib(uint64_t(plan.min_slots) * slot_bytes))
+                          : std::string(),
+           gib(plan.minimum));
+    const uint64_t dense = plan.dense;
+    dense_bytes_ = plan.dense;
+    kv_bytes_ = plan.kv;
     slot_bytes_ = slot_bytes;
-    const uint64_t expert_budget = o.vram_bytes - need;
-    n_slots_ = slot_bytes ? expert_budget / slot_bytes : 0;
-    uint64_t total_experts = 0;
-    for (uint32_t il = 0; il < s.n_layer; ++il)
-      if (s.layers[il].is_moe) total_experts += s.layers[il].n_expert;
-    n_slots_ = std::min<uint64_t>(n_slots_, total_experts);
-    all_resident_ = n_slots_ > 0 && n_slots_ == total_experts;
+    n_slots_ = plan.slots;
+    all_resident_ = plan.all_resident();
+    const uint64_t kv = plan.kv;
 
     // ---- allocate and upload ----
     MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&cs_, cudaStreamNonBlocking));
