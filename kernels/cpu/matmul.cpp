@@ -1,7 +1,8 @@
 // matmul / matvec (moe/kernels/matmul.h): argument checks, dispatch by SimdLevel, the scalar reference
 // level (dequantize_row + f32 dot), activation quantization (Q8_0-style blocks of 32 with per-block
 // d*sum, Q8_K-style blocks of 256 with sums per 16; the quantizers live with the ISA kernels) and the
-// rows x tokens tiling around the ISA kernels.
+// rows x tokens tiling around the ISA kernels; matmul_many runs several products' rows under one
+// parallel_for.
 // Thread-safety: scratch is thread_local (grown on first use, never shrunk), so concurrent calls from
 // different threads are safe and steady-state calls allocate nothing.
 #include "moe/kernels/matmul.h"
@@ -69,10 +70,9 @@ struct ActScratch {
   std::vector<ActView> views;
 };
 
-// Fills views[0..n) for kind; quantizes the tokens (in parallel when there are several).
-const ActView* prepare_acts(const KernelTable& tab, ActKind kind, const float* X, size_t n, size_t cols,
-                           ThreadPool* pool) {
-  thread_local ActScratch sc;
+// Fills sc.views[0..n) for kind; quantizes the tokens (in parallel when there are several).
+const ActView* prepare_acts(ActScratch& sc, const KernelTable& tab, ActKind kind, const float* X, size_t n,
+                            size_t cols, ThreadPool* pool) {
   if (sc.views.size() < n) sc.views.resize(n);
   if (kind == ActKind::F32) {
     for (size_t t = 0; t < n; ++t) sc.views[t] = ActView{X + t * cols, nullptr, nullptr, nullptr, nullptr, nullptr};
@@ -171,57 +171,134 @@ bool matmul_has_simd(TensorType wt, SimdLevel level) noexcept {
   return t && level <= best_simd_level() && i < uint32_t(detail::kNumTypes) && t->fn[i] != nullptr;
 }
 
-void matmul_at(SimdLevel level, TensorType wt, const void* W, size_t rows, size_t cols, const float* X, size_t n,
-               float* Y, ThreadPool* pool) {
+namespace {
+
+// One product's dispatch decisions (see matmul_at) and its rows' work.
+struct Plan {
+  TensorType wt;
+  const uint8_t* W;
+  size_t rows, cols, n, rb;
+  const float* X;
+  float* Y;
+  detail::TileFn fn;          // null: the scalar reference
+  const ActView* acts;        // fn's activations (set by the caller after planning)
+  ActKind kind;
+  size_t rblock, tblock, grain;
+};
+
+Plan make_plan(SimdLevel level, TensorType wt, const void* W, size_t rows, size_t cols, const float* X, size_t n,
+               float* Y) {
   if (!matmul_supported(wt)) bad_arg(std::string("unsupported weight type ") + type_name(wt));
   const auto rbo = row_bytes(wt, cols);
   if (!rbo) bad_arg(std::string("cols ") + std::to_string(cols) + " is not a multiple of the " + type_name(wt) +
                     " block size");
-  if (n == 0 || rows == 0) return;
-  const size_t rb = static_cast<size_t>(*rbo);
-  const uint8_t* Wb = static_cast<const uint8_t*>(W);
-
+  Plan p{};
+  p.wt = wt;
+  p.W = static_cast<const uint8_t*>(W);
+  p.rows = rows;
+  p.cols = cols;
+  p.n = n;
+  p.rb = static_cast<size_t>(*rbo);
+  p.X = X;
+  p.Y = Y;
   const KernelTable* table = table_for(level);
   const uint32_t ti = static_cast<uint32_t>(wt);
-  detail::TileFn fn = table && ti < uint32_t(detail::kNumTypes) ? table->fn[ti] : nullptr;
-
+  p.fn = table && ti < uint32_t(detail::kNumTypes) ? table->fn[ti] : nullptr;
+  p.kind = p.fn ? table->act[ti] : ActKind::F32;
   // Cache blocking for batches: a block of weight rows (~128 KiB) is re-read from L2 for each tile of
   // kMaxTile tokens, and the tokens go in blocks whose activations fit beside it in L2 (~512 KiB: f32
   // activations are 4x larger than quantized ones). With a single tile the whole chunk is one block
   // (pure streaming). Weights are read from memory once per token block (once for n <= 128 quantized).
   const size_t ntiles = (n + detail::kMaxTile - 1) / detail::kMaxTile;
-  // Row blocks are multiples of 16 (the AVX-512 Q8_0 kernel's panel height) where there is room.
-  size_t rblock = ntiles <= 1 ? rows : std::max<size_t>(1, (size_t(128) << 10) / rb);
-  if (rblock > 16 && rblock < rows) rblock &= ~size_t(15);
-  const bool f32_acts = fn && table->act[ti] == ActKind::F32;
+  // Row blocks are multiples of 16 (the AVX-512 panel kernels' height) where there is room.
+  p.rblock = ntiles <= 1 ? rows : std::max<size_t>(1, (size_t(128) << 10) / p.rb);
+  if (p.rblock > 16 && p.rblock < rows) p.rblock &= ~size_t(15);
+  const bool f32_acts = p.fn && p.kind == ActKind::F32;
   const size_t act_bytes = cols * (f32_acts ? 4 : 1) + 1;
-  const size_t tblock = std::max<size_t>(detail::kMaxTile, (size_t(512) << 10) / act_bytes / detail::kMaxTile * detail::kMaxTile);
+  p.tblock = std::max<size_t>(detail::kMaxTile, (size_t(512) << 10) / act_bytes / detail::kMaxTile * detail::kMaxTile);
   // Grain: several rows per chunk so chunk bookkeeping is negligible; for large batches a chunk is
   // a whole cache block.
-  const size_t grain = std::max<size_t>(ntiles <= 1 ? 16 : rblock, 1);
+  p.grain = p.fn ? std::max<size_t>(ntiles <= 1 ? 16 : p.rblock, 1) : 16;
+  return p;
+}
 
-  if (!fn) {
-    auto body = [&](size_t r0, size_t r1, int) { scalar_rows(wt, Wb, rb, r0, r1, cols, X, n, Y, rows); };
-    if (pool) pool->parallel_for(rows, body, 16);
-    else body(0, rows, 0);
+// Rows [r0, r1) of the product for every token.
+void run_rows(const Plan& p, size_t r0, size_t r1) {
+  if (!p.fn) {
+    scalar_rows(p.wt, p.W, p.rb, r0, r1, p.cols, p.X, p.n, p.Y, p.rows);
     return;
   }
-
-  const ActView* acts = prepare_acts(*table, table->act[ti], X, n, cols, pool);
-  auto body = [&](size_t r0, size_t r1, int) {
-    for (size_t tb0 = 0; tb0 < n; tb0 += tblock) {
-      const size_t tb1 = std::min(n, tb0 + tblock);
-      for (size_t b0 = r0; b0 < r1; b0 += rblock) {
-        const size_t b1 = std::min(r1, b0 + rblock);
-        for (size_t t0 = tb0; t0 < tb1; t0 += detail::kMaxTile) {
-          const int nt = static_cast<int>(std::min<size_t>(detail::kMaxTile, tb1 - t0));
-          fn(Wb, rb, b0, b1, cols, acts + t0, nt, Y + t0 * rows, rows);
-        }
+  for (size_t tb0 = 0; tb0 < p.n; tb0 += p.tblock) {
+    const size_t tb1 = std::min(p.n, tb0 + p.tblock);
+    for (size_t b0 = r0; b0 < r1; b0 += p.rblock) {
+      const size_t b1 = std::min(r1, b0 + p.rblock);
+      for (size_t t0 = tb0; t0 < tb1; t0 += detail::kMaxTile) {
+        const int nt = static_cast<int>(std::min<size_t>(detail::kMaxTile, tb1 - t0));
+        p.fn(p.W, p.rb, b0, b1, p.cols, p.acts + t0, nt, p.Y + t0 * p.rows, p.rows);
       }
     }
-  };
-  if (pool) pool->parallel_for(rows, body, grain);
+  }
+}
+
+}  // namespace
+
+void matmul_at(SimdLevel level, TensorType wt, const void* W, size_t rows, size_t cols, const float* X, size_t n,
+               float* Y, ThreadPool* pool) {
+  Plan p = make_plan(level, wt, W, rows, cols, X, n, Y);
+  if (n == 0 || rows == 0) return;
+  if (p.fn) {
+    thread_local ActScratch sc;
+    p.acts = prepare_acts(sc, *table_for(level), p.kind, X, n, cols, pool);
+  }
+  auto body = [&](size_t r0, size_t r1, int) { run_rows(p, r0, r1); };
+  if (pool) pool->parallel_for(rows, body, p.grain);
   else body(0, rows, 0);
+}
+
+void matmul_many(const MatmulJob* jobs, size_t n_jobs, ThreadPool* pool) {
+  // Scratch grows on first use and is reused (nothing allocates in the steady state).
+  thread_local std::vector<Plan> plans;
+  thread_local std::vector<ActScratch> scratch;
+  thread_local std::vector<size_t> first_piece;  // prefix sums of the jobs' piece counts
+  if (plans.size() < n_jobs) plans.resize(n_jobs);
+  if (scratch.size() < n_jobs) scratch.resize(n_jobs);
+  if (first_piece.size() < n_jobs + 1) first_piece.resize(n_jobs + 1);
+  const SimdLevel level = best_simd_level();
+  const KernelTable* table = table_for(level);
+  first_piece[0] = 0;
+  for (size_t j = 0; j < n_jobs; ++j) {
+    const MatmulJob& jb = jobs[j];
+    Plan& p = plans[j];
+    p = make_plan(level, jb.type, jb.W, jb.rows, jb.cols, jb.X, jb.n, jb.Y);
+    if (jb.n == 0) p.rows = 0;
+    if (p.fn && p.rows > 0) {
+      // A job with the same activations as an earlier one (an expert's gate and up) shares them.
+      p.acts = nullptr;
+      for (size_t i = 0; i < j && !p.acts; ++i)
+        if (plans[i].acts && plans[i].X == p.X && plans[i].n == p.n && plans[i].cols == p.cols && plans[i].kind == p.kind)
+          p.acts = plans[i].acts;
+      // Quantized on the caller: a job's few tokens are cheap next to a parallel_for.
+      if (!p.acts) p.acts = prepare_acts(scratch[j], *table, p.kind, p.X, p.n, p.cols, nullptr);
+    }
+    first_piece[j + 1] = first_piece[j] + (p.rows + p.grain - 1) / p.grain;
+  }
+  const size_t pieces = first_piece[n_jobs];
+  if (pieces == 0) return;
+  const Plan* pl = plans.data();
+  const size_t* fp = first_piece.data();
+  auto body = [&](size_t q0, size_t q1, int) {
+    size_t j = 0;
+    while (fp[j + 1] <= q0) ++j;
+    for (size_t q = q0; q < q1;) {
+      while (fp[j + 1] <= q) ++j;
+      const size_t q_end = std::min(q1, fp[j + 1]);
+      const Plan& p = pl[j];
+      run_rows(p, (q - fp[j]) * p.grain, std::min(p.rows, (q_end - fp[j]) * p.grain));
+      q = q_end;
+    }
+  };
+  if (pool) pool->parallel_for(pieces, body, 1);
+  else body(0, pieces, 0);
 }
 
 void matmul(TensorType wt, const void* W, size_t rows, size_t cols, const float* X, size_t n, float* Y,

@@ -251,3 +251,69 @@ TEST_CASE("other dequantizable types go through the reference; bad arguments thr
   CHECK(!matmul_supported(TensorType::I32));
   CHECK(matmul_supported(TensorType::Q4_K));
 }
+
+TEST_CASE("K-quant 16-row panel (4..8-token tiles) equals the row kernel bit for bit") {
+  // Rows 16k and 16k + tail, several super-blocks (full groups of 8 and a partial group), every tile size.
+  ThreadPool pool(2);
+  for (TensorType t : {TensorType::Q4_K, TensorType::Q5_K}) {
+    for (size_t cols : {size_t(1024), size_t(2816)}) {
+      const size_t rows = 53;
+      Problem p = make_problem(t, rows, cols, 8, 31);
+      const std::string type_str = type_name(t);
+      CAPTURE(type_str);
+      CAPTURE(cols);
+      for (size_t n = 1; n <= 8; ++n) {
+        CAPTURE(n);
+        std::vector<float> Y(n * rows), y(rows);
+        matmul(t, p.w.data(), rows, cols, p.x.data(), n, Y.data(), &pool);
+        for (size_t k = 0; k < n; ++k) {
+          matvec(t, p.w.data(), rows, cols, p.x.data() + k * cols, y.data(), nullptr);
+          REQUIRE(std::memcmp(y.data(), Y.data() + k * rows, rows * sizeof(float)) == 0);
+        }
+        Problem sub = p;
+        sub.n = n;
+        check(sub, Y, best_simd_level() != SimdLevel::Scalar);
+      }
+    }
+  }
+}
+
+TEST_CASE("matmul_many: one dispatch, the same bits as separate matmul calls") {
+  ThreadPool pool(2);
+  const TensorType types[] = {TensorType::Q4_K, TensorType::Q6_K, TensorType::Q8_0, TensorType::F16, TensorType::Q4_1};
+  std::vector<Problem> probs;
+  uint32_t seed = 200;
+  for (size_t n : {size_t(1), size_t(5)})
+    for (TensorType t : types) {
+      if (!traits(t).quantizable) continue;
+      const size_t cols = traits(t).block_elems == 256 ? 512 : 256;
+      probs.push_back(make_problem(t, 37 + probs.size(), cols, n, seed++));
+    }
+  std::vector<std::vector<float>> want(probs.size()), got(probs.size());
+  std::vector<MatmulJob> jobs;
+  for (size_t i = 0; i < probs.size(); ++i) {
+    const Problem& p = probs[i];
+    want[i].assign(p.n * p.rows, 0.0f);
+    got[i].assign(p.n * p.rows, -1.0f);
+    matmul(p.type, p.w.data(), p.rows, p.cols, p.x.data(), p.n, want[i].data(), nullptr);
+    jobs.push_back(MatmulJob{p.type, p.w.data(), p.rows, p.cols, p.x.data(), p.n, got[i].data()});
+  }
+  // Two jobs sharing X (as an expert's gate and up): shared quantization, still exact.
+  const Problem& p0 = probs[0];
+  std::vector<float> twin(p0.n * p0.rows, -1.0f);
+  jobs.push_back(MatmulJob{p0.type, p0.w.data(), p0.rows, p0.cols, p0.x.data(), p0.n, twin.data()});
+  for (ThreadPool* pl : {&pool, static_cast<ThreadPool*>(nullptr)}) {
+    matmul_many(jobs.data(), jobs.size(), pl);
+    for (size_t i = 0; i < probs.size(); ++i) {
+      const std::string type_str = type_name(probs[i].type);
+      CAPTURE(type_str);
+      REQUIRE(std::memcmp(want[i].data(), got[i].data(), want[i].size() * sizeof(float)) == 0);
+    }
+    REQUIRE(std::memcmp(want[0].data(), twin.data(), twin.size() * sizeof(float)) == 0);
+  }
+  matmul_many(jobs.data(), 0, &pool);  // no jobs: a no-op
+  CHECK_THROWS_AS(([&] {
+    MatmulJob bad{TensorType::Q4_K, p0.w.data(), 1, 100, p0.x.data(), 1, twin.data()};
+    matmul_many(&bad, 1, &pool);
+  }()), std::invalid_argument);
+}

@@ -71,6 +71,11 @@ void mm(const WeightView& w, const float* X, size_t n, float* Y, kernels::Thread
 // Why only small batches: decode is where IO stalls matter; a prefill batch touches most experts.
 constexpr uint32_t kOooTokens = 4;
 
+// Experts run together (acquired at once, one parallel dispatch for their gate and up products and one
+// for their down products) are at most this many, and at most n_expert_used (the cached source's
+// minimum slot count guarantees that many can be held at once).
+constexpr uint32_t kMaxExpertGroup = 16;
+
 }  // namespace
 
 Session::Session(const Model& m, ExpertSource& src, SessionOptions o) : m_(m), src_(src), o_(o) {
@@ -115,14 +120,15 @@ Session::Session(const Model& m, ExpertSource& src, SessionOptions o) : m_(m), s
   e_start_.resize(max_e + 1);
   e_tok_.resize(B * max_k);
   e_w_.resize(B * max_k);
-  xg_.resize(B * E);
-  g_.resize(B * max_ff);
-  u_.resize(B * max_ff);
+  // Indexed by (token, expert) slot for the expert groups: n_batch * max_k rows.
+  xg_.resize(B * max_k * E);
+  g_.resize(B * max_k * max_ff);
+  u_.resize(B * max_k * max_ff);
   sg_.resize(B);
   logits_.resize(s.n_vocab);
   last_e_.assign(size_t(s.n_layer) * max_k, -1);
   last_w_.assign(size_t(s.n_layer) * max_k, 0.0f);
-  ys_.resize(size_t(std::min<uint32_t>(o_.n_batch, kOooTokens)) * max_k * E);
+  ys_.resize(B * max_k * E);  // per-slot expert outputs
   e_done_.resize(max_e);
   if (o_.vram_bytes > 0) gpu_ = detail::make_gpu_forward(m, src, o_, n_ctx_, pool_.get());
 }
@@ -307,47 +313,89 @@ void Session::ffn_block(uint32_t il, uint32_t n) {
     route(il, n);
     if (observer_) observer_->after_routing(il, gi_.data(), n, ls.n_expert_used);
     const size_t F = ls.n_ff_expert;
+    // Runs the experts es[0..m) (acquired, weights ew[]) on their slots (slot j: xg_ row j in, g_/u_
+    // row j, ys_ row j out): one parallel dispatch for all their gate and up products, one for all
+    // their down products. Each product gives matmul's bits whatever the grouping.
+    auto run_experts = [&](const uint32_t* es, const ExpertWeights* ew, uint32_t m) {
+      kernels::MatmulJob jobs[2 * kMaxExpertGroup] = {};
+      uint32_t nj = 0;
+      for (uint32_t i = 0; i < m; ++i) {
+        const uint32_t b = e_start_[es[i]], c = e_start_[es[i] + 1] - b;
+        for (uint32_t j = 0; j < c; ++j)
+          std::memcpy(xg_.data() + size_t(b + j) * E, xn_.data() + e_tok_[b + j] * E, E * 4);
+        const WeightView& g = ew[i].gate;
+        const WeightView& u = ew[i].up;
+        jobs[nj++] = {g.type, g.data, g.rows, g.cols, xg_.data() + size_t(b) * E, c, g_.data() + size_t(b) * F};
+        jobs[nj++] = {u.type, u.data, u.rows, u.cols, xg_.data() + size_t(b) * E, c, u_.data() + size_t(b) * F};
+      }
+      kernels::matmul_many(jobs, nj, pool);
+      nj = 0;
+      for (uint32_t i = 0; i < m; ++i) {
+        const uint32_t b = e_start_[es[i]], c = e_start_[es[i] + 1] - b;
+        act(g_.data() + size_t(b) * F, u_.data() + size_t(b) * F, size_t(c) * F);
+        const WeightView& d = ew[i].down;
+        jobs[nj++] = {d.type, d.data, d.rows, d.cols, g_.data() + size_t(b) * F, c, ys_.data() + size_t(b) * E};
+      }
+      kernels::matmul_many(jobs, nj, pool);
+      for (uint32_t i = 0; i < m; ++i) {
+        stats_.expert_acquires += 1;
+        stats_.expert_bytes += ew[i].bytes();
+      }
+    };
+    // Groups only over the memory map: a cached source may need a free slot for each expert of a group
+    // while the others stay pinned, and its pool (a layer's quota under --cache-scope layer) can be
+    // smaller than k, so there each expert is acquired, computed and released alone.
+    const bool may_block = dynamic_cast<MmapExpertSource*>(&src_) == nullptr;
+    const uint32_t group = may_block ? 1u : std::max<uint32_t>(1, std::min(ls.n_expert_used, kMaxExpertGroup));
+    uint32_t es[kMaxExpertGroup];
+    ExpertWeights ew[kMaxExpertGroup];
+    uint32_t m = 0;
+    // Releases whatever run_experts' group still holds if a product or an acquire throws.
+    struct Holder {
+      ExpertSource& src;
+      uint32_t il;
+      const uint32_t* es;
+      uint32_t& m;
+      ~Holder() {
+        for (uint32_t i = 0; i < m; ++i) src.release(il, es[i]);
+      }
+    } holder{src_, il, es, m};
+    auto flush = [&] {
+      run_experts(es, ew, m);
+      const uint32_t held = m;
+      m = 0;
+      for (uint32_t i = 0; i < held; ++i) src_.release(il, es[i]);
+    };
     if (n <= kOooTokens) {
-      // Resident experts first (pass 0), then the rest in ascending id as they arrive (pass 1); each
-      // slot's output goes to ys_ and is combined below in the in-order sequence (bit-identical).
+      // Resident experts first, as one group (pass 0); then the rest in ascending id, each as it
+      // arrives (pass 1). Slot outputs are combined below in the in-order sequence (bit-identical).
       std::fill(e_done_.begin(), e_done_.begin() + ls.n_expert, uint8_t(0));
-      for (int pass = 0; pass < 2; ++pass)
+      for (int pass = 0; pass < 2; ++pass) {
         for (uint32_t e = 0; e < ls.n_expert; ++e) {
-          const uint32_t b = e_start_[e], c = e_start_[e + 1] - b;
+          const uint32_t c = e_start_[e + 1] - e_start_[e];
           if (c == 0 || e_done_[e] || (pass == 0 && !src_.resident(il, e))) continue;
           e_done_[e] = 1;
-          ExpertWeights w = src_.acquire(il, e);
-          for (uint32_t j = 0; j < c; ++j)
-            std::memcpy(xg_.data() + j * E, xn_.data() + e_tok_[b + j] * E, E * 4);
-          mm(w.gate, xg_.data(), c, g_.data(), pool);
-          mm(w.up, xg_.data(), c, u_.data(), pool);
-          act(g_.data(), u_.data(), c * F);
-          mm(w.down, g_.data(), c, ys_.data() + size_t(b) * E, pool);
-          src_.release(il, e);
-          stats_.expert_acquires += 1;
-          stats_.expert_bytes += w.bytes();
+          ew[m] = src_.acquire(il, e);
+          es[m++] = e;
+          if (pass == 1 || m == group) flush();
         }
-      for (uint32_t e = 0; e < ls.n_expert; ++e)
-        for (uint32_t j = e_start_[e]; j < e_start_[e + 1]; ++j)
-          ops::axpy(e_w_[j], ys_.data() + size_t(j) * E, moe_out_.data() + e_tok_[j] * E, static_cast<int64_t>(E));
+        if (m > 0) flush();
+      }
+    } else {
+      // Groups of consecutive active experts in ascending id.
+      for (uint32_t e = 0; e < ls.n_expert; ++e) {
+        if (e_start_[e + 1] == e_start_[e]) continue;
+        ew[m] = src_.acquire(il, e);
+        es[m++] = e;
+        if (m == group) flush();
+      }
+      if (m > 0) flush();
     }
-    // Per token, experts are added in ascending id: the sum order is the same for any batch split.
-    // Tokens' slots are disjoint rows of moe_out_, so the order across experts only matters per token.
-    for (uint32_t e = 0; e < ls.n_expert && n > kOooTokens; ++e) {
-      const uint32_t b = e_start_[e], c = e_start_[e + 1] - b;
-      if (c == 0) continue;
-      ExpertWeights w = src_.acquire(il, e);
-      for (uint32_t j = 0; j < c; ++j) std::memcpy(xg_.data() + j * E, xn_.data() + e_tok_[b + j] * E, E * 4);
-      mm(w.gate, xg_.data(), c, g_.data(), pool);
-      mm(w.up, xg_.data(), c, u_.data(), pool);
-      act(g_.data(), u_.data(), c * F);
-      mm(w.down, g_.data(), c, tmp_.data(), pool);
-      src_.release(il, e);
-      stats_.expert_acquires += 1;
-      stats_.expert_bytes += w.bytes();
-      for (uint32_t j = 0; j < c; ++j)
-        ops::axpy(e_w_[b + j], tmp_.data() + j * E, moe_out_.data() + e_tok_[b + j] * E, static_cast<int64_t>(E));
-    }
+    // Per token, experts are added in ascending id: the sum order is the same for any batch split and
+    // grouping. Tokens' slots are disjoint rows of moe_out_, so the order across tokens does not matter.
+    for (uint32_t e = 0; e < ls.n_expert; ++e)
+      for (uint32_t j = e_start_[e]; j < e_start_[e + 1]; ++j)
+        ops::axpy(e_w_[j], ys_.data() + size_t(j) * E, moe_out_.data() + e_tok_[j] * E, static_cast<int64_t>(E));
   }
   if (L.n_ff_sh > 0) {
     // Shared expert (MoE layers) or the dense FFN (dense layers).

@@ -49,6 +49,23 @@ void matvec(TensorType wt, const void* W, size_t rows, size_t cols, const float*
 void matmul(TensorType wt, const void* W, size_t rows, size_t cols, const float* X, size_t n, float* Y,
             ThreadPool* pool);
 
+// One product of matmul_many: Y (n x rows) = X (n x cols) times W's rows, as matmul's arguments.
+struct MatmulJob {
+  TensorType type;
+  const void* W;
+  size_t rows, cols;
+  const float* X;
+  size_t n;
+  float* Y;
+};
+
+// Runs every job as matmul would (the same bits: results depend only on each job's own arguments)
+// with ONE parallel_for over all their rows, so several small products (the k experts' gate and up
+// matvecs of a decode step) pay for one fork/join instead of one each. Jobs with the same X, n and
+// cols share one activation quantization. Same preconditions per job as matmul; outputs must not
+// overlap each other or any input. Scratch is thread_local (grows on first use).
+void matmul_many(const MatmulJob* jobs, size_t n_jobs, ThreadPool* pool);
+
 // The same at a forced dispatch level (clamped to best_simd_level()); for tests and benchmarks.
 void matmul_at(SimdLevel level, TensorType wt, const void* W, size_t rows, size_t cols, const float* X,
                size_t n, float* Y, ThreadPool* pool);
