@@ -56,7 +56,9 @@ void print_placement(const std::string& path, const PlaceArgs& pa, bool json) {
   SessionOptions so;
   so.n_ctx = pa.n_ctx;
   so.vram_bytes = pa.vram.empty() ? 0 : parse_bytes(pa.vram);
-  so.gpu_miss = pa.gpu_misses == "cpu" ? GpuMissMode::Cpu : GpuMissMode::Upload;
+  so.gpu_miss = pa.gpu_misses == "cpu"    ? GpuMissMode::Cpu
+                : pa.gpu_misses == "auto" ? GpuMissMode::Auto
+                                          : GpuMissMode::Upload;
   uint32_t n_experts = 0;
   for (const LayerSpec& ls : s.layers) n_experts += ls.is_moe ? ls.n_expert : 0;
   const double expert_bytes = n_experts ? double(m->experts().total_bytes()) / n_experts : 0;
@@ -193,7 +195,7 @@ Registrar reg("inspect", "Describe a GGUF MoE model: architecture, experts, byte
   app.add_option("--vram", pa->vram, "Print the placement plan for this much GPU memory (e.g. 12G)");
   app.add_option("--ram", pa->ram, "... and this DRAM budget (e.g. 32G)");
   app.add_option("--ctx", pa->n_ctx, "KV cache positions for the plan")->capture_default_str();
-  app.add_option("--gpu-misses", pa->gpu_misses, "upload or cpu (as moe run)")->capture_default_str();
+  app.add_option("--gpu-misses", pa->gpu_misses, "upload, cpu or auto (as moe run)")->capture_default_str();
   return [path, json, pa] {
     if (!pa->vram.empty() || !pa->ram.empty()) {
       print_placement(*path, *pa, *json);

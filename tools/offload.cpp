@@ -25,8 +25,10 @@ void OffloadArgs::apply_gpu(SessionOptions& so) const {
     so.gpu_miss = GpuMissMode::Upload;
   else if (gpu_misses == "cpu")
     so.gpu_miss = GpuMissMode::Cpu;
+  else if (gpu_misses == "auto")
+    so.gpu_miss = GpuMissMode::Auto;
   else
-    fail(ErrorCode::InvalidArgument, "--gpu-misses '{}': expected upload or cpu", gpu_misses);
+    fail(ErrorCode::InvalidArgument, "--gpu-misses '{}': expected upload, cpu or auto", gpu_misses);
 }
 
 void OffloadArgs::add_to(CLI::App& app) {
@@ -35,7 +37,8 @@ void OffloadArgs::add_to(CLI::App& app) {
                  "scratch first, the rest caches experts. Default: CPU only");
   app.add_option("--gpu-misses", gpu_misses,
                  "With --vram, an expert not in VRAM is: upload (copied in, computed on the GPU; the same "
-                 "tokens for every budget) or cpu (computed on the CPU now, copied in for later)")
+                 "tokens for every budget), cpu (computed on the CPU now, copied in for later) or auto (each "
+                 "layer's misses split between the CPU and uploads so both finish together)")
       ->capture_default_str();
   app.add_option("--vram-policy", vram_policy, "With --vram, the VRAM expert cache's eviction policy")
       ->capture_default_str();

@@ -233,15 +233,19 @@ TEST_CASE("GpuCpuMissModeStaysClose") {
       lo = mid;
     }
   }
-  for (uint64_t budget : {hi, hi + (4u << 20)}) {
-    CAPTURE(budget);
-    c.vram_bytes = budget;
-    Session b(*m, src, c);
-    greedy(b, prompt, 0, &cpu_miss);
-    CHECK(rel_err(up, cpu_miss) < 1e-4);
-    CHECK(b.stats().cpu_expert_runs > 0);
-    if (budget == hi) CHECK(b.stats().vram_hits == 0);
-  }
+  for (GpuMissMode mode : {GpuMissMode::Cpu, GpuMissMode::Auto})
+    for (uint64_t budget : {hi, hi + (4u << 20)}) {
+      CAPTURE(budget);
+      CAPTURE(int(mode));
+      c.vram_bytes = budget;
+      c.gpu_miss = mode;
+      Session b(*m, src, c);
+      greedy(b, prompt, 0, &cpu_miss);
+      CHECK(rel_err(up, cpu_miss) < 1e-4);
+      CHECK(b.stats().cpu_expert_runs > 0);
+      if (budget == hi) CHECK(b.stats().vram_hits == 0);
+      if (mode == GpuMissMode::Auto && budget > hi) CHECK(b.stats().vram_upload_bytes > 0);  // both paths used
+    }
 }
 
 TEST_CASE("GpuImpossibleBudgetIsAClearError") {

@@ -132,6 +132,8 @@ class Model {
 enum class GpuMissMode {
   Upload,  // copy it to a VRAM slot and compute on the GPU: the same bits for every budget
   Cpu,     // compute it on the CPU from the host copy now, upload it in the background for later
+  Auto,    // split each layer's misses between the CPU and PCIe uploads so both finish together
+           // (per-expert CPU time and upload time are measured as it runs)
 };
 
 struct SessionOptions {
@@ -234,7 +236,7 @@ class Session {
   std::vector<float> last_w_;         // (n_layer, n_expert_used)
   LayerObserver* observer_ = nullptr;
   std::unique_ptr<detail::GpuForward> gpu_;  // the CUDA backend, when in use
-  std::vector<float> ys_;             // (kOooTokens * n_expert_used, n_embd) per-slot expert outputs
+  std::vector<float> ys_;             // (n_batch * max_k, n_embd) per-slot expert outputs
   std::vector<uint8_t> e_done_;       // (n_expert) computed in the resident-first pass
 };
 

@@ -17,6 +17,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -264,6 +265,8 @@ class CudaForward final : public GpuForward {
       MOE_CUDA_CHECK(cudaEventCreateWithFlags(&st.ev.e, cudaEventDisableTiming));
     }
     MOE_CUDA_CHECK(cudaEventCreateWithFlags(&ptrs_done_, cudaEventDisableTiming));
+    MOE_CUDA_CHECK(cudaEventCreate(&up_t0_));
+    MOE_CUDA_CHECK(cudaEventCreate(&up_t1_));
     h_gu_.resize(max_ff_ * 2);
 
     if (n_slots_ > 0) {
@@ -306,6 +309,7 @@ class CudaForward final : public GpuForward {
       }
     }
     if (all_resident_) preload();
+    if (!all_resident_ && o.gpu_miss == GpuMissMode::Auto) calibrate_auto();
   }
 
   // Every routed expert fits: upload them all once and keep a device-side table (layer, expert) ->
@@ -347,6 +351,8 @@ class CudaForward final : public GpuForward {
       cudaEventDestroy(st.ev.e);
     }
     cudaEventDestroy(ptrs_done_);
+    cudaEventDestroy(up_t0_);
+    cudaEventDestroy(up_t1_);
     if (registered_) cudaHostUnregister(registered_);
     cudaFree(d_table_);
     cudaFreeHost(h_ids_all_);
@@ -369,7 +375,9 @@ class CudaForward final : public GpuForward {
         device_name_, gib(o_.vram_bytes), gib(dense_bytes_), gib(kv_bytes_), n_slots_, slot_bytes_ / 1048576.0,
         gib(n_slots_ * slot_bytes_), all_resident_ ? "all resident" : vram_ ? vram_->policy_name() : "none",
         host_pinned_ ? "page-locked" : "staged",
-        o_.gpu_miss == GpuMissMode::Upload ? "uploaded" : "computed on the CPU");
+        o_.gpu_miss == GpuMissMode::Upload ? "uploaded"
+        : o_.gpu_miss == GpuMissMode::Cpu  ? "computed on the CPU"
+                                           : "split between the CPU and uploads");
   }
 
   void forward(const int32_t* tokens, uint32_t n, uint32_t pos, float* logits, float* all_logits, SessionStats& st,
@@ -535,6 +543,54 @@ class CudaForward final : public GpuForward {
     return true;
   }
 
+  // GpuMissMode::Auto: the greedy split of one layer's misses. Each miss goes where it would finish
+  // sooner given what that side already has this layer: CPU time from the seconds per byte of CPU
+  // expert work (calibrated at start, then a running average), upload time from the DMA rate
+  // calibrated at start.
+  bool choose_cpu(uint64_t bytes) {
+    const double c = cpu_s_per_byte_ * double(bytes), u = up_s_per_byte_ * double(bytes);
+    if (t_cpu_ + c <= t_up_ + u) {
+      t_cpu_ += c;
+      return true;
+    }
+    t_up_ += u;
+    return false;
+  }
+  void auto_begin_layer() { t_cpu_ = t_up_ = 0; }
+
+  // GpuMissMode::Auto: measures, once, the seconds per byte of an upload (DMA from the page-locked
+  // mapping into a free slot, timed with events) and of the CPU computing one expert (host clock).
+  void calibrate_auto() {
+    const ModelSpec& s = m_.spec();
+    uint32_t il = 0;
+    while (il < s.n_layer && !s.layers[il].is_moe) ++il;
+    if (il == s.n_layer) return;
+    const DevLayer& D = layers_[il];
+    const ExpertWeights w = src_.acquire(il, 0);
+    std::vector<float> x(E_, 0.5f), y(E_);
+    cpu_expert(w, x.data(), y.data());  // warm-up (page faults, thread start)
+    constexpr int kReps = 4;
+    auto c0 = std::chrono::steady_clock::now();
+    for (int r = 0; r < kReps; ++r) cpu_expert(w, x.data(), y.data());
+    cpu_s_per_byte_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - c0).count() /
+                      (kReps * double(D.expert_bytes));
+    if (n_slots_ > 0 && host_pinned_) {
+      char* dst = static_cast<char*>(slots_mem_);  // slot 0 is free: nothing is resident yet
+      MOE_CUDA_CHECK(cudaEventRecord(up_t0_, xs_));
+      for (int r = 0; r < kReps; ++r) {
+        MOE_CUDA_CHECK(cudaMemcpyAsync(dst, w.gate.data, w.gate.nbytes, cudaMemcpyHostToDevice, xs_));
+        MOE_CUDA_CHECK(cudaMemcpyAsync(dst + D.off_up, w.up.data, w.up.nbytes, cudaMemcpyHostToDevice, xs_));
+        MOE_CUDA_CHECK(cudaMemcpyAsync(dst + D.off_down, w.down.data, w.down.nbytes, cudaMemcpyHostToDevice, xs_));
+      }
+      MOE_CUDA_CHECK(cudaEventRecord(up_t1_, xs_));
+      MOE_CUDA_CHECK(cudaEventSynchronize(up_t1_));
+      float ms = 0;
+      MOE_CUDA_CHECK(cudaEventElapsedTime(&ms, up_t0_, up_t1_));
+      up_s_per_byte_ = double(ms) * 1e-3 / (kReps * double(D.expert_bytes));
+    }
+    src_.release(il, 0);
+  }
+
   // The routed experts of a chunk when every expert is resident: ids and weights stay on the device
   // (the matvecs read the slot table with them); a copy goes to pinned memory for last_experts().
   void resident_experts(uint32_t il, uint32_t nt, SessionStats& st) {
@@ -614,12 +670,13 @@ class CudaForward final : public GpuForward {
       const size_t F = ls.n_ff_expert;
       MOE_CUDA_CHECK(cudaMemcpyAsync(h_ids_, ids_, size_t(nt) * k * 4, cudaMemcpyDeviceToHost, cs_));
       MOE_CUDA_CHECK(cudaMemcpyAsync(h_w_, w_, size_t(nt) * k * 4, cudaMemcpyDeviceToHost, cs_));
-      if (o_.gpu_miss == GpuMissMode::Cpu)
+      if (o_.gpu_miss != GpuMissMode::Upload)
         MOE_CUDA_CHECK(cudaMemcpyAsync(h_xn_, xn_, size_t(nt) * E * 4, cudaMemcpyDeviceToHost, cs_));
       MOE_CUDA_CHECK(cudaStreamSynchronize(cs_));
       std::copy_n(h_ids_ + size_t(nt - 1) * k, k, last_e + il * kk);
       std::copy_n(h_w_ + size_t(nt - 1) * k, k, last_w + il * kk);
 
+      auto_begin_layer();
       // Residency: one pin per distinct expert of the chunk (held until the kernels are queued).
       const void** tab = h_ptrs_ + size_t(il) * kB * max_k_;
       handles_.clear();
@@ -650,8 +707,9 @@ class CudaForward final : public GpuForward {
             handles_.push_back(std::move(h));
           } else {
             st.vram_misses += 1;
-            if (o_.gpu_miss == GpuMissMode::Cpu) {
+            if (o_.gpu_miss == GpuMissMode::Cpu || (o_.gpu_miss == GpuMissMode::Auto && choose_cpu(D.expert_bytes))) {
               cpu_jobs_.push_back(t * k + j);
+              if (o_.gpu_miss == GpuMissMode::Auto) continue;
               // Fill the cache in the background for later tokens (no pin: nothing reads it now), only
               // when the copy engine is idle: the CPU computes this token's misses either way.
               if (vram_ && copy_idle()) {
@@ -663,7 +721,12 @@ class CudaForward final : public GpuForward {
               }
               continue;
             }
-            cache::Reservation r = vram_->BeginFetch(key, cache::FetchKind::Demand, true, 0);
+            cache::Reservation r =
+                vram_ ? vram_->BeginFetch(key, cache::FetchKind::Demand, true, 0) : cache::Reservation{};
+            if (!r.ok() && o_.gpu_miss == GpuMissMode::Auto) {  // no free slot: the CPU takes it
+              cpu_jobs_.push_back(t * k + j);
+              continue;
+            }
             if (!r.ok())
               fail(ErrorCode::Internal, "cuda backend: no VRAM slot for expert {}/{} ({}; {} slots, chunk {})", il, e,
                    cache::reserve_status_name(r.status), n_slots_, chunk_);
@@ -728,6 +791,7 @@ class CudaForward final : public GpuForward {
         handles_.clear();
         // Misses computed on the CPU while the GPU works; their outputs join the GPU's in e_.
         if (!cpu_jobs_.empty()) {
+          const auto c0 = std::chrono::steady_clock::now();
           for (uint32_t jj : cpu_jobs_) {
             const uint32_t t = jj / k;
             const int32_t e = h_ids_[jj];
@@ -738,6 +802,9 @@ class CudaForward final : public GpuForward {
             MOE_CUDA_CHECK(
                 cudaMemcpyAsync(e_ + size_t(jj) * E, h_e_ + size_t(jj) * E, E * 4, cudaMemcpyHostToDevice, cs_));
           }
+          const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - c0).count();
+          const double per = dt / double(cpu_jobs_.size());
+          cpu_s_per_byte_ = 0.8 * cpu_s_per_byte_ + 0.2 * per / double(D.expert_bytes);
         }
         cuda::combine(moe_, e_, static_cast<int64_t>(E), w_, static_cast<int>(k), nt, static_cast<int64_t>(E), false,
                       cs_);
@@ -801,7 +868,11 @@ class CudaForward final : public GpuForward {
   uint8_t* registered_ = nullptr;  // the page-locked mapping (unregistered on destruction)
   bool host_pinned_ = false;       // expert bytes are in page-locked host memory
   uint64_t last_upload_ = UINT64_MAX;  // slot of the last queued upload
-  bool all_resident_ = false;          // every routed expert has a slot: preloaded, no routing round trip
+  bool all_resident_ = false;
+  // GpuMissMode::Auto estimates (seconds per expert byte) and this layer's queued work.
+  double cpu_s_per_byte_ = 1.0 / 20e9, up_s_per_byte_ = 1.0 / 20e9, t_cpu_ = 0, t_up_ = 0;
+  cudaEvent_t up_t0_ = nullptr, up_t1_ = nullptr;  // timing events of calibrate_auto
+          // every routed expert has a slot: preloaded, no routing round trip
   const void** d_table_ = nullptr;     // device: (n_layer, max_e) slot addresses (all_resident_)
   int32_t* h_ids_all_ = nullptr;       // pinned: (n_layer, kB, max_k) routing of the chunk (all_resident_)
   float* h_w_all_ = nullptr;
