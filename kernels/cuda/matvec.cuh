@@ -7,12 +7,18 @@
 //   matvec_impl.cuh as MOE_HD code (chunk decoders that reproduce blocks.h's dequant_block bit for bit,
 //   single-rounding FMAs in a fixed order, a fixed butterfly): mv::emulate_matvec runs it on the host and
 //   gives the GPU's bits exactly; versus the CPU reference only the summation order differs.
-// - One warp per output row, 4 warps (rows) per 128-thread block; each lane decodes 32-element chunks
-//   with the blocks.h formulas and accumulates f32 FMAs. Up to 8 tokens share each decoded chunk (weights
-//   are read from memory once for all of them): decode is bandwidth-bound, so the bytes read are the cost.
-// - Template instances (one kernel per type; 19 types) are split across matvec_q.cu (32-element blocks),
-//   matvec_k.cu (256-element super-blocks) and matvec_float.cu (F32/F16/BF16) so they compile in parallel;
-//   matvec.cu holds the argument checks and the type switch.
+// - 128-thread blocks of 4 warps; one warp per output row, or 4 warps per row for a dense matvec of at
+//   most 4096 rows (enough warps in flight for a small matrix; the 4 warp sums are added in a fixed order).
+//   matvec_experts always uses one warp per row. Coalesced lanes: lane l decodes elements 4(l%8)..4(l%8)+3
+//   of chunk l/8 (+4 per step) of the row with the blocks.h formulas, so a warp reads 4 consecutive
+//   chunks' block bytes and 512 consecutive bytes of x (one float4 per lane) per step, and accumulates
+//   f32 FMAs. Up to 8 tokens share each decoded slice (weights are read from memory once for all of
+//   them); n == 1 has its own lighter instance. Decode is bandwidth/latency-bound: the bytes read and the
+//   loads in flight are the cost (see matvec_impl.cuh for measured numbers).
+// - Template instances (four kernels per type: n == 1 or n <= 8, times 1 or 4 warps per row; 19 types)
+//   are split across matvec_q.cu (32-element blocks), matvec_k.cu (256-element super-blocks) and
+//   matvec_float.cu (F32/F16/BF16) so they compile in parallel; matvec.cu holds the argument checks and
+//   the type switch.
 // - matvec_experts reads each expert's base address from a device-side slot table at run time, so a
 //   captured CUDA graph stays valid when the residency manager moves experts: only the table changes. The
 //   router's device-side ids (router.cuh) feed it directly, with no host round trip.

@@ -2,9 +2,11 @@
 // GPU result equals the host emulation of the same warp arithmetic (mv::emulate_matvec) bit for bit, and
 // the CPU reference (kernels::matmul_at Scalar) within 4 * cols * 2^-24 * sum|w x| (summation order only);
 // the expert-indexed variant reads weights through a device slot table (null slots and out-of-range ids
-// are skipped, outputs untouched). Exits with 77 (skipped) when no CUDA device is usable.
+// are skipped, outputs untouched); an input x that is not 16-byte aligned (scalar loads) gives the same
+// bits. Exits with 77 (skipped) when no CUDA device is usable.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <string>
@@ -63,8 +65,8 @@ TEST_CASE("GpuExpertMatvecReadsTheSlotTable") {
   std::vector<const void*> table(n_expert, nullptr);
   for (int e = 0; e < n_expert; ++e) {
     host[e] = test::random_weights(t, rows, cols, rng);
-    std::vector<uint8_t> slot(offset, 0xEE);
-    slot.insert(slot.end(), host[e].begin(), host[e].end());
+    std::vector<uint8_t> slot(offset + host[e].size(), 0xEE);
+    std::copy(host[e].begin(), host[e].end(), slot.begin() + offset);
     dev.push_back(new test::Dev<uint8_t>(slot));
     if (e != 4) table[e] = dev.back()->p;  // expert 4 is not resident: computed elsewhere
   }
@@ -102,11 +104,60 @@ TEST_CASE("GpuExpertMatvecReadsTheSlotTable") {
         continue;
       }
       REQUIRE(cuda::mv::emulate_matvec(t, host[ids[j]].data(), rb, rows, cols, x.data() + (shared_x ? 0 : j * cols), 1,
-                                       emu.data()));
+                                       emu.data(), 1));  // experts: one warp per row
       for (int64_t r = 0; r < rows; ++r) CHECK(test::same_bits_or_nan(gpu[j * rows + r], emu[r]));
     }
   }
   for (auto* d : dev) delete d;
+}
+
+TEST_CASE("GpuMatvecOneWarpPerRowAboveTheSplitThreshold") {
+  // rows > kSplitRows: one warp per row (the dense kernel's other instance), still the emulation's bits.
+  test::require_device("test_matvec_cuda");
+  std::mt19937_64 rng(14);
+  for (TensorType t : {TensorType::Q8_0, TensorType::Q6_K}) {
+    CAPTURE(std::string(type_name(t)));
+    for (int n : {1, 4}) {
+      CAPTURE(n);
+      const int64_t rows = cuda::mv::kSplitRows + 3, cols = 256;
+      const size_t rb = *row_bytes(t, cols);
+      const auto W = test::random_weights(t, rows, cols, rng);
+      const auto x = test::gaussian(static_cast<size_t>(n * cols), rng);
+      std::vector<float> emu(static_cast<size_t>(n * rows));
+      REQUIRE(cuda::mv::emulate_matvec(t, W.data(), rb, rows, cols, x.data(), n, emu.data()));
+      test::Dev<uint8_t> dW(W);
+      test::Dev<float> dx(x), dy(emu.size());
+      cuda::matvec(t, dW.p, rb, rows, cols, dx.p, n, dy.p);
+      const auto gpu = dy.get();
+      int bad = 0;
+      for (size_t i = 0; i < gpu.size(); ++i)
+        if (!test::same_bits_or_nan(gpu[i], emu[i]) && bad++ < 3) CHECK(gpu[i] == emu[i]);
+      CHECK(bad == 0);
+    }
+  }
+}
+
+TEST_CASE("GpuMatvecUnalignedInputUsesScalarLoads") {
+  // x 4 bytes past a 16-byte boundary: the kernel reads it as floats instead of float4, same bits.
+  test::require_device("test_matvec_cuda");
+  std::mt19937_64 rng(13);
+  for (TensorType t : {TensorType::Q8_0, TensorType::Q4_K, TensorType::F16}) {
+    CAPTURE(std::string(type_name(t)));
+    for (int n : {1, 3}) {
+      CAPTURE(n);
+      const int64_t rows = 19, cols = 512 + 256;
+      const size_t rb = *row_bytes(t, cols);
+      const auto W = test::random_weights(t, rows, cols, rng);
+      auto x = test::gaussian(static_cast<size_t>(n * cols + 1), rng);
+      std::vector<float> emu(static_cast<size_t>(n * rows));
+      REQUIRE(cuda::mv::emulate_matvec(t, W.data(), rb, rows, cols, x.data() + 1, n, emu.data()));
+      test::Dev<uint8_t> dW(W);
+      test::Dev<float> dx(x), dy(emu.size());
+      cuda::matvec(t, dW.p, rb, rows, cols, dx.p + 1, n, dy.p);
+      const auto gpu = dy.get();
+      for (size_t i = 0; i < gpu.size(); ++i) CHECK(test::same_bits_or_nan(gpu[i], emu[i]));
+    }
+  }
 }
 
 TEST_CASE("GpuMatvecArgumentChecks") {
