@@ -399,7 +399,7 @@ class CudaForward final : public GpuForward {
   void chunk(const int32_t* tokens, uint32_t nt, uint32_t p0, float* all_logits, SessionStats& st, int32_t* last_e,
              float* last_w, size_t kk, float* logits) {
     const ModelSpec& s = m_.spec();
-    const int hk = static_cast<int>(s.head_dim_k), hv = static_cast<int>(s.head_dim_v);
+    const int hk = static_cast<int>(s.head_dim_k);
     // The previous chunk's host buffers may still feed copies: wait for the stream first.
     MOE_CUDA_CHECK(cudaStreamSynchronize(cs_));
     for (uint32_t t = 0; t < nt; ++t) {
@@ -410,12 +410,7 @@ class CudaForward final : public GpuForward {
     MOE_CUDA_CHECK(cudaMemcpyAsync(pos_, h_tok_ + kB, nt * 4, cudaMemcpyHostToDevice, cs_));
     cuda::embed(tok_embd_.type, tok_embd_.p, tok_embd_.stride, static_cast<int32_t>(s.n_vocab), tok_, nt, E_, x_,
                 cs_);
-    ops::AttnShape as;
-    as.n_head = static_cast<int>(s.n_head);
-    as.n_head_kv = static_cast<int>(s.n_head_kv);
-    as.hd_k = hk;
-    as.hd_v = hv;
-    as.scale = 1.0f / std::sqrt(static_cast<float>(hk));
+    const ops::AttnShape as = attn_shape_for(s);
     for (uint32_t il = 0; il < s.n_layer; ++il) {
       const DevLayer& D = layers_[il];
       cuda::rmsnorm(x_, D.attn_norm, xn_, nt, E_, s.rms_eps, cs_);
@@ -591,28 +586,25 @@ class CudaForward final : public GpuForward {
     src_.release(il, 0);
   }
 
-  // The routed experts of a chunk when every expert is resident: ids and weights stay on the device
-  // (the matvecs read the slot table with them); a copy goes to pinned memory for last_experts().
-  void resident_experts(uint32_t il, uint32_t nt, SessionStats& st) {
-    const LayerSpec& ls = m_.spec().layers[il];
-    const DevLayer& D = layers_[il];
-    const uint32_t k = ls.n_expert_used;
-    const size_t F = ls.n_ff_expert, E = E_, jobs = size_t(nt) * k;
-    const cuda::Glu glu = m_.spec().ffn_act == FfnAct::GeluGlu ? cuda::Glu::Gelu : cuda::Glu::Silu;
-    MOE_CUDA_CHECK(cudaMemcpyAsync(h_ids_all_ + size_t(il) * kB * max_k_, ids_, jobs * 4, cudaMemcpyDeviceToHost, cs_));
-    MOE_CUDA_CHECK(cudaMemcpyAsync(h_w_all_ + size_t(il) * kB * max_k_, w_, jobs * 4, cudaMemcpyDeviceToHost, cs_));
+  // The chunk's routed-expert FFNs on the GPU: per token, gate and up of its k jobs (one shared input),
+  // then the activation over all jobs, then down for all jobs into e_ (job t*k+j at row t*k+j).
+  // With ids (device, nt*k): slots is a per-expert table of n_slots entries indexed by ids. Without:
+  // slots holds one entry per job (nullptr = computed elsewhere; its rows are left untouched).
+  void expert_matvecs(const DevLayer& D, uint32_t nt, uint32_t k, size_t F, const void* const* slots, int32_t n_slots,
+                      const int32_t* ids) {
+    const size_t E = E_, jobs = size_t(nt) * k;
     cuda::ExpertMatvec a;
-    a.slots = d_table_ + size_t(il) * max_e_;
-    a.n_slots = static_cast<int32_t>(ls.n_expert);
     a.n = 1;
+    a.n_jobs = static_cast<int32_t>(k);
+    a.x_job_stride = 0;
+    a.rows = static_cast<int64_t>(F);
+    a.cols = static_cast<int64_t>(E);
+    a.y_job_stride = static_cast<int64_t>(F);
     for (uint32_t t = 0; t < nt; ++t) {
-      a.ids = ids_ + size_t(t) * k;
-      a.n_jobs = static_cast<int32_t>(k);
+      a.slots = ids ? slots : slots + size_t(t) * k;
+      a.n_slots = ids ? n_slots : static_cast<int32_t>(k);
+      a.ids = ids ? ids + size_t(t) * k : nullptr;
       a.x = xn_ + size_t(t) * E;
-      a.x_job_stride = 0;
-      a.rows = static_cast<int64_t>(F);
-      a.cols = static_cast<int64_t>(E);
-      a.y_job_stride = static_cast<int64_t>(F);
       a.type = D.t_gate;
       a.offset = 0;
       a.row_stride = D.s_gate;
@@ -624,8 +616,11 @@ class CudaForward final : public GpuForward {
       a.y = u_ + size_t(t) * k * F;
       cuda::matvec_experts(a, cs_);
     }
+    const cuda::Glu glu = m_.spec().ffn_act == FfnAct::GeluGlu ? cuda::Glu::Gelu : cuda::Glu::Silu;
     cuda::glu(glu, g_, u_, static_cast<int64_t>(jobs * F), cs_);
-    a.ids = ids_;
+    a.slots = slots;
+    a.n_slots = ids ? n_slots : static_cast<int32_t>(jobs);
+    a.ids = ids;
     a.n_jobs = static_cast<int32_t>(jobs);
     a.x = g_;
     a.x_job_stride = static_cast<int64_t>(F);
@@ -637,6 +632,18 @@ class CudaForward final : public GpuForward {
     a.y = e_;
     a.y_job_stride = static_cast<int64_t>(E);
     cuda::matvec_experts(a, cs_);
+  }
+
+  // The routed experts of a chunk when every expert is resident: ids and weights stay on the device
+  // (the matvecs read the slot table with them); a copy goes to pinned memory for last_experts().
+  void resident_experts(uint32_t il, uint32_t nt, SessionStats& st) {
+    const LayerSpec& ls = m_.spec().layers[il];
+    const DevLayer& D = layers_[il];
+    const uint32_t k = ls.n_expert_used;
+    const size_t F = ls.n_ff_expert, E = E_, jobs = size_t(nt) * k;
+    MOE_CUDA_CHECK(cudaMemcpyAsync(h_ids_all_ + size_t(il) * kB * max_k_, ids_, jobs * 4, cudaMemcpyDeviceToHost, cs_));
+    MOE_CUDA_CHECK(cudaMemcpyAsync(h_w_all_ + size_t(il) * kB * max_k_, w_, jobs * 4, cudaMemcpyDeviceToHost, cs_));
+    expert_matvecs(D, nt, k, F, d_table_ + size_t(il) * max_e_, static_cast<int32_t>(ls.n_expert), ids_);
     cuda::combine(moe_, e_, static_cast<int64_t>(E), w_, static_cast<int>(k), nt, static_cast<int64_t>(E), false, cs_);
     st.vram_hits += jobs;
     st.expert_acquires += jobs;
@@ -744,45 +751,7 @@ class CudaForward final : public GpuForward {
       const void** dtab = ptrs_ + size_t(il) * kB * max_k_;
       MOE_CUDA_CHECK(cudaMemcpyAsync(dtab, tab, jobs * 8, cudaMemcpyHostToDevice, cs_));
       if (!cpu_jobs_.empty() || !handles_.empty()) {
-        cuda::ExpertMatvec a;
-        a.slots = dtab;
-        a.ids = nullptr;
-        a.n = 1;
-        for (uint32_t t = 0; t < nt; ++t) {
-          // gate and up of token t's k jobs: one shared input.
-          a.n_slots = static_cast<int32_t>(k);
-          a.n_jobs = static_cast<int32_t>(k);
-          a.slots = dtab + size_t(t) * k;
-          a.x = xn_ + size_t(t) * E;
-          a.x_job_stride = 0;
-          a.rows = static_cast<int64_t>(F);
-          a.cols = static_cast<int64_t>(E);
-          a.y_job_stride = static_cast<int64_t>(F);
-          a.type = D.t_gate;
-          a.offset = 0;
-          a.row_stride = D.s_gate;
-          a.y = g_ + size_t(t) * k * F;
-          cuda::matvec_experts(a, cs_);
-          a.type = D.t_up;
-          a.offset = D.off_up;
-          a.row_stride = D.s_up;
-          a.y = u_ + size_t(t) * k * F;
-          cuda::matvec_experts(a, cs_);
-        }
-        cuda::glu(glu, g_, u_, static_cast<int64_t>(jobs * F), cs_);
-        a.slots = dtab;
-        a.n_slots = static_cast<int32_t>(jobs);
-        a.n_jobs = static_cast<int32_t>(jobs);
-        a.x = g_;
-        a.x_job_stride = static_cast<int64_t>(F);
-        a.rows = static_cast<int64_t>(E);
-        a.cols = static_cast<int64_t>(F);
-        a.type = D.t_down;
-        a.offset = D.off_down;
-        a.row_stride = D.s_down;
-        a.y = e_;
-        a.y_job_stride = static_cast<int64_t>(E);
-        cuda::matvec_experts(a, cs_);
+        expert_matvecs(D, nt, k, F, dtab, 0, nullptr);
         // The slots read above may be refilled only after these kernels ran.
         for (const cache::Handle& h : handles_) {
           MOE_CUDA_CHECK(cudaEventRecord(slot_free_[h.slot()].e, cs_));

@@ -1,6 +1,9 @@
-// runtime/src/engine/rope_params.h — the RoPE parameters of a model spec, shared by the CPU forward
-// pass (session.cpp) and the CUDA backend (gpu_forward.cpp) so both rotate identically. Pure.
+// runtime/src/engine/rope_params.h — the RoPE and attention parameters of a model spec, shared by the
+// CPU forward pass (session.cpp) and the CUDA backend (gpu_forward.cpp) so both compute the same
+// thing. Pure.
 #pragma once
+#include <cmath>
+
 #include "moe/kernels/ops.h"
 #include "moe/model.h"
 
@@ -20,6 +23,16 @@ inline kernels::ops::RopeParams rope_params_for(const ModelSpec& s) {
     p.orig_ctx = s.yarn_orig_ctx > 0 ? s.yarn_orig_ctx : static_cast<float>(s.n_ctx_train);
   }
   return p;
+}
+
+inline kernels::ops::AttnShape attn_shape_for(const ModelSpec& s) {
+  kernels::ops::AttnShape as;
+  as.n_head = static_cast<int>(s.n_head);
+  as.n_head_kv = static_cast<int>(s.n_head_kv);
+  as.hd_k = static_cast<int>(s.head_dim_k);
+  as.hd_v = static_cast<int>(s.head_dim_v);
+  as.scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim_k));
+  return as;
 }
 
 }  // namespace moe::detail

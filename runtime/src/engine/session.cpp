@@ -246,12 +246,7 @@ void Session::attention_block(uint32_t il, uint32_t n) {
     ops::f32_to_f16_row(k, k_cache_[il].data() + size_t(pos_ + t) * HK, HK);
     ops::f32_to_f16_row(v, v_cache_[il].data() + size_t(pos_ + t) * HV, HV);
   }
-  ops::AttnShape as;
-  as.n_head = static_cast<int>(s.n_head);
-  as.n_head_kv = static_cast<int>(s.n_head_kv);
-  as.hd_k = hk;
-  as.hd_v = hv;
-  as.scale = 1.0f / std::sqrt(static_cast<float>(hk));
+  const ops::AttnShape as = detail::attn_shape_for(s);
   const uint16_t* kc = k_cache_[il].data();
   const uint16_t* vc = v_cache_[il].data();
   const uint32_t p0 = pos_, n_head = s.n_head;
