@@ -236,6 +236,7 @@ class Session {
   std::vector<float> last_w_;         // (n_layer, n_expert_used)
   LayerObserver* observer_ = nullptr;
   std::unique_ptr<detail::GpuForward> gpu_;  // the CUDA backend, when in use
+  bool src_may_block_ = false;  // the source is not the memory map: acquire may wait for a free slot
   std::vector<float> ys_;             // (n_batch * max_k, n_embd) per-slot expert outputs
   std::vector<uint8_t> e_done_;       // (n_expert) computed in the resident-first pass
 };

@@ -48,8 +48,9 @@ struct Value;
 // operator[] / iteration. An Array is a plain value (deep copy); not synchronised.
 class Array {
  public:
-  Array() = default;
-  explicit Array(ValueType elem) noexcept : elem_(elem) {}
+  // Defined below, after Value is complete (std::vector<Value> needs it; clang instantiates eagerly).
+  Array();
+  explicit Array(ValueType elem) noexcept;
 
   ValueType elem_type() const noexcept { return elem_; }
   size_t size() const noexcept { return n_; }
@@ -141,6 +142,9 @@ struct Value {
   static Value make_array(ValueType elem, std::vector<Value> v);
   static Value make_array(Array a);
 };
+
+inline Array::Array() = default;
+inline Array::Array(ValueType elem) noexcept : elem_(elem) {}
 
 struct TensorInfo {
   std::string name;

@@ -72,8 +72,8 @@ void mm(const WeightView& w, const float* X, size_t n, float* Y, kernels::Thread
 constexpr uint32_t kOooTokens = 4;
 
 // Experts run together (acquired at once, one parallel dispatch for their gate and up products and one
-// for their down products) are at most this many, and at most n_expert_used (the cached source's
-// minimum slot count guarantees that many can be held at once).
+// for their down products) are at most this many, and at most n_expert_used; only over the memory map
+// (see Session::ffn_block).
 constexpr uint32_t kMaxExpertGroup = 16;
 
 }  // namespace
@@ -130,6 +130,7 @@ Session::Session(const Model& m, ExpertSource& src, SessionOptions o) : m_(m), s
   last_w_.assign(size_t(s.n_layer) * max_k, 0.0f);
   ys_.resize(B * max_k * E);  // per-slot expert outputs
   e_done_.resize(max_e);
+  src_may_block_ = dynamic_cast<MmapExpertSource*>(&src) == nullptr;
   if (o_.vram_bytes > 0) gpu_ = detail::make_gpu_forward(m, src, o_, n_ctx_, pool_.get());
 }
 
@@ -340,8 +341,7 @@ void Session::ffn_block(uint32_t il, uint32_t n) {
     // Groups only over the memory map: a cached source may need a free slot for each expert of a group
     // while the others stay pinned, and its pool (a layer's quota under --cache-scope layer) can be
     // smaller than k, so there each expert is acquired, computed and released alone.
-    const bool may_block = dynamic_cast<MmapExpertSource*>(&src_) == nullptr;
-    const uint32_t group = may_block ? 1u : std::max<uint32_t>(1, std::min(ls.n_expert_used, kMaxExpertGroup));
+    const uint32_t group = src_may_block_ ? 1u : std::max<uint32_t>(1, std::min(ls.n_expert_used, kMaxExpertGroup));
     uint32_t es[kMaxExpertGroup];
     ExpertWeights ew[kMaxExpertGroup];
     uint32_t m = 0;
