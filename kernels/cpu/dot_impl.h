@@ -20,9 +20,6 @@
 //               x = d*scales[8h + l/16 + 2c]*(e-32) for chunk c = 0..3
 // Activations (ActView): Q8_32 blocks for Q8_0, Q8_32P (pair-interleaved, see matmul_internal.h) for
 // the nibble types Q4_0/MXFP4, Q8_256 blocks for the K-quants, f32 for F32/F16/BF16. Integer sums stay in int32 within a block/super-block (bounds noted per kernel).
-// Batches of 4..8 tokens use 16-row panel kernels in the AVX-512 build (Q8_0, Q4_K, Q5_K: rows in the
-// vector lanes, code bytes transposed in registers, vpdpbusd with broadcast activations); each panel
-// reproduces its row kernel's float order exactly, so every row's value is the same bits either way.
 #include <immintrin.h>
 
 #include <cstddef>
@@ -434,12 +431,6 @@ void rows_q32(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, co
 
 // ---------------- K-quants with Q8_256 activations ----------------
 
-// The low 16 bits of each of the 8 dwords of v, as 8 uint16 (vpmovdw needs AVX-512VL).
-inline __m128i cvt_lo16x8(__m256i v) {
-  const __m256i lo = _mm256_and_si256(v, _mm256_set1_epi32(0xffff));
-  return _mm_packus_epi32(_mm256_castsi256_si128(lo), _mm256_extracti128_si256(lo, 1));
-}
-
 // Broadcast int16 element k of each 128-bit lane (byte pair 2k, 2k+1) across that lane.
 inline __m256i bcast16(__m256i v, int k) { return _mm256_shuffle_epi8(v, _mm256_set1_epi16(short(((2 * k + 1) << 8) | (2 * k)))); }
 
@@ -454,11 +445,6 @@ inline void kscales(const uint8_t* s, uint64_t& sc, uint64_t& mn) {
 }
 
 // Q4_K and Q5_K (kHigh): y += dx * (d * sum_s sc_s * dot_s - dmin * sum_s m_s * sum_x_s).
-// Float order (shared with rows_q45k_panel, which reproduces it lane by lane): per super-block b the
-// exact integers S_b = sum_s sc_s * dot_s and M_b = sum_s m_s * sum_x_s are converted once and go to
-// partial sum b mod 8:  p = fma(float(S_b), fl(d_b * dx_b), p);  p = p - float(M_b) * fl(dmin_b * dx_b)
-// (fused); y = hsum8 of the 8 partials. Here super-blocks go in groups of 8 whose integer vectors are
-// reduced together (reduce8), so the horizontal work is per group, not per super-block.
 // Bounds: |dot_s| <= 31*127*32, sc <= 63: the int32 sum over 8 sub-blocks stays below 2^26.
 template <bool kHigh, int NT>
 void rows_q45k(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, float* Y,
@@ -472,238 +458,51 @@ void rows_q45k(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, c
     __m256 acc[NT];
     MOE_UNROLL
     for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
-    for (size_t g0 = 0; g0 < nb; g0 += 8) {
-      const int kb = nb - g0 < 8 ? int(nb - g0) : 8;
-      __m256i sv[NT][8], mv[NT][8];  // per token and super-block of the group: lanes summing to S_b / M_b
-      auto superblock = [&](int i) __attribute__((always_inline)) {
-        const size_t b = g0 + size_t(i);
-        const uint8_t* blk = w + b * kBytes;
-        uint64_t sc8, mn8;
-        kscales(blk + 4, sc8, mn8);
-        const __m128i sc16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<long long>(sc8)));
-        const __m256i scv = _mm256_broadcastsi128_si256(sc16);
-        const __m128i mn = _mm_cvtsi64_si128(static_cast<long long>(mn8));
-        const __m256i mexp = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn, mn));  // m0,m0,m1,m1,...
-        // Two integer accumulators per token (low / high nibble sub-blocks) halve the dependency chain.
-        __m256i isum[NT], isum2[NT];
-        MOE_UNROLL
-        for (int t = 0; t < NT; ++t) isum[t] = isum2[t] = _mm256_setzero_si256();
-        const uint8_t* qs = blk + kQs;
-        __m256i hb = kHigh ? ldu(blk + 16) : _mm256_setzero_si256();
-        MOE_UNROLL
-        for (int j = 0; j < 4; ++j) {
-          const __m256i q = ldu(qs + 32 * j);
-          __m256i lo = _mm256_and_si256(q, m4);
-          __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-          if (kHigh) {
-            lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
-            hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one), 4));
-            hb = _mm256_srli_epi16(hb, 2);
-          }
-          const __m256i slo = bcast16(scv, 2 * j), shi = bcast16(scv, 2 * j + 1);
-          MOE_UNROLL
-          for (int t = 0; t < NT; ++t) {
-            const int8_t* x = a[t].q + b * 256 + 64 * j;
-            isum[t] = dot_us_scaled(isum[t], lo, ldu(x), slo);
-            isum2[t] = dot_us_scaled(isum2[t], hi, ldu(x + 32), shi);
-          }
+    for (size_t b = 0; b < nb; ++b) {
+      const uint8_t* blk = w + b * kBytes;
+      const float d = f16f(blk), dmin = f16f(blk + 2);
+      uint64_t sc8, mn8;
+      kscales(blk + 4, sc8, mn8);
+      const __m128i sc16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<long long>(sc8)));
+      const __m256i scv = _mm256_broadcastsi128_si256(sc16);
+      const __m128i mn = _mm_cvtsi64_si128(static_cast<long long>(mn8));
+      const __m256i mexp = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn, mn));  // m0,m0,m1,m1,...
+      // Two integer accumulators per token (low / high nibble sub-blocks) halve the dependency chain.
+      __m256i isum[NT], isum2[NT];
+      MOE_UNROLL
+      for (int t = 0; t < NT; ++t) isum[t] = isum2[t] = _mm256_setzero_si256();
+      const uint8_t* qs = blk + kQs;
+      __m256i hb = kHigh ? ldu(blk + 16) : _mm256_setzero_si256();
+      MOE_UNROLL
+      for (int j = 0; j < 4; ++j) {
+        const __m256i q = ldu(qs + 32 * j);
+        __m256i lo = _mm256_and_si256(q, m4);
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        if (kHigh) {
+          lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
+          hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one), 4));
+          hb = _mm256_srli_epi16(hb, 2);
         }
+        const __m256i slo = bcast16(scv, 2 * j), shi = bcast16(scv, 2 * j + 1);
         MOE_UNROLL
         for (int t = 0; t < NT; ++t) {
-          sv[t][i] = _mm256_add_epi32(isum[t], isum2[t]);
-          mv[t][i] = _mm256_madd_epi16(mexp, ldu(a[t].bsums + b * 16));
-        }
-      };
-      if (kb == 8) {
-        MOE_UNROLL
-        for (int i = 0; i < 8; ++i) superblock(i);
-      } else {
-        for (int i = 0; i < 8; ++i) {
-          if (i < kb) {
-            superblock(i);
-          } else {
-            MOE_UNROLL
-            for (int t = 0; t < NT; ++t) sv[t][i] = mv[t][i] = _mm256_setzero_si256();
-          }
+          const int8_t* x = a[t].q + b * 256 + 64 * j;
+          isum[t] = dot_us_scaled(isum[t], lo, ldu(x), slo);
+          isum2[t] = dot_us_scaled(isum2[t], hi, ldu(x + 32), shi);
         }
       }
-      // The group's d / dmin (f16 pairs at the start of each super-block; 0 past the row) and the
-      // tokens' activation scales, built in registers (scalar stores + a vector load would stall).
-      const __m256i live_i = _mm256_cmpgt_epi32(_mm256_set1_epi32(kb), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-      const __m256 live = _mm256_castsi256_ps(live_i);
-      const uint8_t* g = w + g0 * kBytes;
-      auto h2 = [&](int i) { return i < kb ? static_cast<int>(ld32(g + size_t(i) * kBytes)) : 0; };
-      const __m256i dd2 = _mm256_setr_epi32(h2(0), h2(1), h2(2), h2(3), h2(4), h2(5), h2(6), h2(7));
-      const __m256 d8 = _mm256_cvtph_ps(cvt_lo16x8(dd2));
-      const __m256 dm8 = _mm256_cvtph_ps(cvt_lo16x8(_mm256_srli_epi32(dd2, 16)));
       MOE_UNROLL
       for (int t = 0; t < NT; ++t) {
-        const __m256 dx = kb == 8 ? _mm256_loadu_ps(a[t].d + g0) : _mm256_maskload_ps(a[t].d + g0, live_i);
-        __m256 p = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8(sv[t])), _mm256_mul_ps(d8, dx), acc[t]);
-        p = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(reduce8(mv[t])), _mm256_mul_ps(dm8, dx), p);
-        acc[t] = kb == 8 ? p : _mm256_blendv_ps(acc[t], p, live);  // partials past the row keep their bits
+        const __m256i msum = _mm256_madd_epi16(mexp, ldu(a[t].bsums + b * 16));
+        const float dx = a[t].d[b];
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(isum[t], isum2[t])), _mm256_set1_ps(d * dx), acc[t]);
+        acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(dmin * dx), acc[t]);
       }
     }
     MOE_UNROLL
     for (int t = 0; t < NT; ++t) Y[t * ldy + r] = hsum8(acc[t]);
   }
 }
-
-#ifdef MOE_DOT_AVX512
-// 16 rows x 32 bytes at rp[i] + off, transposed: Z[k] lane i = bytes 4k..4k+3 of row i (k < 8).
-inline void panel_t32(const uint8_t* const* rp, size_t off, __m512i* Z) {
-  __m512i A[8];
-  MOE_UNROLL
-  for (int j = 0; j < 8; ++j)
-    A[j] = _mm512_inserti64x4(_mm512_castsi256_si512(ldu(rp[j] + off)), ldu(rp[j + 8] + off), 1);
-  __m512i U[8];
-  MOE_UNROLL
-  for (int h = 0; h < 2; ++h) {
-    const __m512i* a4 = A + 4 * h;
-    const __m512i t0 = _mm512_unpacklo_epi32(a4[0], a4[1]), t1 = _mm512_unpackhi_epi32(a4[0], a4[1]);
-    const __m512i t2 = _mm512_unpacklo_epi32(a4[2], a4[3]), t3 = _mm512_unpackhi_epi32(a4[2], a4[3]);
-    U[4 * h + 0] = _mm512_unpacklo_epi64(t0, t2);  // dwords 0 | 4
-    U[4 * h + 1] = _mm512_unpackhi_epi64(t0, t2);  // 1 | 5
-    U[4 * h + 2] = _mm512_unpacklo_epi64(t1, t3);  // 2 | 6
-    U[4 * h + 3] = _mm512_unpackhi_epi64(t1, t3);  // 3 | 7
-  }
-  const __m512i lo_idx = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
-  const __m512i hi_idx = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
-  MOE_UNROLL
-  for (int k = 0; k < 4; ++k) {
-    Z[k] = _mm512_permutex2var_epi64(U[k], lo_idx, U[k + 4]);
-    Z[k + 4] = _mm512_permutex2var_epi64(U[k], hi_idx, U[k + 4]);
-  }
-}
-
-// 16 rows x 16 bytes at rp[i] + off, transposed: C[k] lane i = dword k of row i (k < 4).
-inline void panel_t16(const uint8_t* const* rp, size_t off, __m512i* C) {
-  __m512i R[4];  // 128-bit lane L of R[q] = row 4L + q
-  MOE_UNROLL
-  for (int q = 0; q < 4; ++q) {
-    __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rp[q] + off)));
-    v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(rp[q + 4] + off)), 1);
-    v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(rp[q + 8] + off)), 2);
-    R[q] = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(rp[q + 12] + off)), 3);
-  }
-  const __m512i t0 = _mm512_unpacklo_epi32(R[0], R[1]), t1 = _mm512_unpackhi_epi32(R[0], R[1]);
-  const __m512i t2 = _mm512_unpacklo_epi32(R[2], R[3]), t3 = _mm512_unpackhi_epi32(R[2], R[3]);
-  C[0] = _mm512_unpacklo_epi64(t0, t2);
-  C[1] = _mm512_unpackhi_epi64(t0, t2);
-  C[2] = _mm512_unpacklo_epi64(t1, t3);
-  C[3] = _mm512_unpackhi_epi64(t1, t3);
-}
-
-// Q4_K / Q5_K with AVX-512 VNNI, 16 rows at a time with rows in the vector lanes (as rows_q8_panel).
-// Per super-block: the 16 rows' headers (d, dmin, 12 scale bytes) are transposed into dword lanes and
-// the 6-bit scales/mins unpacked lane-wise; per chunk j of 32 code bytes the rows' bytes are transposed
-// (panel_t32) and split into low nibbles (sub-block 2j) and high nibbles (2j+1), plus the 5th bit from
-// the transposed qh for Q5_K. Per token and sub-block 8 vpdpbusd with 4 broadcast activation bytes give
-// the 16 rows' exact dot_s, multiplied by sc_s (vpmulld) into S; M = sum_s m_s * sum_x_s comes from 8
-// vpdpwssd with (m_s, m_s) against the token's bsums pair (2s, 2s+1). S and M are the same exact
-// integers as rows_q45k's, and the float updates (partial b mod 8, hsum8's final tree) are rows_q45k's,
-// lane-wise: bit-identical to the row kernel.
-// Bounds as rows_q45k (S < 2^26; M <= 63 * 8 * 4064).
-template <bool kHigh, int NT>
-void rows_q45k_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, float* Y,
-                     size_t ldy) {
-  constexpr size_t kBytes = kHigh ? 176 : 144;
-  constexpr size_t kQs = kHigh ? 48 : 16;
-  const size_t nb = cols / 256;
-  const __m512i m4 = _mm512_set1_epi8(0x0f), m16 = _mm512_set1_epi8(16);
-  const __m512i m3f = _mm512_set1_epi32(0x3f3f3f3f), m0f = _mm512_set1_epi32(0x0f0f0f0f),
-                m03 = _mm512_set1_epi32(0x03030303), mff = _mm512_set1_epi32(0xff);
-  for (size_t r = r0; r < r1; r += 16) {
-    const size_t nr = r1 - r < 16 ? r1 - r : 16;
-    const uint8_t* rp[16];
-    MOE_UNROLL
-    for (int i = 0; i < 16; ++i) rp[i] = W + (r + (size_t(i) < nr ? size_t(i) : nr - 1)) * rb;
-    __m512 acc[NT][8];  // acc[t][k]: the 16 rows' partial sums over super-blocks b = k (mod 8)
-    MOE_UNROLL
-    for (int t = 0; t < NT; ++t) {
-      MOE_UNROLL
-      for (int k = 0; k < 8; ++k) acc[t][k] = _mm512_setzero_ps();
-    }
-    for (size_t b = 0; b < nb; ++b) {
-      const size_t off = b * kBytes;
-      const size_t kk = b & 7;
-      __m512i C[4];
-      panel_t16(rp, off, C);
-      const __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(C[0]));
-      const __m512 dmw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(C[0], 16)));
-      // kscales, lane-wise: scales 0..3 / 4..7 and mins 0..3 / 4..7 as the bytes of four dwords.
-      const __m512i u0 = C[1], u1 = C[2], u2 = C[3];
-      __m512i scb[2], mnb[2];
-      scb[0] = _mm512_and_si512(u0, m3f);
-      mnb[0] = _mm512_and_si512(u1, m3f);
-      scb[1] = _mm512_or_si512(_mm512_and_si512(u2, m0f), _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u0, 6), m03), 4));
-      mnb[1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u2, 4), m0f),
-                               _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u1, 6), m03), 4));
-      __m512i S[NT];
-      MOE_UNROLL
-      for (int t = 0; t < NT; ++t) S[t] = _mm512_setzero_si512();
-      __m512i QH[8];
-      if (kHigh) panel_t32(rp, off + 16, QH);
-      MOE_UNROLL
-      for (int j = 0; j < 4; ++j) {
-        __m512i Z[8];
-        panel_t32(rp, off + kQs + 32 * size_t(j), Z);
-        MOE_UNROLL
-        for (int h = 0; h < 2; ++h) {
-          const int sub = 2 * j + h;
-          const __m512i sc = _mm512_and_si512(_mm512_srli_epi32(scb[sub >> 2], 8 * (sub & 3)), mff);
-          __m512i u[8];
-          MOE_UNROLL
-          for (int k = 0; k < 8; ++k) {
-            u[k] = h ? _mm512_and_si512(_mm512_srli_epi16(Z[k], 4), m4) : _mm512_and_si512(Z[k], m4);
-            if (kHigh) {
-              const __mmask64 hb = _mm512_test_epi8_mask(QH[k], _mm512_set1_epi8(static_cast<char>(1 << sub)));
-              u[k] = _mm512_mask_add_epi8(u[k], hb, u[k], m16);
-            }
-          }
-          MOE_UNROLL
-          for (int t = 0; t < NT; ++t) {
-            const uint8_t* xq = reinterpret_cast<const uint8_t*>(a[t].q + b * 256 + 32 * size_t(sub));
-            __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
-            MOE_UNROLL
-            for (int k = 0; k < 4; ++k) {
-              s0 = _mm512_dpbusd_epi32(s0, u[k], _mm512_set1_epi32(static_cast<int>(ld32(xq + 4 * k))));
-              s1 = _mm512_dpbusd_epi32(s1, u[k + 4], _mm512_set1_epi32(static_cast<int>(ld32(xq + 16 + 4 * k))));
-            }
-            S[t] = _mm512_add_epi32(S[t], _mm512_mullo_epi32(_mm512_add_epi32(s0, s1), sc));
-          }
-        }
-      }
-      // (m_s, m_s) int16 pairs per lane, against the token's bsums (2s, 2s+1).
-      __m512i mn2[8];
-      MOE_UNROLL
-      for (int s = 0; s < 8; ++s) {
-        const __m512i m = _mm512_and_si512(_mm512_srli_epi32(mnb[s >> 2], 8 * (s & 3)), mff);
-        mn2[s] = _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
-      }
-      MOE_UNROLL
-      for (int t = 0; t < NT; ++t) {
-        const uint8_t* bs = reinterpret_cast<const uint8_t*>(a[t].bsums + b * 16);
-        __m512i M = _mm512_setzero_si512();
-        MOE_UNROLL
-        for (int s = 0; s < 8; ++s) M = _mm512_dpwssd_epi32(M, mn2[s], _mm512_set1_epi32(static_cast<int>(ld32(bs + 4 * s))));
-        const __m512 dx = _mm512_set1_ps(a[t].d[b]);
-        acc[t][kk] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(S[t]), _mm512_mul_ps(dw, dx), acc[t][kk]);
-        acc[t][kk] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(M), _mm512_mul_ps(dmw, dx), acc[t][kk]);
-      }
-    }
-    const __mmask16 m = static_cast<__mmask16>((1u << nr) - 1u);
-    MOE_UNROLL
-    for (int t = 0; t < NT; ++t) {
-      // hsum8's order: ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)).
-      const __m512* A = acc[t];
-      const __m512 y = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(A[0], A[4]), _mm512_add_ps(A[2], A[6])),
-                                     _mm512_add_ps(_mm512_add_ps(A[1], A[5]), _mm512_add_ps(A[3], A[7])));
-      _mm512_mask_storeu_ps(Y + t * ldy + r, m, y);
-    }
-  }
-}
-#endif
 
 // Q6_K: y += dx * d * (sum_g sc_g * dot_g - 32 * sum_g sc_g * sum_x_g) over 16 groups of 16.
 // Bounds: |dot| <= 63*127 per pair (no int16 saturation); the int32 total stays below 2^29.
@@ -989,13 +788,6 @@ void tile4(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const
 template <class B> struct KQ32 { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_q32<B, NT>(W, rb, r0, r1, c, a, Y, l); } }; };
 template <class B> struct KNib { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_nib<B, NT>(W, rb, r0, r1, c, a, Y, l); } }; };
 template <bool H> struct KQ45 { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_q45k<H, NT>(W, rb, r0, r1, c, a, Y, l); } }; };
-#ifdef MOE_DOT_AVX512
-// Up to 3 tokens: the row kernel; several: the 16-row panel (the same bits, see rows_q45k_panel).
-template <bool H> struct KQ45P { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) {
-  if constexpr (NT < 4) rows_q45k<H, NT>(W, rb, r0, r1, c, a, Y, l);
-  else rows_q45k_panel<H, NT>(W, rb, r0, r1, c, a, Y, l);
-} }; };
-#endif
 template <int NT> struct KQ6 { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_q6k<NT>(W, rb, r0, r1, c, a, Y, l); } };
 template <class E> struct KF { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_float<E, NT>(W, rb, r0, r1, c, a, Y, l); } }; };
 
@@ -1012,18 +804,9 @@ void fill(KernelTable& t) {
   set(8, &tile4<KQ32<Q8_0>::K>, ActKind::Q8_32);
 #endif
   set(39, &tile4<KNib<NibMXFP4>::K>, ActKind::Q8_32P);
-#ifdef MOE_DOT_AVX512
-  set(12, &tile<KQ45P<false>::K>, ActKind::Q8_256);
-  set(13, &tile<KQ45P<true>::K>, ActKind::Q8_256);
-#else
   set(12, &tile4<KQ45<false>::K>, ActKind::Q8_256);
   set(13, &tile4<KQ45<true>::K>, ActKind::Q8_256);
-#endif
-#ifdef MOE_DOT_AVX512
-  set(14, &tile<KQ6>, ActKind::Q8_256);  // 32 vector registers: up to 8 tokens per weight decode
-#else
   set(14, &tile4<KQ6>, ActKind::Q8_256);
-#endif
   t.quant32 = &quant_q8_32;
   t.quant256 = &quant_q8_256;
 }

@@ -210,7 +210,7 @@ Plan make_plan(SimdLevel level, TensorType wt, const void* W, size_t rows, size_
   // activations are 4x larger than quantized ones). With a single tile the whole chunk is one block
   // (pure streaming). Weights are read from memory once per token block (once for n <= 128 quantized).
   const size_t ntiles = (n + detail::kMaxTile - 1) / detail::kMaxTile;
-  // Row blocks are multiples of 16 (the AVX-512 panel kernels' height) where there is room.
+  // Row blocks are multiples of 16 (the AVX-512 Q8_0 kernel's panel height) where there is room.
   p.rblock = ntiles <= 1 ? rows : std::max<size_t>(1, (size_t(128) << 10) / p.rb);
   if (p.rblock > 16 && p.rblock < rows) p.rblock &= ~size_t(15);
   const bool f32_acts = p.fn && p.kind == ActKind::F32;

@@ -252,7 +252,7 @@ TEST_CASE("other dequantizable types go through the reference; bad arguments thr
   CHECK(matmul_supported(TensorType::Q4_K));
 }
 
-TEST_CASE("K-quant 16-row panel (4..8-token tiles) equals the row kernel bit for bit") {
+TEST_CASE("K-quant batches (4..8-token tiles) equal single-token products bit for bit") {
   // Rows 16k and 16k + tail, several super-blocks (full groups of 8 and a partial group), every tile size.
   ThreadPool pool(2);
   for (TensorType t : {TensorType::Q4_K, TensorType::Q5_K}) {
