@@ -36,14 +36,6 @@
 
 namespace moe::tools {
 
-std::string human_bytes(uint64_t b) {
-  const char* u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(b);
-  int i = 0;
-  while (v >= 1024 && i < 4) v /= 1024, ++i;
-  return fmt::format("{:.{}f}{}", v, i ? 1 : 0, u[i]);
-}
-
 std::vector<std::string> split_list(const std::string& s, char sep) {
   std::vector<std::string> out;
   size_t start = 0;

@@ -47,9 +47,6 @@ struct GridArgs {
 // (unknown policy/predictor, a budget below the store's minimum, unreadable files).
 int run_grid(const GridArgs& a);
 
-// "1.5GiB"-style text for a byte count (binary units).
-std::string human_bytes(uint64_t b);
-
 // Splits a comma-separated list, dropping empty items and surrounding blanks.
 std::vector<std::string> split_list(const std::string& s, char sep = ',');
 

@@ -27,6 +27,8 @@ struct Registrar {
 // Parses "12G", "512MiB", "3GB", "1000000" into bytes (binary units: K/M/G/T = 1024^n).
 // Throws CLI::ValidationError on bad input.
 uint64_t parse_bytes(const std::string& s);
+// "1.5GiB", "512B": bytes with a binary unit, one decimal (none for plain bytes).
+std::string human_bytes(uint64_t b);
 
 // The --version text: version, compiled backends, CPU features and the kernel level in use.
 std::string version_string();

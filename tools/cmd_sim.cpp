@@ -34,14 +34,6 @@ std::vector<std::string> split(const std::string& s) {
   return out;
 }
 
-std::string human_bytes(uint64_t b) {
-  const char* u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(b);
-  int i = 0;
-  while (v >= 1024 && i < 4) v /= 1024, ++i;
-  return fmt::format("{:.{}f}{}", v, i ? 1 : 0, u[i]);
-}
-
 int run(const SimOpts& o) {
   const trace::Trace t = trace::read(o.trace_path);
   sim::SimConfig base;

@@ -2,6 +2,8 @@
 #include <cstdio>
 #include <memory>
 
+#include <fmt/format.h>
+
 #include "cli.h"
 #include "moe/error.h"
 #include "moe/kernels/cpu_features.h"
@@ -12,6 +14,14 @@ namespace moe::tools {
 std::vector<CommandDef>& commands() {
   static std::vector<CommandDef> defs;
   return defs;
+}
+
+std::string human_bytes(uint64_t b) {
+  const char* u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(b);
+  int i = 0;
+  while (v >= 1024 && i < 4) v /= 1024, ++i;
+  return fmt::format("{:.{}f}{}", v, i ? 1 : 0, u[i]);
 }
 
 uint64_t parse_bytes(const std::string& s) {
