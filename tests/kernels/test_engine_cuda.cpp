@@ -167,22 +167,11 @@ TEST_CASE("GpuTokensIdenticalForEveryBudgetAndPolicy") {
       ref = greedy(s, prompt, 24, nullptr);
       CHECK(s.stats().vram_misses <= uint64_t(3 * 16));  // everything fits: each expert is missed at most once
     }
-    // The smallest budget the upload mode accepts (one token's experts), found from the error message's
-    // floor by shrinking; then budgets between, under each policy.
-    uint64_t lo = 1ull << 20, hi = 1ull << 30;
-    while (hi - lo > (64u << 10)) {
-      const uint64_t mid = (lo + hi) / 2;
-      SessionOptions t = o;
-      t.vram_bytes = mid;
-      try {
-        Session s(*m, src, t);
-        hi = mid;
-      } catch (const Error&) {
-        lo = mid;
-      }
-    }
+    // The smallest budget the upload mode accepts (one token's experts) is plan_gpu_memory's minimum:
+    // the backend takes exactly that and refuses a byte less; then budgets above it, under each policy.
+    const uint64_t hi = plan_gpu_memory(*m, o, o.n_ctx).minimum;
     SessionOptions t = o;
-    t.vram_bytes = lo;
+    t.vram_bytes = hi - 1;
     CHECK_THROWS_AS(Session(*m, src, t), Error);
     for (uint64_t extra : {uint64_t(0), uint64_t(4u << 20), uint64_t(12u << 20)})
       for (const char* pol : {"lru", "lfu", "arc"}) {
@@ -222,17 +211,8 @@ TEST_CASE("GpuCpuMissModeStaysClose") {
   // the CPU as with llama.cpp's --cpu-moe), then one with a few slots (misses on the CPU, hits on the GPU).
   SessionOptions c = o;
   c.gpu_miss = GpuMissMode::Cpu;
-  uint64_t lo = 1ull << 16, hi = 1ull << 30;
-  while (hi - lo > 4096) {
-    const uint64_t mid = (lo + hi) / 2;
-    c.vram_bytes = mid;
-    try {
-      Session s(*m, src, c);
-      hi = mid;
-    } catch (const Error&) {
-      lo = mid;
-    }
-  }
+  const uint64_t hi = plan_gpu_memory(*m, c, o.n_ctx).minimum;
+  CHECK(plan_gpu_memory(*m, c, o.n_ctx).min_slots == 0);
   for (GpuMissMode mode : {GpuMissMode::Cpu, GpuMissMode::Auto})
     for (uint64_t budget : {hi, hi + (4u << 20)}) {
       CAPTURE(budget);
