@@ -5,6 +5,7 @@
 #include <string>
 
 #include "common.cuh"
+#include "dequant.cuh"
 #include "matvec.cuh"
 #include "matvec_kernel.cuh"
 
@@ -51,19 +52,9 @@ void launch_typed(TensorType t, const mv::Params& p, int n_jobs, cudaStream_t s)
 
 }  // namespace
 
+// The same set as dequantize_rows (dequant.cuh): every type with a chunk decoder.
 bool matvec_supported(TensorType t) noexcept {
-  const TypeTraits* tr = type_traits(static_cast<uint32_t>(t));
-  if (!tr) return false;
-  switch (t) {
-    case TensorType::F32: case TensorType::F16: case TensorType::BF16:
-    case TensorType::Q4_0: case TensorType::Q4_1: case TensorType::Q5_0: case TensorType::Q5_1:
-    case TensorType::Q8_0: case TensorType::Q8_1:
-    case TensorType::Q2_K: case TensorType::Q3_K: case TensorType::Q4_K: case TensorType::Q5_K:
-    case TensorType::Q6_K: case TensorType::Q8_K:
-    case TensorType::IQ4_NL: case TensorType::IQ4_XS: case TensorType::MXFP4: case TensorType::TQ2_0:
-      return true;
-    default: return false;
-  }
+  return type_traits(static_cast<uint32_t>(t)) != nullptr && dequantize_supported(t);
 }
 
 void matvec(TensorType wt, const void* W, size_t row_stride, int64_t rows, int64_t cols, const float* x, int n,

@@ -146,22 +146,11 @@ class CudaForward final : public GpuForward {
                  traits(v->type).name);
       }
     }
+    static_assert(GpuScratchLayout::kTokens == cuda::kMatvecMaxBatch);
     const size_t B = cuda::kMatvecMaxBatch;
-    scratch_floats_ = 0;
-    auto sf = [&](size_t n) {
-      const size_t off = scratch_floats_;
-      scratch_floats_ += (n + 63) / 64 * 64;
-      return off;
-    };
-    const size_t o_x = sf(B * E_), o_xn = sf(B * E_), o_q = sf(B * HQ_), o_k = sf(B * HK_), o_v = sf(B * HV_),
-                 o_att = sf(B * HO_), o_tmp = sf(B * E_), o_moe = sf(B * E_), o_rl = sf(B * max_e_),
-                 o_w = sf(B * max_k_), o_g = sf(B * max_k_ * max_ff_), o_u = sf(B * max_k_ * max_ff_),
-                 o_e = sf(B * max_k_ * E_), o_sg = sf(B), o_ones = sf(B), o_wsh = sf(B),
-                 o_logits = sf(B * size_t(s.n_vocab)), o_scores = sf(size_t(s.n_head) * n_ctx_);
-    const uint64_t scratch = align_up(scratch_floats_ * 4) + align_up(B * max_k_ * 4) /*ids*/ +
-                             align_up(B * 4 * 2) /*pos, ids*/ + align_up(s.n_layer * B * max_k_ * 8) /*ptrs*/;
+    const GpuScratchLayout lay = gpu_scratch_layout(m, n_ctx_);
     const GpuMemoryPlan plan = plan_gpu_memory(m, o, n_ctx_);
-    MOE_ASSERT(plan.scratch == scratch && plan.slot_bytes == slot_bytes, "cuda backend: plan_gpu_memory disagrees with the layout");
+    MOE_ASSERT(plan.slot_bytes == slot_bytes, "cuda backend: plan_gpu_memory disagrees with the slot layout");
     if (!plan.fits())
       fail(ErrorCode::InvalidArgument,
            "--vram {:.3f} GiB is too small for {}: dense weights {:.3f} GiB + KV cache {:.3f} GiB ({} positions) + "
@@ -230,18 +219,20 @@ class CudaForward final : public GpuForward {
       D.kc = static_cast<uint16_t*>(kv_mem_) + size_t(il) * n_ctx_ * (HK_ + HV_);
       D.vc = D.kc + size_t(n_ctx_) * HK_;
     }
-    MOE_CUDA_CHECK(cudaMalloc(&scratch_mem_, scratch));
+    MOE_CUDA_CHECK(cudaMalloc(&scratch_mem_, lay.bytes));
+    using L = GpuScratchLayout;
     float* f = static_cast<float*>(scratch_mem_);
-    x_ = f + o_x, xn_ = f + o_xn, q_ = f + o_q, k_ = f + o_k, v_ = f + o_v, att_ = f + o_att, tmp_ = f + o_tmp;
-    moe_ = f + o_moe, rl_ = f + o_rl, w_ = f + o_w, g_ = f + o_g, u_ = f + o_u, e_ = f + o_e, sg_ = f + o_sg;
-    ones_ = f + o_ones, wsh_ = f + o_wsh, logits_ = f + o_logits, scores_ = f + o_scores;
-    char* tail = static_cast<char*>(scratch_mem_) + align_up(scratch_floats_ * 4);
-    ids_ = reinterpret_cast<int32_t*>(tail);
-    tail += align_up(B * max_k_ * 4);
-    pos_ = reinterpret_cast<int32_t*>(tail);
+    x_ = f + lay.floats[L::X], xn_ = f + lay.floats[L::Xn], q_ = f + lay.floats[L::Q], k_ = f + lay.floats[L::K];
+    v_ = f + lay.floats[L::V], att_ = f + lay.floats[L::Att], tmp_ = f + lay.floats[L::Tmp];
+    moe_ = f + lay.floats[L::Moe], rl_ = f + lay.floats[L::RouterLogits], w_ = f + lay.floats[L::Weights];
+    g_ = f + lay.floats[L::G], u_ = f + lay.floats[L::U], e_ = f + lay.floats[L::ExpertOut];
+    sg_ = f + lay.floats[L::SharedGate], ones_ = f + lay.floats[L::Ones], wsh_ = f + lay.floats[L::SharedWeight];
+    logits_ = f + lay.floats[L::Logits], scores_ = f + lay.floats[L::Scores];
+    char* base = static_cast<char*>(scratch_mem_);
+    ids_ = reinterpret_cast<int32_t*>(base + lay.ids);
+    pos_ = reinterpret_cast<int32_t*>(base + lay.tokens);
     tok_ = pos_ + B;
-    tail += align_up(B * 4 * 2);
-    ptrs_ = reinterpret_cast<const void**>(tail);
+    ptrs_ = reinterpret_cast<const void**>(base + lay.ptrs);
     const std::vector<float> ones(B, 1.0f);
     MOE_CUDA_CHECK(cudaMemcpy(ones_, ones.data(), B * 4, cudaMemcpyHostToDevice));
     if (n_slots_ > 0) MOE_CUDA_CHECK(cudaMalloc(&slots_mem_, n_slots_ * slot_bytes_));
@@ -811,7 +802,6 @@ class CudaForward final : public GpuForward {
   std::string device_name_;
   size_t E_ = 0, HQ_ = 0, HK_ = 0, HV_ = 0, HO_ = 0, max_ff_ = 0, max_e_ = 1, max_k_ = 1, chunk_ = 1;
   uint64_t dense_bytes_ = 0, kv_bytes_ = 0, slot_bytes_ = 0, n_slots_ = 0;
-  size_t scratch_floats_ = 0;
   ops::RopeParams rope_;
   std::vector<DevLayer> layers_;
   DevW tok_embd_, output_;

@@ -33,6 +33,19 @@ class GpuForward {
   virtual std::string describe() const = 0;
 };
 
+// The CUDA backend's scratch buffer: float arrays for up to kTokens tokens at a time (each rounded to 64
+// floats, in this order), then the router ids, the token ids and positions, and the per-layer tables of
+// expert pointers. plan_gpu_memory sizes the scratch from it and gpu_forward.cpp lays the buffer out by it.
+struct GpuScratchLayout {
+  static constexpr uint64_t kTokens = 8;  // cuda::kMatvecMaxBatch
+  enum Part { X, Xn, Q, K, V, Att, Tmp, Moe, RouterLogits, Weights, G, U, ExpertOut, SharedGate, Ones,
+              SharedWeight, Logits, Scores, kParts };
+  uint64_t floats[kParts] = {};  // offset of each part, in floats
+  uint64_t ids = 0, tokens = 0, ptrs = 0;  // byte offsets of the int32 ids, int32 tokens+positions, pointers
+  uint64_t bytes = 0;                      // the whole buffer
+};
+GpuScratchLayout gpu_scratch_layout(const Model& m, uint32_t n_ctx);
+
 // Builds the GPU backend for `m` on device o.gpu_device with o.vram_bytes of device memory, or
 // returns nullptr after printing a one-line notice on stderr (unless o.quiet_backend) when this
 // build has no CUDA or no device is usable. Throws moe::Error (InvalidArgument) for a budget that

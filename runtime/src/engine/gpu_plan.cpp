@@ -5,13 +5,13 @@
 
 #include <algorithm>
 
+#include "gpu_forward.h"
 #include "moe/engine.h"
 
 namespace moe {
 
 namespace {
 constexpr uint64_t kAlign = 256;
-constexpr uint64_t kTokens = 8;  // tokens per GPU pass (cuda::kMatvecMaxBatch)
 uint64_t align_up(uint64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 double gib(uint64_t b) { return double(b) / (1024.0 * 1024 * 1024); }
 }  // namespace
@@ -26,32 +26,22 @@ GpuMemoryPlan plan_gpu_memory(const Model& m, const SessionOptions& o, uint32_t 
   p.dense = wb(m.tok_embd()) + fb(m.output_norm());
   if (m.output().data != m.tok_embd().data) p.dense += wb(m.output());
   MmapExpertSource probe(m);
-  uint64_t max_ff = 0, max_e = 1, max_k = 1;
+  uint64_t max_k = 1;
   for (uint32_t il = 0; il < s.n_layer; ++il) {
     const LayerWeights& L = m.layer(il);
     const LayerSpec& ls = s.layers[il];
     p.dense += fb(L.attn_norm) + fb(L.ffn_norm) + fb(L.bq) + fb(L.bk) + fb(L.bv) + fb(L.q_norm) + fb(L.k_norm);
     p.dense += wb(L.wq) + wb(L.wk) + wb(L.wv) + wb(L.wo) + wb(L.router) + wb(L.gate_sh) + wb(L.up_sh) +
                wb(L.down_sh) + wb(L.shared_gate);
-    max_ff = std::max<uint64_t>({max_ff, ls.n_ff_expert, L.n_ff_sh});
     if (!ls.is_moe) continue;
-    max_e = std::max<uint64_t>(max_e, ls.n_expert);
     max_k = std::max<uint64_t>(max_k, ls.n_expert_used);
     p.n_experts += ls.n_expert;
     const ExpertWeights w = probe.acquire(il, 0);  // a view: touches no expert bytes
     p.slot_bytes = std::max(p.slot_bytes, align_up(align_up(w.gate.nbytes) + align_up(w.up.nbytes) + w.down.nbytes));
   }
-  const uint64_t E = s.n_embd, HQ = uint64_t(s.n_head) * s.head_dim_k, HK = uint64_t(s.n_head_kv) * s.head_dim_k,
-                 HV = uint64_t(s.n_head_kv) * s.head_dim_v, HO = uint64_t(s.n_head) * s.head_dim_v, B = kTokens;
+  const uint64_t HK = uint64_t(s.n_head_kv) * s.head_dim_k, HV = uint64_t(s.n_head_kv) * s.head_dim_v;
   p.kv = uint64_t(s.n_layer) * p.n_ctx * (HK + HV) * 2;
-  // The scratch floats, each piece rounded to 64 floats (the order gpu_forward.cpp lays them out in).
-  uint64_t floats = 0;
-  for (uint64_t n : {B * E, B * E, B * HQ, B * HK, B * HV, B * HO, B * E, B * E, B * max_e, B * max_k,
-                     B * max_k * max_ff, B * max_k * max_ff, B * max_k * E, B, B, B, B * uint64_t(s.n_vocab),
-                     uint64_t(s.n_head) * p.n_ctx})
-    floats += (n + 63) / 64 * 64;
-  p.scratch = align_up(floats * 4) + align_up(B * max_k * 4) + align_up(B * 4 * 2) +
-              align_up(uint64_t(s.n_layer) * B * max_k * 8);
+  p.scratch = detail::gpu_scratch_layout(m, p.n_ctx).bytes;
   p.min_slots = o.gpu_miss == GpuMissMode::Upload && p.n_experts > 0 ? static_cast<uint32_t>(max_k) : 0;
   p.minimum = p.dense + p.kv + p.scratch + p.min_slots * p.slot_bytes;
   if (p.fits() && p.slot_bytes > 0)
@@ -59,6 +49,50 @@ GpuMemoryPlan plan_gpu_memory(const Model& m, const SessionOptions& o, uint32_t 
                                                        p.n_experts));
   return p;
 }
+
+namespace detail {
+
+GpuScratchLayout gpu_scratch_layout(const Model& m, uint32_t n_ctx) {
+  const ModelSpec& s = m.spec();
+  uint64_t max_ff = 0, max_e = 1, max_k = 1;
+  for (uint32_t il = 0; il < s.n_layer; ++il) {
+    const LayerSpec& ls = s.layers[il];
+    max_ff = std::max<uint64_t>({max_ff, ls.n_ff_expert, m.layer(il).n_ff_sh});
+    if (!ls.is_moe) continue;
+    max_e = std::max<uint64_t>(max_e, ls.n_expert);
+    max_k = std::max<uint64_t>(max_k, ls.n_expert_used);
+  }
+  const uint64_t B = GpuScratchLayout::kTokens, E = s.n_embd, HQ = uint64_t(s.n_head) * s.head_dim_k,
+                 HK = uint64_t(s.n_head_kv) * s.head_dim_k, HV = uint64_t(s.n_head_kv) * s.head_dim_v,
+                 HO = uint64_t(s.n_head) * s.head_dim_v;
+  using L = GpuScratchLayout;
+  uint64_t n[L::kParts] = {};
+  n[L::X] = n[L::Xn] = n[L::Tmp] = n[L::Moe] = B * E;
+  n[L::Q] = B * HQ;
+  n[L::K] = B * HK;
+  n[L::V] = B * HV;
+  n[L::Att] = B * HO;
+  n[L::RouterLogits] = B * max_e;
+  n[L::Weights] = B * max_k;
+  n[L::G] = n[L::U] = B * max_k * max_ff;
+  n[L::ExpertOut] = B * max_k * E;
+  n[L::SharedGate] = n[L::Ones] = n[L::SharedWeight] = B;
+  n[L::Logits] = B * uint64_t(s.n_vocab);
+  n[L::Scores] = uint64_t(s.n_head) * n_ctx;
+  L l;
+  uint64_t floats = 0;
+  for (int i = 0; i < L::kParts; ++i) {
+    l.floats[i] = floats;
+    floats += (n[i] + 63) / 64 * 64;
+  }
+  l.ids = align_up(floats * 4);
+  l.tokens = l.ids + align_up(B * max_k * 4);
+  l.ptrs = l.tokens + align_up(B * 4 * 2);
+  l.bytes = l.ptrs + align_up(uint64_t(s.n_layer) * B * max_k * 8);
+  return l;
+}
+
+}  // namespace detail
 
 std::string GpuMemoryPlan::to_text() const {
   return fmt::format("vram {:.2f} GiB = dense {:.2f} GiB + KV {:.2f} GiB ({} positions) + scratch {:.3f} GiB + {} "
