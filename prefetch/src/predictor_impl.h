@@ -52,7 +52,7 @@ struct TokenTracker {
 // one load + store per row). PRECONDITIONS: every rows[i] and out hold n floats; out does not
 // overlap the rows. Why GCC vector types: the build targets baseline x86-64 at -O2, where the
 // auto-vectorizer leaves this loop scalar; 4-wide mul + add keeps the rounding of the scalar loop.
-inline void weighted_row_sum(float* __restrict out, const float* const* rows, const float* w, uint32_t nr,
+inline void weighted_row_sum_portable(float* __restrict out, const float* const* rows, const float* w, uint32_t nr,
                              uint32_t n) noexcept {
   uint32_t e = 0;
 #if defined(__GNUC__) || defined(__clang__)

@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
+#include <limits>
 #include <new>
 #include <random>
 #include <set>
@@ -76,6 +78,62 @@ TEST_CASE("top_scores: best first, ties by lower expert, zeros skipped, both pat
   for (uint32_t i = 0; i < 20; ++i) {
     CHECK(a[i].expert == b[i].expert);
     CHECK(a[i].score == b[i].score);
+  }
+}
+
+TEST_CASE("top_scores: the dispatched (AVX2) and portable paths equal a sort, bit for bit") {
+  // Scores drawn from a small set (many ties), with zeros, negatives, NaN and infinity mixed in.
+  std::mt19937 rng(11);
+  const float pool[] = {0.0f, -1.0f, 0.25f, 0.5f, 0.75f, 1.0f, 3.0f, std::numeric_limits<float>::infinity(),
+                        std::numeric_limits<float>::quiet_NaN(), 1e-30f, 2.0f, 0.125f};
+  for (int iter = 0; iter < 3000; ++iter) {
+    const uint32_t size = 1 + rng() % 300, want = 1 + rng() % 40;
+    std::vector<float> s(size);
+    const bool ties = rng() % 2;
+    for (auto& x : s) x = ties ? pool[rng() % std::size(pool)] : std::uniform_real_distribution<float>(-0.2f, 1.0f)(rng);
+    std::vector<Guess> ref;
+    for (uint32_t e = 0; e < size; ++e)
+      if (s[e] > 0.0f) ref.push_back(Guess{e, s[e]});
+    std::stable_sort(ref.begin(), ref.end(), [](const Guess& a, const Guess& b) { return a.score > b.score; });
+    ref.resize(std::min<size_t>(ref.size(), want));
+    std::vector<Guess> a(want), b(want), sc(size), sc_small(size / 2);
+    const uint32_t na = top_scores(s, a, sc), nb = detail::top_scores_portable(s, b, sc);
+    std::vector<Guess> c(want);
+    // The windowed path without enough scratch (only for want <= 32: the sort path needs it all).
+    const uint32_t nc = want <= 32 ? top_scores(s, c, sc_small) : detail::top_scores_portable(s, c, sc);
+    REQUIRE(na == ref.size());
+    REQUIRE(nb == ref.size());
+    REQUIRE(nc == ref.size());
+    for (uint32_t i = 0; i < na; ++i) {
+      CHECK(a[i].expert == ref[i].expert);
+      CHECK(b[i].expert == ref[i].expert);
+      CHECK(c[i].expert == ref[i].expert);
+      CHECK(a[i].score == ref[i].score);
+    }
+  }
+}
+
+TEST_CASE("weighted_row_sum equals the scalar row-by-row sum bit for bit") {
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> d(-3.0f, 3.0f);
+  for (uint32_t n : {1u, 7u, 8u, 31u, 32u, 64u, 100u, 128u, 257u}) {
+    for (uint32_t nr : {0u, 1u, 3u, 8u}) {
+      std::vector<std::vector<float>> rows(nr, std::vector<float>(n));
+      std::vector<const float*> rp(nr);
+      std::vector<float> w(nr);
+      for (uint32_t i = 0; i < nr; ++i) {
+        for (auto& x : rows[i]) x = d(rng);
+        rp[i] = rows[i].data();
+        w[i] = d(rng);
+      }
+      std::vector<float> out(n, -7.0f);
+      detail::weighted_row_sum(out.data(), rp.data(), w.data(), nr, n);
+      for (uint32_t e = 0; e < n; ++e) {
+        float a = 0.0f;
+        for (uint32_t i = 0; i < nr; ++i) a += rows[i][e] * w[i];
+        CHECK(std::memcmp(&a, &out[e], sizeof a) == 0);
+      }
+    }
   }
 }
 

@@ -95,6 +95,17 @@ std::unique_ptr<Predictor> make_combined_predictor(std::vector<std::unique_ptr<P
 // Helper shared by the implementations: writes the best min(out.size(), n) entries of scores[0..n)
 // with score > 0 into out, best first (ties: lower expert first). `scratch` holds n entries.
 // Never allocates.
+// Uses AVX2 where the CPU has it; the result is identical to detail::top_scores_portable.
 uint32_t top_scores(std::span<const float> scores, std::span<Guess> out, std::span<Guess> scratch);
+
+namespace detail {
+// The baseline-x86-64 (SSE2) / portable implementations, exposed so tests compare the dispatched
+// paths against them bit for bit.
+uint32_t top_scores_portable(std::span<const float> scores, std::span<Guess> out, std::span<Guess> scratch);
+// out[e] = sum over i = 0 .. nr-1, in that order, of rows[i][e] * w[i], starting from 0.
+// PRECONDITIONS: every rows[i] and out hold n floats; out does not overlap the rows.
+void weighted_row_sum(float* __restrict out, const float* const* rows, const float* w, uint32_t nr,
+                      uint32_t n) noexcept;
+}  // namespace detail
 
 }  // namespace moe::prefetch
