@@ -232,6 +232,7 @@ FAMILY = {
     "qwen2moe": (True,  None,       True,      (False, False), True),
     "qwen3moe": (True,  "per_head", False,     (False, True),  False),
     "olmoe":    (True,  "full",     False,     (False, False), False),
+    "granitemoe": (False, None,     False,     (True, False),  False),   # + the four multipliers below
 }
 
 
@@ -263,12 +264,18 @@ def forward(g, tokens):
                     ext_factor=1.0, attn_factor=float(key("rope.scaling.attn_factor", 1.0)),
                     beta_fast=32.0, beta_slow=1.0)
     n_used = int(key("expert_used_count", 0))
+    # Granite (IBM's published config): embedding_multiplier, residual_multiplier, attention_multiplier
+    # (replaces 1/sqrt(head size)) and logits_scaling (logits divided by it). Absent = no-op.
+    emb_mul = float(key("embedding_scale", 0.0) or 1.0)
+    res_mul = float(key("residual_scale", 0.0) or 1.0)
+    att_mul = float(key("attention.scale", 0.0) or 0.0)
+    logit_div = float(key("logit_scale", 0.0) or 1.0)
 
     margins = []  # gap between the k-th and (k+1)-th routing score, per decision
     T = len(tokens)
     pos = np.arange(T, dtype=np.float64)
     emb = g.get("token_embd.weight")  # (n_vocab, E)
-    x = emb[np.array(tokens)]
+    x = emb[np.array(tokens)] * emb_mul
     mask = np.triu(np.full((T, T), -np.inf), 1)
     group = n_head // n_kv
     for il in range(n_layer):
@@ -294,9 +301,9 @@ def forward(g, tokens):
         k = rope(k, pos, n_rot, base, scale, neox, yarn)
         out = np.empty((T, n_head, hd_v))
         for hh in range(n_head):
-            s = q[:, hh, :] @ k[:, hh // group, :].T / np.sqrt(hd_k) + mask
+            s = q[:, hh, :] @ k[:, hh // group, :].T * (att_mul or 1 / np.sqrt(hd_k)) + mask
             out[:, hh, :] = softmax(s) @ v[:, hh // group, :]
-        x = x + out.reshape(T, n_head * hd_v) @ g.get(p + "attn_output.weight").T
+        x = x + res_mul * (out.reshape(T, n_head * hd_v) @ g.get(p + "attn_output.weight").T)
 
         h = rmsnorm(x, g.get(p + "ffn_norm.weight"), eps)
         y = np.zeros_like(x)
@@ -337,11 +344,11 @@ def forward(g, tokens):
             a = h @ g.get(p + "ffn_gate.weight").T
             b = h @ g.get(p + "ffn_up.weight").T
             y = (a / (1 + np.exp(-a)) * b) @ g.get(p + "ffn_down.weight").T
-        x = x + y
+        x = x + res_mul * y
 
     x = rmsnorm(x, g.get("output_norm.weight"), eps)
     head = g.get("output.weight") if g.has("output.weight") else emb
-    return x @ head.T, (min(margins) if margins else 1.0)
+    return (x @ head.T) / logit_div, (min(margins) if margins else 1.0)
 
 
 def check_quant(folder):

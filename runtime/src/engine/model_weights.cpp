@@ -15,7 +15,7 @@ namespace moe {
 namespace {
 
 bool arch_supported(Arch a) {
-  return a == Arch::Llama || a == Arch::Qwen2Moe || a == Arch::Qwen3Moe || a == Arch::Olmoe;
+  return a == Arch::Llama || a == Arch::Qwen2Moe || a == Arch::Qwen3Moe || a == Arch::Olmoe || a == Arch::GraniteMoe;
 }
 
 }  // namespace
@@ -37,12 +37,11 @@ void Model::bind() {
   const std::string& path = f.path();
   if (!arch_supported(s.arch))
     fail(ErrorCode::Unsupported, "{}: architecture '{}' is not supported by the CPU engine (supported: llama/"
-         "Mixtral, qwen2moe, qwen3moe, olmoe)", path, s.arch_name);
+         "Mixtral, qwen2moe, qwen3moe, olmoe, granitemoe)", path, s.arch_name);
   if (s.gating.has_bias || s.gating.n_group > 1)
     fail(ErrorCode::Unsupported, "{}: biased or group-limited expert selection is not supported", path);
   if (s.layer_norm || s.attn_out_bias || s.fused_qkv || s.qk_l2_norm || s.attn_sinks || s.n_swa ||
-      s.no_rope_layer_step || s.q_lora_rank || s.kv_lora_rank || s.clamp_kqv != 0.0f || s.embedding_scale != 0.0f ||
-      s.residual_scale != 0.0f || s.attention_scale != 0.0f || s.logit_scale != 0.0f || s.gating.router_bias ||
+      s.no_rope_layer_step || s.q_lora_rank || s.kv_lora_rank || s.clamp_kqv != 0.0f || s.gating.router_bias ||
       s.gating.weight_before_ffn)
     fail(ErrorCode::Unsupported, "{}: the spec of '{}' uses a feature the CPU engine does not implement", path,
          s.arch_name);

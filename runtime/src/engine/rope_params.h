@@ -31,7 +31,8 @@ inline kernels::ops::AttnShape attn_shape_for(const ModelSpec& s) {
   as.n_head_kv = static_cast<int>(s.n_head_kv);
   as.hd_k = static_cast<int>(s.head_dim_k);
   as.hd_v = static_cast<int>(s.head_dim_v);
-  as.scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim_k));
+  // granitemoe states its own softmax scale (attention.scale); everyone else uses 1/sqrt(head size).
+  as.scale = s.attention_scale != 0.0f ? s.attention_scale : 1.0f / std::sqrt(static_cast<float>(s.head_dim_k));
   return as;
 }
 

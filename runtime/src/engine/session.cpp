@@ -184,18 +184,29 @@ void Session::forward(const int32_t* tokens, uint32_t n, float* all_logits) {
   for (uint32_t t = 0; t < n; ++t)
     kernels::dequantize_row(te.type, static_cast<const uint8_t*>(te.data) + uint64_t(tokens[t]) * rb,
                             x_.data() + t * E, static_cast<int64_t>(E));
+  // granitemoe multipliers (0 = absent): embeddings times embedding_scale, each block's output times
+  // residual_scale before it joins the residual stream, logits times 1 / logit_scale.
+  if (s.embedding_scale != 0.0f)
+    for (size_t i = 0; i < n * E; ++i) x_[i] *= s.embedding_scale;
+  const float rs = s.residual_scale;
 
   for (uint32_t il = 0; il < s.n_layer; ++il) {
     const LayerWeights& L = m_.layer(il);
     for (uint32_t t = 0; t < n; ++t)
       ops::rmsnorm(x_.data() + t * E, L.attn_norm.data(), xn_.data() + t * E, E, s.rms_eps);
     attention_block(il, n);
-    for (size_t i = 0; i < n * E; ++i) x_[i] += tmp_[i];
+    if (rs != 0.0f)
+      for (size_t i = 0; i < n * E; ++i) x_[i] += tmp_[i] * rs;
+    else
+      for (size_t i = 0; i < n * E; ++i) x_[i] += tmp_[i];
     if (observer_) observer_->after_attention(il, x_.data(), n);
     for (uint32_t t = 0; t < n; ++t)
       ops::rmsnorm(x_.data() + t * E, L.ffn_norm.data(), xn_.data() + t * E, E, s.rms_eps);
     ffn_block(il, n);
-    for (size_t i = 0; i < n * E; ++i) x_[i] += moe_out_[i];
+    if (rs != 0.0f)
+      for (size_t i = 0; i < n * E; ++i) x_[i] += moe_out_[i] * rs;
+    else
+      for (size_t i = 0; i < n * E; ++i) x_[i] += moe_out_[i];
     if (observer_) observer_->after_layer(il, x_.data(), n);
   }
 
@@ -203,9 +214,17 @@ void Session::forward(const int32_t* tokens, uint32_t n, float* all_logits) {
     ops::rmsnorm(x_.data() + t * E, m_.output_norm().data(), xn_.data() + t * E, E, s.rms_eps);
   if (all_logits) {
     mm(m_.output(), xn_.data(), n, all_logits, pool_.get());
+    if (s.logit_scale != 0.0f) {
+      const float inv = 1.0f / s.logit_scale;
+      for (size_t i = 0; i < size_t(n) * s.n_vocab; ++i) all_logits[i] *= inv;
+    }
     std::memcpy(logits_.data(), all_logits + size_t(n - 1) * s.n_vocab, s.n_vocab * sizeof(float));
   } else {
     mm(m_.output(), xn_.data() + size_t(n - 1) * E, 1, logits_.data(), pool_.get());
+    if (s.logit_scale != 0.0f) {
+      const float inv = 1.0f / s.logit_scale;
+      for (float& l : logits_) l *= inv;
+    }
   }
   pos_ += n;
   stats_.tokens += n;

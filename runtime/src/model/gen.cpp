@@ -1,5 +1,5 @@
 // Synthetic model generator (moe/gen.h): random weights written in the GGUF layout llama.cpp
-// expects for llama (Mixtral), qwen2moe, qwen3moe and olmoe, streamed through GgufWriter in chunks
+// expects for llama (Mixtral), qwen2moe, qwen3moe, olmoe and granitemoe, streamed through GgufWriter in chunks
 // so even a 50 GB preset is written in a few MiB of memory. Reentrant; each call spawns at most
 // opts.threads - 1 short-lived worker threads per chunk.
 //
@@ -47,7 +47,11 @@ constexpr Preset kPresets[] = {
     {"qwen3-30b-a3b", "qwen3moe", 48, 2048, 768, 0, 128, 8, 32, 4, 128, 40960, 0, 1000000.0f, 1e-6f},
     {"mixtral-8x7b", "llama", 32, 4096, 14336, 0, 8, 2, 32, 8, 128, 32768, 0, 1000000.0f, 1e-5f},
 };
-constexpr const char* kArchs[] = {"llama", "qwen2moe", "qwen3moe", "olmoe"};
+constexpr const char* kArchs[] = {"llama", "qwen2moe", "qwen3moe", "olmoe", "granitemoe"};
+// granitemoe multipliers: the values of IBM granite-3.0-1b-a400m (embedding_multiplier,
+// residual_multiplier, attention_multiplier, logits_scaling).
+constexpr float kGraniteEmbeddingScale = 12.0f, kGraniteResidualScale = 0.22f, kGraniteAttentionScale = 0.015625f,
+                kGraniteLogitScale = 6.0f;
 
 const Preset& find_preset(const std::string& name) {
   const std::string n = name.empty() ? "tiny" : name;
@@ -189,17 +193,24 @@ void build_tensors(Plan& p, uint32_t n_vocab) {
   const GenOptions& o = p.o;
   const uint64_t E = o.n_embd, F = o.n_ff, X = o.n_expert, HD = o.head_dim;
   const uint64_t q_dim = uint64_t(o.n_head) * HD, kv_dim = uint64_t(o.n_head_kv) * HD;
-  const float out_scale = 1.0f / std::sqrt(2.0f * static_cast<float>(o.n_layer));
+  // Output projections: small enough that the residual stream stays O(1); granite multiplies every
+  // block's output by residual_scale, so its projections are that much larger (as trained ones are).
+  const float out_scale = 1.0f / std::sqrt(2.0f * static_cast<float>(o.n_layer)) /
+                          (o.arch == "granitemoe" ? kGraniteResidualScale : 1.0f);
   {
     TPlan t;
     t.name = "token_embd.weight";
     t.ne = {E, n_vocab};
     t.type = pick_type(t.name, 2, E, p.req);
     t.init = Init::Embed;
-    t.std = 1.0f;
+    // granite multiplies the embeddings by embedding_scale: store them that much smaller so the
+    // residual stream starts at unit scale like the other architectures' (as the real weights do).
+    t.std = o.arch == "granitemoe" ? 1.0f / kGraniteEmbeddingScale : 1.0f;
     p.tensors.push_back(std::move(t));
   }
   add_vec(p, "output_norm.weight", E, Init::Norm);
+  // An own LM head for every arch (granite releases tie it to the embeddings, which llama.cpp and the
+  // engine also read; a tied head on random weights mostly repeats the last token).
   add_weight(p, "output.weight", {E, n_vocab}, 3.0f);
   for (uint32_t il = 0; il < o.n_layer; ++il) {
     auto n = [il](const char* what) { return fmt::format("blk.{}.{}", il, what); };
@@ -290,7 +301,8 @@ GenOptions resolve_gen_options(const GenOptions& in) {
   }
   if (o.arch.empty()) o.arch = "qwen3moe";
   if (std::find_if(std::begin(kArchs), std::end(kArchs), [&](const char* a) { return o.arch == a; }) == std::end(kArchs))
-    fail(ErrorCode::InvalidArgument, "moe gen cannot write architecture '{}' (supported: llama, qwen2moe, qwen3moe, olmoe)",
+    fail(ErrorCode::InvalidArgument,
+         "moe gen cannot write architecture '{}' (supported: llama, qwen2moe, qwen3moe, olmoe, granitemoe)",
          o.arch);
   o.preset = p.name;
   auto dflt = [](uint32_t& v, uint32_t d) {
@@ -379,7 +391,14 @@ GenResult generate_model(const GenOptions& opts) {
   w.set_u32(key("rope.dimension_count"), o.head_dim);
   w.set_u32(key("expert_count"), o.n_expert);
   w.set_u32(key("expert_used_count"), o.n_expert_used);
-  if (o.arch != "llama") w.set_u32(key("expert_feed_forward_length"), o.n_ff);
+  // llama and granitemoe take the expert size from feed_forward_length.
+  if (o.arch != "llama" && o.arch != "granitemoe") w.set_u32(key("expert_feed_forward_length"), o.n_ff);
+  if (o.arch == "granitemoe") {
+    w.set_f32(key("embedding_scale"), kGraniteEmbeddingScale);
+    w.set_f32(key("residual_scale"), kGraniteResidualScale);
+    w.set_f32(key("attention.scale"), kGraniteAttentionScale);
+    w.set_f32(key("logit_scale"), kGraniteLogitScale);
+  }
   if (o.arch == "qwen2moe") w.set_u32(key("expert_shared_feed_forward_length"), o.n_ff_shared);
   w.set_u32(key("vocab_size"), vocab.n);
   struct Ftype { TensorType t; uint32_t v; };
