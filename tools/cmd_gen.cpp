@@ -15,7 +15,7 @@ namespace {
 Registrar reg("gen", "Write a random-weight MoE model (GGUF) for tests and benchmarks", [](CLI::App& app) -> Action {
   auto o = std::make_shared<GenOptions>();
   auto quiet = std::make_shared<bool>(false);
-  app.add_option("--arch", o->arch, "llama (Mixtral layout), qwen2moe, qwen3moe, olmoe, granitemoe");
+  app.add_option("--arch", o->arch, "llama (Mixtral layout), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx");
   app.add_option("--out,-o", o->out, "Output GGUF path")->required();
   app.add_option("--preset", o->preset, "tiny, olmoe-1b-7b, qwen3-30b-a3b, mixtral-8x7b (default tiny)");
   app.add_option("--layers", o->n_layer, "Number of layers");

@@ -77,6 +77,22 @@ void rmsnorm(const float* x, const float* w, float* y, int64_t n, float eps) noe
   }
 }
 
+void layernorm(const float* x, const float* w, const float* b, float* y, int64_t n, float eps) noexcept {
+  double sum = 0;  // double, like rmsnorm: the statistics of a few thousand values lose bits in f32
+  for (int64_t i = 0; i < n; ++i) sum += x[i];
+  const double mean = sum / static_cast<double>(n);
+  double ss = 0;
+  for (int64_t i = 0; i < n; ++i) ss += (x[i] - mean) * (x[i] - mean);
+  const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
+  const float m = static_cast<float>(mean);
+  for (int64_t i = 0; i < n; ++i) {
+    float v = (x[i] - m) * inv;
+    if (w) v *= w[i];
+    if (b) v += b[i];
+    y[i] = v;
+  }
+}
+
 namespace {
 // The rotary dimension (in [0, n_rot)) whose wavelength fits `n_rot_pos` rotations into orig_ctx.
 float yarn_corr_dim(int n_rot, float orig_ctx, float n_rotations, float base) {

@@ -233,6 +233,7 @@ FAMILY = {
     "qwen3moe": (True,  "per_head", False,     (False, True),  False),
     "olmoe":    (True,  "full",     False,     (False, False), False),
     "granitemoe": (False, None,     False,     (True, False),  False),   # + the four multipliers below
+    "dbrx":     (True,  None,       False,     (True, False),  False),   # LayerNorm, fused qkv, clamp
 }
 
 
@@ -252,7 +253,17 @@ def forward(g, tokens):
     n_kv = int(key("attention.head_count_kv", n_head))
     hd_k = int(key("attention.key_length", E // n_head))
     hd_v = int(key("attention.value_length", E // n_head))
-    eps = float(key("attention.layer_norm_rms_epsilon", 1e-5))
+    # DBRX (Databricks' release): LayerNorm without bias (norm_1 / norm_2), one Wqkv projection whose
+    # output is clamped to [-clip_qkv, clip_qkv] and split [q | k | v].
+    layer_norm = arch == "dbrx"
+    eps = float(key("attention.layer_norm_epsilon" if layer_norm else "attention.layer_norm_rms_epsilon", 1e-5))
+    clamp = float(key("attention.clamp_kqv", 0.0) or 0.0)
+
+    def norm(v, w):
+        if not layer_norm:
+            return rmsnorm(v, w, eps)
+        c = v - v.mean(axis=-1, keepdims=True)
+        return c / np.sqrt((c * c).mean(axis=-1, keepdims=True) + eps) * w
     base = float(key("rope.freq_base", 10000.0))
     n_rot = int(key("rope.dimension_count", hd_k))
     scaling = key("rope.scaling.type", "none")
@@ -280,10 +291,16 @@ def forward(g, tokens):
     group = n_head // n_kv
     for il in range(n_layer):
         p = f"blk.{il}."
-        h = rmsnorm(x, g.get(p + "attn_norm.weight"), eps)
-        q = h @ g.get(p + "attn_q.weight").T
-        k = h @ g.get(p + "attn_k.weight").T
-        v = h @ g.get(p + "attn_v.weight").T
+        h = norm(x, g.get(p + "attn_norm.weight"))
+        if g.has(p + "attn_qkv.weight"):
+            qkv = h @ g.get(p + "attn_qkv.weight").T
+            if clamp > 0:
+                qkv = np.clip(qkv, -clamp, clamp)
+            q, k, v = np.split(qkv, [n_head * hd_k, n_head * hd_k + n_kv * hd_k], axis=1)
+        else:
+            q = h @ g.get(p + "attn_q.weight").T
+            k = h @ g.get(p + "attn_k.weight").T
+            v = h @ g.get(p + "attn_v.weight").T
         if attn_bias:
             q = q + g.get(p + "attn_q.bias")
             k = k + g.get(p + "attn_k.bias")
@@ -305,7 +322,7 @@ def forward(g, tokens):
             out[:, hh, :] = softmax(s) @ v[:, hh // group, :]
         x = x + res_mul * (out.reshape(T, n_head * hd_v) @ g.get(p + "attn_output.weight").T)
 
-        h = rmsnorm(x, g.get(p + "ffn_norm.weight"), eps)
+        h = norm(x, g.get(p + ("attn_output_norm.weight" if arch == "dbrx" else "ffn_norm.weight")))
         y = np.zeros_like(x)
         if g.has(p + "ffn_gate_inp.weight"):
             logits = h @ g.get(p + "ffn_gate_inp.weight").T  # (T, n_expert)
@@ -346,7 +363,7 @@ def forward(g, tokens):
             y = (a / (1 + np.exp(-a)) * b) @ g.get(p + "ffn_down.weight").T
         x = x + res_mul * y
 
-    x = rmsnorm(x, g.get("output_norm.weight"), eps)
+    x = norm(x, g.get("output_norm.weight"))
     head = g.get("output.weight") if g.has("output.weight") else emb
     return (x @ head.T) / logit_div, (min(margins) if margins else 1.0)
 

@@ -38,6 +38,20 @@ TEST_CASE("rmsnorm") {
   CHECK(y[3] == doctest::Approx(2 / r));
 }
 
+TEST_CASE("layernorm: mean removed, population variance, weight and bias; aliasing allowed") {
+  std::vector<float> x = {1, 2, 3, 6}, w = {1, 2, 1, 0.5f}, b = {0, 1, -1, 0}, y(4);
+  // mean 3, population variance (4 + 1 + 0 + 9) / 4 = 3.5
+  ops::layernorm(x.data(), w.data(), b.data(), y.data(), 4, 0.0f);
+  const float s = std::sqrt(3.5f);
+  CHECK(y[0] == doctest::Approx(-2 / s));
+  CHECK(y[1] == doctest::Approx(-2 / s + 1));
+  CHECK(y[2] == doctest::Approx(-1.0f));
+  CHECK(y[3] == doctest::Approx(1.5f / s));
+  ops::layernorm(x.data(), nullptr, nullptr, x.data(), 4, 1e-5f);  // in place, no affine
+  CHECK(x[3] == doctest::Approx(3 / std::sqrt(3.5f + 1e-5f)));
+  CHECK(x[0] + x[1] + x[2] + x[3] == doctest::Approx(0.0f).epsilon(1e-6));
+}
+
 TEST_CASE("rope pairs adjacent dims (normal) or halves (neox)") {
   ops::RopeParams p;
   p.n_rot = 4;

@@ -170,7 +170,7 @@ struct JsonParser {
 }  // namespace
 
 TEST_CASE("generated models of every generator architecture read back as asked") {
-  for (const char* arch : {"llama", "qwen2moe", "qwen3moe", "olmoe", "granitemoe"}) {
+  for (const char* arch : {"llama", "qwen2moe", "qwen3moe", "olmoe", "granitemoe", "dbrx"}) {
     INFO(std::string(arch));
     GenOptions o = small(arch, std::string("spec_") + arch + ".gguf");
     if (std::string(arch) == "qwen3moe") o.head_dim = 32;  // qwen3 allows n_head * head_dim != n_embd
@@ -207,10 +207,14 @@ TEST_CASE("generated models of every generator architecture read back as asked")
     CHECK(s.residual_scale == (granite ? 0.22f : 0.0f));
     CHECK(s.attention_scale == (granite ? 0.015625f : 0.0f));
     CHECK(s.logit_scale == (granite ? 6.0f : 0.0f));
+    const bool dbrx = a == "dbrx";
+    CHECK(s.layer_norm == dbrx);
+    CHECK(s.fused_qkv == dbrx);
+    CHECK(s.clamp_kqv == (dbrx ? 2.0f : 0.0f));
     CHECK(s.qk_norm == (a == "qwen3moe" ? QkNorm::PerHead : a == "olmoe" ? QkNorm::Full : QkNorm::None));
     CHECK(s.attn_bias == (a == "qwen2moe"));
     CHECK(s.gating.func == GatingFunc::Softmax);
-    CHECK(s.gating.topk_before_norm == (a == "llama" || granite));
+    CHECK(s.gating.topk_before_norm == (a == "llama" || granite || dbrx));
     CHECK(s.gating.renormalize == (a == "qwen3moe"));
     CHECK(s.gating.shared_gate == (a == "qwen2moe"));
     CHECK(s.n_expert_shared == (a == "qwen2moe" ? 1u : 0u));

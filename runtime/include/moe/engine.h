@@ -89,6 +89,8 @@ class MmapExpertSource final : public ExpertSource {
 struct LayerWeights {
   std::vector<float> attn_norm;                  // (n_embd)
   WeightView wq, wk, wv, wo;                     // q: (n_head*hd_k, n_embd) ... o: (n_embd, n_head*hd_v)
+  WeightView wqkv;                               // fused (HQ + HK + HV, n_embd) in that row order (dbrx);
+                                                 // then wq/wk/wv are empty
   std::vector<float> bq, bk, bv;                 // biases (empty when absent)
   std::vector<float> q_norm, k_norm;             // per head (hd) or full (n_head*hd), per spec
   std::vector<float> ffn_norm;                   // (n_embd)
@@ -112,6 +114,9 @@ class Model {
   const WeightView& tok_embd() const noexcept { return tok_embd_; }  // (n_vocab, n_embd)
   const WeightView& output() const noexcept { return output_; }      // tied: same as tok_embd
   const std::vector<float>& output_norm() const noexcept { return output_norm_; }
+  // The model's normalization of one row of n_embd: RMSNorm, or LayerNorm (no bias) when
+  // spec().layer_norm, with weight w and epsilon spec().rms_eps. x and y may alias.
+  void norm(const float* x, const std::vector<float>& w, float* y) const noexcept;
   // Bytes of non-expert weights one decoded token reads (attention, norms, routers, shared experts,
   // LM head, one embedding row).
   uint64_t dense_bytes_per_token() const noexcept { return dense_bytes_; }
@@ -215,6 +220,7 @@ class Session {
   // Scratch (B = n_batch).
   std::vector<float> x_, xn_;         // (B, n_embd) residual stream / normalised
   std::vector<float> q_, k_, v_;      // (B, n_head*hd_k), (B, n_kv*hd_k), (B, n_kv*hd_v)
+  std::vector<float> qkv_;            // (B, HQ + HK + HV) for a fused projection, else empty
   std::vector<float> att_;            // (B, n_head*hd_v)
   std::vector<float> scores_;         // (n_threads, n_ctx)
   std::vector<float> rope_cs_;        // (n_rot)

@@ -10,7 +10,7 @@
 namespace moe {
 
 struct GenOptions {
-  std::string arch;    // llama (Mixtral layout), qwen2moe, qwen3moe, olmoe, granitemoe; empty = from preset (else qwen3moe)
+  std::string arch;    // llama (Mixtral layout), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx; empty = from preset (else qwen3moe)
   std::string out;     // output path (required)
   std::string preset;  // "", "tiny", "olmoe-1b-7b", "qwen3-30b-a3b", "mixtral-8x7b"
   // Dimensions; 0 = from the preset (or the tiny defaults).

@@ -8,6 +8,7 @@
 #include "moe/engine.h"
 #include "moe/error.h"
 #include "moe/kernels/matmul.h"
+#include "moe/kernels/ops.h"
 #include "moe/kernels/quant.h"
 
 namespace moe {
@@ -15,7 +16,8 @@ namespace moe {
 namespace {
 
 bool arch_supported(Arch a) {
-  return a == Arch::Llama || a == Arch::Qwen2Moe || a == Arch::Qwen3Moe || a == Arch::Olmoe || a == Arch::GraniteMoe;
+  return a == Arch::Llama || a == Arch::Qwen2Moe || a == Arch::Qwen3Moe || a == Arch::Olmoe || a == Arch::GraniteMoe ||
+         a == Arch::Dbrx;
 }
 
 }  // namespace
@@ -37,12 +39,12 @@ void Model::bind() {
   const std::string& path = f.path();
   if (!arch_supported(s.arch))
     fail(ErrorCode::Unsupported, "{}: architecture '{}' is not supported by the CPU engine (supported: llama/"
-         "Mixtral, qwen2moe, qwen3moe, olmoe, granitemoe)", path, s.arch_name);
+         "Mixtral, qwen2moe, qwen3moe, olmoe, granitemoe, dbrx)", path, s.arch_name);
   if (s.gating.has_bias || s.gating.n_group > 1)
     fail(ErrorCode::Unsupported, "{}: biased or group-limited expert selection is not supported", path);
-  if (s.layer_norm || s.attn_out_bias || s.fused_qkv || s.qk_l2_norm || s.attn_sinks || s.n_swa ||
-      s.no_rope_layer_step || s.q_lora_rank || s.kv_lora_rank || s.clamp_kqv != 0.0f || s.gating.router_bias ||
-      s.gating.weight_before_ffn)
+  // LayerNorm is implemented without a bias (dbrx); phimoe's biased norms are not.
+  if ((s.layer_norm && s.arch != Arch::Dbrx) || s.attn_out_bias || s.qk_l2_norm || s.attn_sinks || s.n_swa ||
+      s.no_rope_layer_step || s.q_lora_rank || s.kv_lora_rank || s.gating.router_bias || s.gating.weight_before_ffn)
     fail(ErrorCode::Unsupported, "{}: the spec of '{}' uses a feature the CPU engine does not implement", path,
          s.arch_name);
   if (s.ffn_act == FfnAct::SwigluOai)
@@ -110,9 +112,13 @@ void Model::bind() {
     const LayerSpec& ls = s.layers[il];
     const std::string p = "blk." + std::to_string(il) + ".";
     L.attn_norm = vec(p + "attn_norm.weight", E, true);
-    L.wq = mat(p + "attn_q.weight", HQ, E, true);
-    L.wk = mat(p + "attn_k.weight", HK, E, true);
-    L.wv = mat(p + "attn_v.weight", HV, E, true);
+    if (s.fused_qkv) {
+      L.wqkv = mat(p + "attn_qkv.weight", HQ + HK + HV, E, true);
+    } else {
+      L.wq = mat(p + "attn_q.weight", HQ, E, true);
+      L.wk = mat(p + "attn_k.weight", HK, E, true);
+      L.wv = mat(p + "attn_v.weight", HV, E, true);
+    }
     L.wo = mat(p + "attn_output.weight", E, HO, true);
     L.bq = vec(p + "attn_q.bias", HQ, s.attn_bias);
     L.bk = vec(p + "attn_k.bias", HK, s.attn_bias);
@@ -124,8 +130,9 @@ void Model::bind() {
       L.q_norm = vec(p + "attn_q_norm.weight", HQ, true);
       L.k_norm = vec(p + "attn_k_norm.weight", HK, true);
     }
-    L.ffn_norm = vec(p + "ffn_norm.weight", E, true);
-    uint64_t bytes = L.wq.nbytes + L.wk.nbytes + L.wv.nbytes + L.wo.nbytes;
+    // dbrx names its second norm attn_output_norm (norm_2 of the release); it sits where ffn_norm does.
+    L.ffn_norm = vec(p + (s.arch == Arch::Dbrx ? "attn_output_norm.weight" : "ffn_norm.weight"), E, true);
+    uint64_t bytes = L.wq.nbytes + L.wk.nbytes + L.wv.nbytes + L.wqkv.nbytes + L.wo.nbytes;
     if (ls.is_moe) {
       if (ls.n_expert_used == 0 || ls.n_expert_used > ls.n_expert)
         fail(ErrorCode::Corrupt, "{}: layer {} uses {} of {} experts", path, il, ls.n_expert_used, ls.n_expert);
@@ -162,6 +169,13 @@ void Model::bind() {
     }
     dense_bytes_ += bytes;
   }
+}
+
+void Model::norm(const float* x, const std::vector<float>& w, float* y) const noexcept {
+  if (spec_.layer_norm)
+    kernels::ops::layernorm(x, w.data(), nullptr, y, spec_.n_embd, spec_.rms_eps);
+  else
+    kernels::ops::rmsnorm(x, w.data(), y, spec_.n_embd, spec_.rms_eps);
 }
 
 ExpertWeights MmapExpertSource::acquire(uint32_t layer, uint32_t expert) {

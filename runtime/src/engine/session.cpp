@@ -106,6 +106,7 @@ Session::Session(const Model& m, ExpertSource& src, SessionOptions o) : m_(m), s
   q_.resize(B * HQ);
   k_.resize(B * HK);
   v_.resize(B * HV);
+  if (m.layer(0).wqkv) qkv_.resize(B * (HQ + HK + HV));
   att_.resize(B * HO);
   scores_.resize(size_t(pool_->size()) * n_ctx_);
   rope_cs_.resize(std::max<size_t>(2, s.head_dim_k));
@@ -193,7 +194,7 @@ void Session::forward(const int32_t* tokens, uint32_t n, float* all_logits) {
   for (uint32_t il = 0; il < s.n_layer; ++il) {
     const LayerWeights& L = m_.layer(il);
     for (uint32_t t = 0; t < n; ++t)
-      ops::rmsnorm(x_.data() + t * E, L.attn_norm.data(), xn_.data() + t * E, E, s.rms_eps);
+      m_.norm(x_.data() + t * E, L.attn_norm, xn_.data() + t * E);
     attention_block(il, n);
     if (rs != 0.0f)
       for (size_t i = 0; i < n * E; ++i) x_[i] += tmp_[i] * rs;
@@ -201,7 +202,7 @@ void Session::forward(const int32_t* tokens, uint32_t n, float* all_logits) {
       for (size_t i = 0; i < n * E; ++i) x_[i] += tmp_[i];
     if (observer_) observer_->after_attention(il, x_.data(), n);
     for (uint32_t t = 0; t < n; ++t)
-      ops::rmsnorm(x_.data() + t * E, L.ffn_norm.data(), xn_.data() + t * E, E, s.rms_eps);
+      m_.norm(x_.data() + t * E, L.ffn_norm, xn_.data() + t * E);
     ffn_block(il, n);
     if (rs != 0.0f)
       for (size_t i = 0; i < n * E; ++i) x_[i] += moe_out_[i] * rs;
@@ -211,7 +212,7 @@ void Session::forward(const int32_t* tokens, uint32_t n, float* all_logits) {
   }
 
   for (uint32_t t = 0; t < n; ++t)
-    ops::rmsnorm(x_.data() + t * E, m_.output_norm().data(), xn_.data() + t * E, E, s.rms_eps);
+    m_.norm(x_.data() + t * E, m_.output_norm(), xn_.data() + t * E);
   if (all_logits) {
     mm(m_.output(), xn_.data(), n, all_logits, pool_.get());
     if (s.logit_scale != 0.0f) {
@@ -239,9 +240,28 @@ void Session::attention_block(uint32_t il, uint32_t n) {
   const int hk = static_cast<int>(s.head_dim_k), hv = static_cast<int>(s.head_dim_v);
   const size_t HQ = size_t(s.n_head) * hk, HK = size_t(s.n_head_kv) * hk, HV = size_t(s.n_head_kv) * hv,
                HO = size_t(s.n_head) * hv;
-  mm(L.wq, xn_.data(), n, q_.data(), pool);
-  mm(L.wk, xn_.data(), n, k_.data(), pool);
-  mm(L.wv, xn_.data(), n, v_.data(), pool);
+  if (L.wqkv) {
+    // Fused projection (dbrx): rows [q | k | v] per token, split into the q_/k_/v_ layouts.
+    const size_t W = HQ + HK + HV;
+    mm(L.wqkv, xn_.data(), n, qkv_.data(), pool);
+    for (uint32_t t = 0; t < n; ++t) {
+      const float* r = qkv_.data() + t * W;
+      std::memcpy(q_.data() + t * HQ, r, HQ * sizeof(float));
+      std::memcpy(k_.data() + t * HK, r + HQ, HK * sizeof(float));
+      std::memcpy(v_.data() + t * HV, r + HQ + HK, HV * sizeof(float));
+    }
+  } else {
+    mm(L.wq, xn_.data(), n, q_.data(), pool);
+    mm(L.wk, xn_.data(), n, k_.data(), pool);
+    mm(L.wv, xn_.data(), n, v_.data(), pool);
+  }
+  if (s.clamp_kqv > 0.0f) {  // dbrx: q, k and v clamped to [-c, c] before RoPE
+    const float c = s.clamp_kqv;
+    for (float* a : {q_.data(), k_.data(), v_.data()}) {
+      const size_t cnt = size_t(n) * (a == q_.data() ? HQ : a == k_.data() ? HK : HV);
+      for (size_t i = 0; i < cnt; ++i) a[i] = std::clamp(a[i], -c, c);
+    }
+  }
   const ops::RopeParams rp = detail::rope_params_for(s);
   for (uint32_t t = 0; t < n; ++t) {
     float* q = q_.data() + t * HQ;

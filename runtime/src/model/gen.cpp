@@ -1,5 +1,5 @@
 // Synthetic model generator (moe/gen.h): random weights written in the GGUF layout llama.cpp
-// expects for llama (Mixtral), qwen2moe, qwen3moe, olmoe and granitemoe, streamed through GgufWriter in chunks
+// expects for llama (Mixtral), qwen2moe, qwen3moe, olmoe, granitemoe and dbrx, streamed through GgufWriter in chunks
 // so even a 50 GB preset is written in a few MiB of memory. Reentrant; each call spawns at most
 // opts.threads - 1 short-lived worker threads per chunk.
 //
@@ -47,7 +47,10 @@ constexpr Preset kPresets[] = {
     {"qwen3-30b-a3b", "qwen3moe", 48, 2048, 768, 0, 128, 8, 32, 4, 128, 40960, 0, 1000000.0f, 1e-6f},
     {"mixtral-8x7b", "llama", 32, 4096, 14336, 0, 8, 2, 32, 8, 128, 32768, 0, 1000000.0f, 1e-5f},
 };
-constexpr const char* kArchs[] = {"llama", "qwen2moe", "qwen3moe", "olmoe", "granitemoe"};
+constexpr const char* kArchs[] = {"llama", "qwen2moe", "qwen3moe", "olmoe", "granitemoe", "dbrx"};
+// dbrx clamps q, k and v to [-c, c]. The release uses 8; random weights give unit-scale
+// projections, so a smaller bound is written to make the clamp bite (about 5% of the values).
+constexpr float kDbrxClampKqv = 2.0f;
 // granitemoe multipliers: the values of IBM granite-3.0-1b-a400m (embedding_multiplier,
 // residual_multiplier, attention_multiplier, logits_scaling).
 constexpr float kGraniteEmbeddingScale = 12.0f, kGraniteResidualScale = 0.22f, kGraniteAttentionScale = 0.015625f,
@@ -215,9 +218,13 @@ void build_tensors(Plan& p, uint32_t n_vocab) {
   for (uint32_t il = 0; il < o.n_layer; ++il) {
     auto n = [il](const char* what) { return fmt::format("blk.{}.{}", il, what); };
     add_vec(p, n("attn_norm.weight"), E, Init::Norm);
-    add_weight(p, n("attn_q.weight"), {E, q_dim});
-    add_weight(p, n("attn_k.weight"), {E, kv_dim});
-    add_weight(p, n("attn_v.weight"), {E, kv_dim});
+    if (o.arch == "dbrx") {
+      add_weight(p, n("attn_qkv.weight"), {E, q_dim + 2 * kv_dim});  // rows [q | k | v]
+    } else {
+      add_weight(p, n("attn_q.weight"), {E, q_dim});
+      add_weight(p, n("attn_k.weight"), {E, kv_dim});
+      add_weight(p, n("attn_v.weight"), {E, kv_dim});
+    }
     if (o.arch == "qwen2moe") {
       add_vec(p, n("attn_q.bias"), q_dim, Init::Bias);
       add_vec(p, n("attn_k.bias"), kv_dim, Init::Bias);
@@ -232,7 +239,7 @@ void build_tensors(Plan& p, uint32_t n_vocab) {
       add_vec(p, n("attn_k_norm.weight"), kv_dim, Init::Norm);
     }
     add_weight(p, n("attn_output.weight"), {q_dim, E}, out_scale);
-    add_vec(p, n("ffn_norm.weight"), E, Init::Norm);
+    add_vec(p, n(o.arch == "dbrx" ? "attn_output_norm.weight" : "ffn_norm.weight"), E, Init::Norm);
     {
       TPlan t;
       t.name = n("ffn_gate_inp.weight");
@@ -302,7 +309,7 @@ GenOptions resolve_gen_options(const GenOptions& in) {
   if (o.arch.empty()) o.arch = "qwen3moe";
   if (std::find_if(std::begin(kArchs), std::end(kArchs), [&](const char* a) { return o.arch == a; }) == std::end(kArchs))
     fail(ErrorCode::InvalidArgument,
-         "moe gen cannot write architecture '{}' (supported: llama, qwen2moe, qwen3moe, olmoe, granitemoe)",
+         "moe gen cannot write architecture '{}' (supported: llama, qwen2moe, qwen3moe, olmoe, granitemoe, dbrx)",
          o.arch);
   o.preset = p.name;
   auto dflt = [](uint32_t& v, uint32_t d) {
@@ -319,7 +326,8 @@ GenOptions resolve_gen_options(const GenOptions& in) {
   else o.n_ff_shared = 0;
   if (o.vocab != "none") dflt(o.n_vocab, p.n_vocab);  // 0 stays "from the file"
   else dflt(o.n_vocab, 256);
-  const bool full_width = o.arch == "olmoe" || o.arch == "qwen2moe";  // llama.cpp: q is [n_embd, n_embd]
+  // llama.cpp: q (and the output projection) are [n_embd, n_embd]
+  const bool full_width = o.arch == "olmoe" || o.arch == "qwen2moe" || o.arch == "dbrx";
   if (full_width) {
     if (o.n_head_kv && o.arch == "olmoe" && o.n_head_kv != o.n_head)
       fail(ErrorCode::InvalidArgument, "olmoe needs as many kv heads as heads ({} != {})", o.n_head_kv, o.n_head);
@@ -386,13 +394,18 @@ GenResult generate_model(const GenOptions& opts) {
   w.set_u32(key("attention.head_count_kv"), o.n_head_kv);
   w.set_u32(key("attention.key_length"), o.head_dim);
   w.set_u32(key("attention.value_length"), o.head_dim);
-  w.set_f32(key("attention.layer_norm_rms_epsilon"), p.preset->eps);
+  if (o.arch == "dbrx") {  // LayerNorm
+    w.set_f32(key("attention.layer_norm_epsilon"), p.preset->eps);
+    w.set_f32(key("attention.clamp_kqv"), kDbrxClampKqv);
+  } else {
+    w.set_f32(key("attention.layer_norm_rms_epsilon"), p.preset->eps);
+  }
   w.set_f32(key("rope.freq_base"), p.preset->rope_base);
   w.set_u32(key("rope.dimension_count"), o.head_dim);
   w.set_u32(key("expert_count"), o.n_expert);
   w.set_u32(key("expert_used_count"), o.n_expert_used);
-  // llama and granitemoe take the expert size from feed_forward_length.
-  if (o.arch != "llama" && o.arch != "granitemoe") w.set_u32(key("expert_feed_forward_length"), o.n_ff);
+  // llama, granitemoe and dbrx take the expert size from feed_forward_length.
+  if (o.arch != "llama" && o.arch != "granitemoe" && o.arch != "dbrx") w.set_u32(key("expert_feed_forward_length"), o.n_ff);
   if (o.arch == "granitemoe") {
     w.set_f32(key("embedding_scale"), kGraniteEmbeddingScale);
     w.set_f32(key("residual_scale"), kGraniteResidualScale);

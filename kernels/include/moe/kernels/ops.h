@@ -19,6 +19,9 @@ void f16_to_f32_row(const uint16_t* src, float* dst, int64_t n) noexcept;
 // ---- normalisation ----
 // y[i] = x[i] / sqrt(mean(x^2) + eps) * (w ? w[i] : 1). x and y may alias.
 void rmsnorm(const float* x, const float* w, float* y, int64_t n, float eps) noexcept;
+// LayerNorm: y[i] = (x[i] - mean(x)) / sqrt(var(x) + eps) * (w ? w[i] : 1) + (b ? b[i] : 0), with the
+// population variance. x and y may alias.
+void layernorm(const float* x, const float* w, const float* b, float* y, int64_t n, float eps) noexcept;
 
 // ---- RoPE ----
 // How a head's rotated dimensions are paired: Normal pairs (2i, 2i+1) (Llama/Mixtral as GGUF stores
