@@ -220,7 +220,8 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
       m.opt_f32("rope.scaling.yarn_attn_factor").value_or(m.opt_f32("rope.scaling.attn_factor").value_or(1.0f));
   s.yarn_beta_fast = m.opt_f32("rope.scaling.yarn_beta_fast").value_or(32.0f);
   s.yarn_beta_slow = m.opt_f32("rope.scaling.yarn_beta_slow").value_or(1.0f);
-  s.yarn_log_mul = m.opt_f32("rope.scaling.yarn_log_multiplier").value_or(0.0f);
+  // DeepSeek's mscale rule (0.1 * mscale_all_dim); llama.cpp reads it for deepseek2 only among these archs.
+  if (A == Arch::Deepseek2) s.yarn_log_mul = m.opt_f32("rope.scaling.yarn_log_multiplier").value_or(0.0f);
 
   // --- embeddings / vocabulary --------------------------------------------------------------------
   const auto& embd = T.need("token_embd.weight");
