@@ -15,9 +15,13 @@ namespace {
 Registrar reg("gen", "Write a random-weight MoE model (GGUF) for tests and benchmarks", [](CLI::App& app) -> Action {
   auto o = std::make_shared<GenOptions>();
   auto quiet = std::make_shared<bool>(false);
-  app.add_option("--arch", o->arch, "llama (Mixtral layout), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx");
+  app.add_option("--arch", o->arch, "llama (Mixtral layout), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2");
   app.add_option("--out,-o", o->out, "Output GGUF path")->required();
-  app.add_option("--preset", o->preset, "tiny, olmoe-1b-7b, qwen3-30b-a3b, mixtral-8x7b (default tiny)");
+  app.add_option("--preset", o->preset,
+                 "tiny, olmoe-1b-7b, qwen3-30b-a3b, mixtral-8x7b, deepseek-v2-lite (default tiny). deepseek2: "
+                 "'--arch deepseek2 --preset tiny' is DeepSeek-V2-like (plain q, softmax routing), '--preset tiny-v3' "
+                 "DeepSeek-V3-like (compressed q, sigmoid routing + exp_probs_b, group-limited top-k, normalised "
+                 "weights); both with latent attention, a dense first layer, a shared expert, a routed scale, YaRN");
   app.add_option("--layers", o->n_layer, "Number of layers");
   app.add_option("--embd", o->n_embd, "Embedding size");
   app.add_option("--ff", o->n_ff, "Hidden size of one expert");
@@ -35,6 +39,8 @@ Registrar reg("gen", "Write a random-weight MoE model (GGUF) for tests and bench
   app.add_option("--data", o->data_dir, "Shared data folder holding tokenizers/");
   app.add_option("--router-skew", o->router_skew, "Zipf-like exponent of expert popularity (0 = uniform)");
   app.add_option("--threads", o->threads, "Generator threads (default 2)");
+  app.add_flag("--mla-kv-b", o->mla_kv_b,
+               "deepseek2: one attn_kv_b per layer (older files) instead of attn_k_b / attn_v_b");
   app.add_flag("--quiet,-q", *quiet, "No progress output");
   return [o, quiet] {
     int last = -1;

@@ -171,8 +171,15 @@ int run_inspect(const std::string& path, bool json) {
   fmt::print("experts        {} routed, {} used per token, {} shared\n", s.n_expert, s.n_expert_used, s.n_expert_shared);
   fmt::print("dims           n_embd {}, n_ff_expert {}, heads {} (kv {}), head dim {}, vocab {}, ctx {}\n", s.n_embd,
              s.n_ff_expert, s.n_head, s.n_head_kv, s.head_dim_k, s.n_vocab, s.n_ctx_train);
-  fmt::print("gating         {}{}{}{}\n", gating_name(s.gating), s.gating.renormalize ? ", renormalized" : "",
-             s.gating.has_bias ? ", selection bias" : "", s.gating.shared_gate ? ", gated shared expert" : "");
+  fmt::print("gating         {}{}{}{}{}{}\n", gating_name(s.gating), s.gating.renormalize ? ", renormalized" : "",
+             s.gating.has_bias ? ", selection bias" : "", s.gating.shared_gate ? ", gated shared expert" : "",
+             s.gating.n_group > 1 ? fmt::format(", best {} of {} expert groups", s.gating.topk_group, s.gating.n_group)
+                                  : std::string(),
+             s.gating.scale != 1.0f ? fmt::format(", scaled x{}", s.gating.scale) : std::string());
+  if (s.kv_lora_rank > 0)
+    fmt::print("attention      multi-head latent: kv rank {}, q rank {}, head k {} (rope {}) / v {}, cache {} per "
+               "token per layer\n",
+               s.kv_lora_rank, s.q_lora_rank, s.mla_head_dim_k, s.n_rot, s.mla_head_dim_v, s.head_dim_k);
   fmt::print("rope           {}, base {}, {} dims rotated\n", s.rope_style == RopeStyle::NeoX ? "neox" : "normal",
              s.rope_freq_base, s.n_rot);
   fmt::print("tensors        {}\n", f->tensors().size());

@@ -242,8 +242,8 @@ void attention(const AttnShape& s, const float* q, const uint16_t* k_cache, cons
   }
 #endif
   const int group = s.n_head / s.n_head_kv;
-  const int64_t k_stride = static_cast<int64_t>(s.n_head_kv) * s.hd_k;
-  const int64_t v_stride = static_cast<int64_t>(s.n_head_kv) * s.hd_v;
+  const int64_t k_stride = s.k_stride ? s.k_stride : static_cast<int64_t>(s.n_head_kv) * s.hd_k;
+  const int64_t v_stride = s.v_stride ? s.v_stride : static_cast<int64_t>(s.n_head_kv) * s.hd_v;
   for (int h = h0; h < h1; ++h) {
     const int kvh = h / group;
     const float* qh = q + static_cast<int64_t>(h) * s.hd_k;

@@ -4,7 +4,7 @@
 Parses a GGUF file itself (numpy only: no code shared with the C++ engine, no gguf package needed),
 dequantizes the tensors it needs (F32, F16, BF16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K) and computes, in
 float64, the logits of every position of a token sequence for the architectures the engine runs:
-llama (Mixtral), qwen2moe, qwen3moe and olmoe. Each family's rules are written out here from the
+llama (Mixtral), qwen2moe, qwen3moe, olmoe and deepseek2 (DeepSeek-V2/V3, forward_deepseek2). Each family's rules are written out here from the
 models' published definitions, keyed by general.architecture, so a wrong flag in the C++ spec loader
 shows up as a mismatch rather than being copied.
 
@@ -194,8 +194,9 @@ def softmax(x, axis=-1):
     return e / np.sum(e, axis=axis, keepdims=True)
 
 
-def rope(x, pos, n_rot, base, scale, neox, yarn):
-    """x: (T, H, D). Rotates the first n_rot dims of each head. yarn: None or dict."""
+def rope(x, pos, n_rot, base, scale, neox, yarn, msc_override=None):
+    """x: (T, H, D). Rotates the first n_rot dims of each head. yarn: None or dict.
+    msc_override: the cos/sin factor to use instead of YaRN's default attention temperature."""
     half = n_rot // 2
     i = np.arange(half)
     inv = base ** (-2.0 * i / n_rot)
@@ -211,6 +212,8 @@ def rope(x, pos, n_rot, base, scale, neox, yarn):
         mix = ramp * yarn["ext_factor"]
         th = th * (1 - mix) + th_ext * mix
         msc = yarn["attn_factor"] * (1 + 0.1 * np.log(1 / scale))
+    if msc_override is not None:
+        msc = msc_override
     c = (np.cos(th) * msc)[:, None, :]
     s = (np.sin(th) * msc)[:, None, :]
     y = x.copy()
@@ -237,9 +240,149 @@ FAMILY = {
 }
 
 
+def silu_glu(h, gate, up, down):
+    a = h @ gate.T
+    return (a / (1 + np.exp(-a)) * (h @ up.T)) @ down.T
+
+
+def forward_deepseek2(g, tokens):
+    """DeepSeek-V2 / V3 (arXiv:2405.04434, arXiv:2412.19437) in the plain (non-absorbed) form: the
+    latent c = RMSNorm(W_DKV x) is decompressed to per-head keys and values for every position;
+    the decoupled RoPE key k_pe = RoPE(W_KR x) is shared by all heads. Routing: scores =
+    softmax (V2) or sigmoid (V3) of the router logits; the choice uses scores + exp_probs_b (V3) and,
+    with expert groups, only the topk_group groups whose two best choice scores sum highest (V3's
+    rule); the weights are the unbiased scores, renormalised if expert_weights_norm, times the routed
+    scaling factor. Shared experts are always added. The first leading_dense_block_count layers are
+    dense. GGUF conventions: RoPE pairs adjacent dimensions (the checkpoints' interleaved q_pe/k_pe),
+    YaRN as in DeepSeek's modelling code with mscale = mscale_all_dim (as the released configs set it:
+    cos/sin unscaled, softmax scale times yarn_mscale(factor, mscale_all_dim)^2)."""
+    kv = g.kv
+    arch = "deepseek2"
+
+    def key(k, default=None):
+        return kv.get(f"{arch}.{k}", default)
+
+    E = int(key("embedding_length"))
+    n_layer = int(key("block_count"))
+    H = int(key("attention.head_count"))
+    eps = float(key("attention.layer_norm_rms_epsilon"))
+    base = float(key("rope.freq_base", 10000.0))
+    n_rot = int(key("rope.dimension_count"))
+    r = int(key("attention.kv_lora_rank"))
+    q_lora = int(key("attention.q_lora_rank", 0))
+    if key("attention.key_length_mla") is not None:  # split attn_k_b / attn_v_b layout
+        dk = int(key("attention.key_length_mla"))
+        dv = int(key("attention.value_length_mla"))
+    else:
+        dk = int(key("attention.key_length"))
+        dv = int(key("attention.value_length"))
+    nope = dk - n_rot
+    n_dense = int(key("leading_dense_block_count", 0))
+    n_used = int(key("expert_used_count"))
+    gating = int(key("expert_gating_func", 1))  # 1 softmax (V2 files omit it), 2 sigmoid
+    norm_w = bool(key("expert_weights_norm", False))
+    w_scale = float(key("expert_weights_scale", 1.0) or 1.0)
+    n_group = int(key("expert_group_count", 0))
+    topk_group = int(key("expert_group_used_count", 0))
+
+    scaling = key("rope.scaling.type", "none")
+    factor = float(key("rope.scaling.factor", 1.0) or 1.0)
+    yarn = None
+    rscale = 1.0
+    softmax_scale = 1.0 / np.sqrt(dk)
+    if scaling == "yarn":
+        rscale = 1.0 / factor
+        yarn = dict(orig_ctx=float(key("rope.scaling.original_context_length", key("context_length"))),
+                    ext_factor=1.0, attn_factor=1.0, beta_fast=32.0, beta_slow=1.0)
+        mscale_all = float(key("rope.scaling.yarn_log_multiplier", 0.0)) / 0.1
+        m = 0.1 * mscale_all * np.log(factor) + 1.0 if factor > 1 else 1.0
+        softmax_scale = softmax_scale * m * m
+
+    margins = []
+    T = len(tokens)
+    pos = np.arange(T, dtype=np.float64)
+    emb = g.get("token_embd.weight")
+    x = emb[np.array(tokens)]
+    mask = np.triu(np.full((T, T), -np.inf), 1)
+    for il in range(n_layer):
+        p = f"blk.{il}."
+        h = rmsnorm(x, g.get(p + "attn_norm.weight"), eps)
+        if q_lora > 0:
+            q = rmsnorm(h @ g.get(p + "attn_q_a.weight").T, g.get(p + "attn_q_a_norm.weight"), eps)
+            q = q @ g.get(p + "attn_q_b.weight").T
+        else:
+            q = h @ g.get(p + "attn_q.weight").T
+        q = q.reshape(T, H, dk)
+        ckv = h @ g.get(p + "attn_kv_a_mqa.weight").T  # (T, r + n_rot)
+        c = rmsnorm(ckv[:, :r], g.get(p + "attn_kv_a_norm.weight"), eps)
+        k_pe = rope(ckv[:, None, r:], pos, n_rot, base, rscale, False, yarn, msc_override=1.0)  # (T, 1, n_rot)
+        q_pe = rope(q[:, :, nope:], pos, n_rot, base, rscale, False, yarn, msc_override=1.0)
+        if g.has(p + "attn_k_b.weight"):
+            k_b = g.get(p + "attn_k_b.weight")  # (H, r, nope): W_UK transposed per head
+            v_b = g.get(p + "attn_v_b.weight")  # (H, dv, r)
+            k_nope = np.einsum("tc,hcd->thd", c, k_b)
+            v = np.einsum("tc,hjc->thj", c, v_b)
+        else:
+            kv_b = g.get(p + "attn_kv_b.weight").reshape(H, nope + dv, r)
+            k_nope = np.einsum("tc,hdc->thd", c, kv_b[:, :nope, :])
+            v = np.einsum("tc,hjc->thj", c, kv_b[:, nope:, :])
+        out = np.empty((T, H, dv))
+        for hh in range(H):
+            s = (q[:, hh, :nope] @ k_nope[:, hh, :].T + q_pe[:, hh, :] @ k_pe[:, 0, :].T) * softmax_scale + mask
+            out[:, hh, :] = softmax(s) @ v[:, hh, :]
+        x = x + out.reshape(T, H * dv) @ g.get(p + "attn_output.weight").T
+
+        h = rmsnorm(x, g.get(p + "ffn_norm.weight"), eps)
+        if il < n_dense:
+            x = x + silu_glu(h, g.get(p + "ffn_gate.weight"), g.get(p + "ffn_up.weight"), g.get(p + "ffn_down.weight"))
+            continue
+        logits = h @ g.get(p + "ffn_gate_inp.weight").T
+        n_expert = logits.shape[1]
+        bias = g.get(p + "exp_probs_b.bias") if g.has(p + "exp_probs_b.bias") else np.zeros(n_expert)
+        gate = g.get(p + "ffn_gate_exps.weight")
+        up = g.get(p + "ffn_up_exps.weight")
+        down = g.get(p + "ffn_down_exps.weight")
+        y = silu_glu(h, g.get(p + "ffn_gate_shexp.weight"), g.get(p + "ffn_up_shexp.weight"),
+                     g.get(p + "ffn_down_shexp.weight"))
+        for t in range(T):
+            scores = softmax(logits[t]) if gating == 1 else 1 / (1 + np.exp(-logits[t]))
+            choice = scores + bias
+            spread = max(1e-30, choice.max() - choice.min())
+            if n_group > 1:
+                per = n_expert // n_group
+                grp = np.sort(choice.reshape(n_group, per), axis=1)[:, ::-1]
+                gsc = grp[:, :2].sum(axis=1) if per >= 2 else grp[:, 0]
+                gs = np.sort(gsc)[::-1]
+                margins.append((gs[topk_group - 1] - gs[topk_group]) / spread)
+                keep = np.argsort(-gsc, kind="stable")[:topk_group]
+                masked = np.full(n_expert, -np.inf)
+                for gi in keep:
+                    masked[gi * per:(gi + 1) * per] = choice[gi * per:(gi + 1) * per]
+                choice = masked
+            srt = np.sort(choice)[::-1]
+            if np.isfinite(srt[n_used]):
+                margins.append((srt[n_used - 1] - srt[n_used]) / spread)
+            sel = np.argsort(-choice, kind="stable")[:n_used]
+            w = scores[sel]
+            if norm_w:
+                w = w / w.sum()
+            w = w * w_scale
+            for e, we in zip(sel, w):
+                a = gate[e] @ h[t]
+                b = up[e] @ h[t]
+                y[t] += we * (down[e] @ (a / (1 + np.exp(-a)) * b))
+        x = x + y
+
+    x = rmsnorm(x, g.get("output_norm.weight"), eps)
+    head = g.get("output.weight") if g.has("output.weight") else emb
+    return x @ head.T, (min(margins) if margins else 1.0)
+
+
 def forward(g, tokens):
     kv = g.kv
     arch = kv["general.architecture"]
+    if arch == "deepseek2":
+        return forward_deepseek2(g, tokens)
     if arch not in FAMILY:
         raise ValueError(f"architecture {arch} not supported by the reference")
     neox, qk_norm, attn_bias, (topk_logits, renorm), shared_gate = FAMILY[arch]

@@ -258,3 +258,51 @@ TEST_CASE("sampler: greedy, determinism, truncation, penalties") {
   Sampler tp(t, 5);
   for (int i = 0; i < 50; ++i) CHECK(tp.sample(logits, {}) == 1);
 }
+
+TEST_CASE("gating: DeepSeek-V3 (sigmoid, bias for the choice only, group-limited, renormalised, scaled)") {
+  // 8 experts in 4 groups of 2; logits chosen so each rule changes the answer.
+  const std::vector<float> logits = {2.0f, -2.0f, 1.0f, 1.0f, 0.0f, 0.5f, 1.8f, -3.0f};
+  const uint32_t n = uint32_t(logits.size());
+  std::vector<float> bias = {0.0f, 0.0f, 0.0f, 0.0f, 0.6f, 0.0f, 0.0f, 0.0f};
+  auto sig = [](float x) { return 1.0 / (1.0 + std::exp(-double(x))); };
+  auto run = [&](const Gating& g, const float* b, uint32_t k) {
+    GateOut o{std::vector<int32_t>(k), std::vector<float>(k)};
+    std::vector<float> probs(n), sel(2 * n);
+    std::vector<int32_t> idx(n);
+    apply_gating(g, logits.data(), n, k, o.ids.data(), o.w.data(), probs.data(), idx.data(), b, sel.data());
+    return o;
+  };
+  Gating g;
+  g.func = GatingFunc::Sigmoid;
+  g.renormalize = true;
+  g.scale = 2.5f;
+  // No bias, no groups: the best two scores, experts 0 (2.0) and 6 (1.8).
+  auto plain = run(g, nullptr, 2);
+  CHECK(plain.ids == std::vector<int32_t>{0, 6});
+  // Bias: expert 4 (0 + 0.6 -> sigmoid 0.5 + 0.6 = 1.1) beats 6 (0.858) for the choice, but its
+  // weight is its unbiased score sigmoid(0) = 0.5.
+  auto biased = run(g, bias.data(), 2);
+  CHECK(biased.ids == std::vector<int32_t>{0, 4});
+  const double z = sig(2.0f) + sig(0.0f);
+  CHECK(biased.w[0] == doctest::Approx(2.5 * sig(2.0f) / z));
+  CHECK(biased.w[1] == doctest::Approx(2.5 * sig(0.0f) / z));
+  // Groups {0,1} {2,3} {4,5} {6,7}, scored by the sum of their two best biased scores: group 2
+  // (1.1 + 0.622) and group 1 (0.731 + 0.731) beat group 0 (0.881 + 0.119) and group 3 (0.858 + 0.047),
+  // so expert 0 (the best single score) cannot be chosen.
+  g.n_group = 4;
+  g.topk_group = 2;
+  auto grouped = run(g, bias.data(), 3);
+  CHECK(grouped.ids == std::vector<int32_t>{2, 3, 4});
+  double sum = 0;
+  for (float w : grouped.w) sum += w;
+  CHECK(sum == doctest::Approx(2.5));  // renormalised, then scaled
+  // Softmax scores (V2 with groups), no bias: groups {0,1} (e^2 + e^-2) and {6,7} (e^1.8 + e^-3) win,
+  // so the third expert is 1 rather than 2 or 3 (e^1 each).
+  g.func = GatingFunc::Softmax;
+  g.renormalize = false;
+  g.scale = 1.0f;
+  auto v2 = run(g, nullptr, 3);
+  CHECK(v2.ids == std::vector<int32_t>{0, 1, 6});
+  g.n_group = 0;
+  CHECK(run(g, nullptr, 3).ids == std::vector<int32_t>{0, 2, 6});  // without groups (2/3 tie: lower id)
+}

@@ -383,6 +383,7 @@ TEST_CASE("specs of the architectures read but not generated") {
     m.f32("expert_weights_scale", 2.5f);
     m.w.set_bool("deepseek2.expert_weights_norm", true);
     m.dense(0, 128);
+    m.t("blk.0.attn_kv_a_mqa.weight", {32, 24});  // kv_lora_rank + rope dims
     for (uint32_t il = 1; il < 3; ++il) {
       std::string p = "blk." + std::to_string(il) + ".";
       m.stacked(il, 32, 8);
@@ -407,7 +408,13 @@ TEST_CASE("specs of the architectures read but not generated") {
     CHECK(s.gating.n_group == 4);
     CHECK(s.gating.topk_group == 2);
     CHECK(s.kv_lora_rank == 16);
-    CHECK(s.head_dim_k == 24);
+    // An attn_kv_b file: key/value_length are the per-head sizes; the spec then describes the latent
+    // cache (one row of kv_lora_rank + rope dims, values = the latent).
+    CHECK(!s.mla_split_kv_b);
+    CHECK(s.mla_head_dim_k == 24);
+    CHECK(s.mla_head_dim_v == 16);
+    CHECK(s.n_head_kv == 1);
+    CHECK(s.head_dim_k == 16 + 8);
     CHECK(s.head_dim_v == 16);
     CHECK(s.n_rot == 8);
     ExpertTable t = ExpertTable::build(*f, s);
@@ -530,8 +537,16 @@ TEST_CASE("bad files give errors naming the file and the cause") {
     o.n_expert_used = 7;
     CHECK(error_of([&] { generate_model(o); }, &code).find("top-k") != std::string::npos);
     CHECK(code == ErrorCode::InvalidArgument);
-    o = small("deepseek2", "never.gguf");
+    o = small("gpt-oss", "never.gguf");
+    CHECK(error_of([&] { generate_model(o); }).find("gpt-oss") != std::string::npos);
+    o = small("deepseek2", "never.gguf");  // grouped kv heads do not exist in latent attention
     CHECK(error_of([&] { generate_model(o); }).find("deepseek2") != std::string::npos);
+    o.n_head_kv = 0;
+    o.preset = "mixtral-8x7b";
+    CHECK(error_of([&] { generate_model(o); }).find("preset") != std::string::npos);
+    o.preset = "tiny-v3";
+    o.n_expert = 6;  // 4 groups do not divide 6 experts
+    CHECK(error_of([&] { generate_model(o); }).find("groups") != std::string::npos);
     o = small("qwen3moe", "never.gguf");
     o.preset = "mixtral-8x7b";
     CHECK(error_of([&] { generate_model(o); }).find("preset") != std::string::npos);
@@ -734,4 +749,65 @@ TEST_CASE("moe inspect --json reports the spec and the byte split") {
   st = pclose(p);
   CHECK(WEXITSTATUS(st) != 0);
   CHECK(out.find("unsupported architecture 'gpt2'") != std::string::npos);
+}
+
+TEST_CASE("moe gen writes deepseek2 (V2 and V3 flavours) as llama.cpp's deepseek2 loader reads it") {
+  struct Case {
+    const char* preset;
+    bool kv_b;
+  };
+  for (Case c : {Case{"tiny", false}, Case{"tiny-v3", false}, Case{"tiny-v3", true}}) {
+    CAPTURE(c.preset);
+    CAPTURE(c.kv_b);
+    GenOptions o;
+    o.arch = "deepseek2";
+    o.preset = c.preset;
+    o.mla_kv_b = c.kv_b;
+    o.out = tmp(std::string("ds2-") + c.preset + (c.kv_b ? "-kvb" : "") + ".gguf");
+    o.vocab = "none";
+    o.type = "q8_0";
+    GenResult r = generate_model(o);
+    auto f = GgufFile::open(o.out);
+    const bool v3 = std::string(c.preset) == "tiny-v3";
+    // Metadata keys llama.cpp requires or reads for deepseek2.
+    for (const char* k : {"attention.kv_lora_rank", "attention.q_lora_rank", "leading_dense_block_count",
+                          "expert_shared_count", "expert_feed_forward_length", "expert_weights_scale",
+                          "rope.dimension_count", "rope.scaling.yarn_log_multiplier", "feed_forward_length"})
+      CHECK_MESSAGE(f->find(std::string("deepseek2.") + k) != nullptr, k);
+    CHECK((f->find("deepseek2.attention.key_length_mla") != nullptr) == !c.kv_b);
+    CHECK((f->find("deepseek2.expert_gating_func") != nullptr) == v3);  // V2 files omit it (softmax)
+    ModelSpec s = load_model_spec(*f);
+    CHECK(s.arch == Arch::Deepseek2);
+    CHECK(s.kv_lora_rank == 64);
+    CHECK(s.q_lora_rank == (v3 ? 64u : 0u));
+    CHECK(s.mla_split_kv_b == !c.kv_b);
+    CHECK(s.mla_head_dim_k == 48);  // qk_nope 32 + qk_rope 16
+    CHECK(s.mla_head_dim_v == 32);
+    CHECK(s.n_rot == 16);
+    CHECK(s.n_head_kv == 1);
+    CHECK(s.head_dim_k == 64 + 16);
+    CHECK(s.head_dim_v == 64);
+    CHECK(s.rope_style == RopeStyle::Normal);
+    CHECK(s.rope_scaling == RopeScaling::Yarn);
+    CHECK(s.rope_freq_scale == doctest::Approx(0.25f));
+    CHECK(s.yarn_log_mul == doctest::Approx(v3 ? 0.1f : 0.0707f));
+    CHECK(!s.layers[0].is_moe);
+    CHECK(s.layers[0].n_ff_dense == 256);
+    CHECK(s.n_moe_layer == r.resolved.n_layer - 1);
+    CHECK(s.n_expert_shared == 1);
+    CHECK(s.layers[1].n_ff_shared == s.layers[1].n_ff_expert);
+    CHECK(s.gating.func == (v3 ? GatingFunc::Sigmoid : GatingFunc::Softmax));
+    CHECK(s.gating.has_bias == v3);
+    CHECK(s.gating.renormalize == v3);
+    CHECK(s.gating.n_group == (v3 ? 4u : 0u));
+    CHECK(s.gating.topk_group == (v3 ? 2u : 0u));
+    CHECK(s.gating.scale == doctest::Approx(v3 ? 2.5f : 1.5f));
+    // Shared experts and the dense layer are dense bytes; only the routed experts are slices.
+    ExpertTable t = ExpertTable::build(*f, s);
+    CHECK(t.at(0, 0) == nullptr);
+    for (const auto& name : t.expert_tensor_names()) CHECK(name.find("_exps.") != std::string::npos);
+    uint64_t sum = 0;
+    for (const auto& ti : f->tensors()) sum += ti.nbytes;
+    CHECK(t.dense_bytes() + t.total_bytes() == sum);
+  }
 }

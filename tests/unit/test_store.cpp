@@ -466,3 +466,41 @@ TEST_CASE("every slot pinned: an error when this thread holds them, a wait when 
   }
   CHECK(src.stats().tier.pinned == 0u);
 }
+
+TEST_CASE("offloading never changes the output of a deepseek2 model (dense lead layer, shared experts, MLA)") {
+  // DeepSeek-V3 flavour: the shared experts and the dense first layer stay resident; only routed
+  // experts (16 x 3 MoE layers, top-4 from 2 of 4 groups) go through the cache.
+  GenOptions g;
+  g.arch = "deepseek2";
+  g.preset = "tiny-v3";
+  g.out = std::string(MOE_TEST_TMP) + "/store_ds2.gguf";
+  g.vocab = "none";
+  g.n_vocab = 256;
+  g.type = "q8_0";
+  g.seed = 5;
+  generate_model(g);
+  auto m = Model::load(g.out);
+  REQUIRE(m->spec().kv_lora_rank > 0);
+  REQUIRE(!m->experts().is_moe_layer(0));
+  // The shared experts are dense bytes, not expert slices.
+  for (const auto& name : m->experts().expert_tensor_names()) CHECK(name.find("shexp") == std::string::npos);
+  Run ref;
+  {
+    MmapExpertSource src(*m);
+    ref = greedy(*m, src, 16);
+  }
+  const StoreMemoryPlan p0 = plan_store_memory(*m, base_opts(0));
+  CHECK(p0.n_experts == 48u);
+  for (const char* policy : {"lru", "arc"}) {
+    for (uint32_t slots : {p0.min_slots, 12u}) {
+      CAPTURE(policy);
+      CAPTURE(slots);
+      StoreOptions o = base_opts(budget_for_slots(*m, slots));
+      o.policy = policy;
+      CachedExpertSource src(*m, o);
+      REQUIRE(src.plan().slots == slots);
+      CHECK(identical(greedy(*m, src, 16), ref));
+      CHECK(src.stats().evictions > 0u);
+    }
+  }
+}

@@ -1,6 +1,7 @@
 // moe/engine.h — the CPU inference engine: a loaded Model (mapped GGUF + ModelSpec + ExpertTable +
 // dense weight views) and a Session (f16 KV cache and every scratch buffer, allocated once) that runs
-// the forward pass of Llama/Mixtral, Qwen2-MoE, Qwen3-MoE and OLMoE.
+// the forward pass of Llama/Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE and DeepSeek-V2/V3 (multi-head latent
+// attention over a cache of the compressed latent and the rotated key part).
 //
 // Expert weights are reached only through ExpertSource (acquire/release): the session never touches
 // expert bytes any other way, so an offloading cache can replace the mmap-backed source without
@@ -98,6 +99,20 @@ struct LayerWeights {
   WeightView gate_sh, up_sh, down_sh;            // shared expert(s) or dense FFN
   WeightView shared_gate;                        // (1, n_embd): sigmoid gate of the shared expert
   uint32_t n_ff_sh = 0;                          // rows of gate_sh (0: none)
+  std::vector<float> exp_probs_b;                // (n_expert) selection bias (DeepSeek-V3); empty: none
+  // Multi-head latent attention (deepseek2; spec.kv_lora_rank > 0). dk = mla_head_dim_k, dv =
+  // mla_head_dim_v, r = kv_lora_rank, nope = dk - n_rot. wq (n_head*dk, n_embd) when q_lora_rank is 0,
+  // else wq_a (q_lora_rank, n_embd) -> q_a_norm -> wq_b (n_head*dk, q_lora_rank).
+  WeightView wq_a, wq_b;
+  std::vector<float> q_a_norm;                   // (q_lora_rank)
+  WeightView wkv_a;                              // (r + n_rot, n_embd): latent, then the shared rope key
+  std::vector<float> kv_a_norm;                  // (r)
+  // Per head h: wk_b[h] (r, nope) maps q_nope to the latent space (the absorbed W_UK^T); wv_b[h]
+  // (dv, r) maps the attended latent to the head's values. Views into the file (attn_k_b / attn_v_b,
+  // or the V rows of attn_kv_b); for attn_kv_b files wk_b views wk_b_t, its K rows transposed to f32
+  // once at load (n_head * r * nope floats).
+  std::vector<WeightView> wk_b, wv_b;
+  std::vector<float> wk_b_t;
 };
 
 class Model {
@@ -231,6 +246,7 @@ class Session {
   std::vector<int32_t> gi_;           // (B, n_expert_used) chosen experts (ascending id)
   std::vector<int32_t> topk_idx_;     // (n_expert)
   std::vector<float> probs_;          // (n_expert)
+  std::vector<float> sel_;            // (2 * n_expert) biased / group-limited selection scores
   std::vector<uint32_t> e_count_, e_start_;  // (n_expert + 1) tokens per expert, offsets
   std::vector<uint32_t> e_tok_;       // (B * n_expert_used) token index per routed slot
   std::vector<float> e_w_;            // (B * n_expert_used) weight per routed slot
@@ -245,6 +261,13 @@ class Session {
   bool src_may_block_ = false;  // the source is not the memory map: acquire may wait for a free slot
   std::vector<float> ys_;             // (n_batch * max_k, n_embd) per-slot expert outputs
   std::vector<uint8_t> e_done_;       // (n_expert) computed in the resident-first pass
+  // MLA scratch (deepseek2 only; empty otherwise). dk, dv, r, nope as in LayerWeights.
+  void attention_mla(uint32_t il, uint32_t n);
+  std::vector<float> mla_q_;          // (B, n_head * dk) q before absorption
+  std::vector<float> mla_qa_;         // (B, q_lora_rank) compressed q
+  std::vector<float> mla_hin_;        // (n_head, B, max(nope, r)) per-head gathered inputs
+  std::vector<float> mla_hout_;       // (n_head, B, max(r, dv)) per-head outputs
+  std::vector<float> mla_o_;          // (B, n_head * dv) per-head values, input of attn_output
 };
 
 // How the CUDA backend splits SessionOptions::vram_bytes for a model (computed on the host: `moe inspect
@@ -271,7 +294,11 @@ GpuMemoryPlan plan_gpu_memory(const Model& m, const SessionOptions& o, uint32_t 
 
 // The gating rule applied to one token's router logits (n_expert floats), exposed for tests:
 // writes k expert ids (ascending) and their weights. probs/idx are scratch of n_expert entries.
+// bias (n_expert, may be null): added to the scores for choosing only (DeepSeek-V3 exp_probs_b); with
+// g.n_group > 1 the choice is limited to the g.topk_group groups (of n_expert / n_group consecutive
+// experts) whose two best biased scores sum highest. sel: scratch of 2 * n_expert floats, required
+// when bias is given or g.n_group > 1.
 void apply_gating(const Gating& g, const float* logits, uint32_t n_expert, uint32_t k, int32_t* out_ids,
-                  float* out_w, float* probs, int32_t* idx);
+                  float* out_w, float* probs, int32_t* idx, const float* bias = nullptr, float* sel = nullptr);
 
 }  // namespace moe

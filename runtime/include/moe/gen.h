@@ -10,9 +10,14 @@
 namespace moe {
 
 struct GenOptions {
-  std::string arch;    // llama (Mixtral layout), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx; empty = from preset (else qwen3moe)
+  std::string arch;    // llama (Mixtral layout), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2; empty = from preset (else qwen3moe)
   std::string out;     // output path (required)
-  std::string preset;  // "", "tiny", "olmoe-1b-7b", "qwen3-30b-a3b", "mixtral-8x7b"
+  // "", "tiny", "tiny-v3", "olmoe-1b-7b", "qwen3-30b-a3b", "mixtral-8x7b", "deepseek-v2-lite".
+  // deepseek2: "tiny" is a DeepSeek-V2(-Lite)-like model (plain attn_q, softmax gating, no groups);
+  // "tiny-v3" a DeepSeek-V3-like one (compressed q, sigmoid gating + exp_probs_b, group-limited top-k,
+  // normalised weights); both with MLA, a leading dense layer, one shared expert, a routed scaling
+  // factor and YaRN. The MLA sizes (q/kv LoRA ranks, rope/nope/v head sizes) come from the preset.
+  std::string preset;
   // Dimensions; 0 = from the preset (or the tiny defaults).
   uint32_t n_layer = 0, n_embd = 0;
   uint32_t n_ff = 0;         // hidden size of one routed expert
@@ -29,6 +34,9 @@ struct GenOptions {
   std::string vocab;
   std::string data_dir;  // folder holding tokenizers/; "" = $MOE_SHARED_DATA or the build default
   float router_skew = 0.0f;  // Zipf-like exponent of expert popularity (0 = uniform)
+  // deepseek2: write one attn_kv_b per layer (older files; llama.cpp runs them without the absorbed
+  // cache) instead of attn_k_b / attn_v_b with key_length_mla / value_length_mla.
+  bool mla_kv_b = false;
   unsigned threads = 2;
   std::function<void(uint64_t bytes_done, uint64_t bytes_total)> progress;  // optional, called per chunk
 };

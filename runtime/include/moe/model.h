@@ -88,6 +88,13 @@ struct ModelSpec {
   uint32_t n_swa = 0;             // sliding-window size (gpt-oss: every other layer, starting at 0)
   uint32_t no_rope_layer_step = 0;  // llama4: every n-th layer (il+1) % n == 0 uses no RoPE
   uint32_t q_lora_rank = 0, kv_lora_rank = 0;  // deepseek2 MLA (0 = plain attention)
+  // deepseek2 multi-head latent attention (kv_lora_rank > 0). The spec then describes the cache the
+  // engine keeps: n_head_kv = 1, head_dim_k = kv_lora_rank + n_rot (the normalised latent followed by
+  // the rotated shared key part), head_dim_v = kv_lora_rank (values are the latent itself, the first
+  // kv_lora_rank entries of each cached row). The per-head sizes after decompression are here:
+  uint32_t mla_head_dim_k = 0;  // q/k per head: qk_nope + qk_rope (= n_rot)
+  uint32_t mla_head_dim_v = 0;  // v per head after attn_v_b
+  bool mla_split_kv_b = false;  // attn_k_b + attn_v_b (newer files) instead of one attn_kv_b
   float yarn_log_mul = 0.0f;      // deepseek2 YaRN mscale multiplier
   float clamp_kqv = 0.0f;         // dbrx: clamp q/k/v activations to [-c, c] (0 = off)
   // granitemoe multipliers (0 = not used)

@@ -104,6 +104,9 @@ class CudaForward final : public GpuForward {
       if (s.layers[il].is_moe && (s.layers[il].n_expert_used == 0 || s.layers[il].n_expert_used > 64))
         fail(ErrorCode::Unsupported, "cuda backend: layer {} uses {} experts per token (1..64 supported)", il,
              s.layers[il].n_expert_used);
+    if (s.kv_lora_rank > 0 || s.q_lora_rank > 0)
+      fail(ErrorCode::Unsupported, "cuda backend: multi-head latent attention ({}) is not supported on the GPU; "
+           "run without --vram", s.arch_name);
     if (s.gating.has_bias || s.gating.n_group > 1 || s.layer_norm || s.attn_out_bias || s.fused_qkv ||
         s.embedding_scale != 0.0f || s.residual_scale != 0.0f || s.logit_scale != 0.0f)
       fail(ErrorCode::Unsupported, "cuda backend: this architecture's gating or layout is not supported on the GPU");

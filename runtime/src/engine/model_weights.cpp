@@ -17,7 +17,7 @@ namespace {
 
 bool arch_supported(Arch a) {
   return a == Arch::Llama || a == Arch::Qwen2Moe || a == Arch::Qwen3Moe || a == Arch::Olmoe || a == Arch::GraniteMoe ||
-         a == Arch::Dbrx;
+         a == Arch::Dbrx || a == Arch::Deepseek2;
 }
 
 }  // namespace
@@ -39,12 +39,14 @@ void Model::bind() {
   const std::string& path = f.path();
   if (!arch_supported(s.arch))
     fail(ErrorCode::Unsupported, "{}: architecture '{}' is not supported by the CPU engine (supported: llama/"
-         "Mixtral, qwen2moe, qwen3moe, olmoe, granitemoe, dbrx)", path, s.arch_name);
-  if (s.gating.has_bias || s.gating.n_group > 1)
-    fail(ErrorCode::Unsupported, "{}: biased or group-limited expert selection is not supported", path);
+         "Mixtral, qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2)", path, s.arch_name);
+  if ((s.gating.has_bias || s.gating.n_group > 1) && s.gating.topk_before_norm)
+    fail(ErrorCode::Unsupported, "{}: biased or group-limited selection on raw router logits is not supported", path);
+  if (s.q_lora_rank && !s.kv_lora_rank)
+    fail(ErrorCode::Unsupported, "{}: a compressed q (q_lora_rank) without latent attention is not supported", path);
   // LayerNorm is implemented without a bias (dbrx); phimoe's biased norms are not.
   if ((s.layer_norm && s.arch != Arch::Dbrx) || s.attn_out_bias || s.qk_l2_norm || s.attn_sinks || s.n_swa ||
-      s.no_rope_layer_step || s.q_lora_rank || s.kv_lora_rank || s.gating.router_bias || s.gating.weight_before_ffn)
+      s.no_rope_layer_step || (s.fused_qkv && s.kv_lora_rank) || s.gating.router_bias || s.gating.weight_before_ffn)
     fail(ErrorCode::Unsupported, "{}: the spec of '{}' uses a feature the CPU engine does not implement", path,
          s.arch_name);
   if (s.ffn_act == FfnAct::SwigluOai)
@@ -98,6 +100,83 @@ void Model::bind() {
 
   const uint64_t E = s.n_embd, HQ = uint64_t(s.n_head) * s.head_dim_k, HK = uint64_t(s.n_head_kv) * s.head_dim_k,
                  HV = uint64_t(s.n_head_kv) * s.head_dim_v, HO = uint64_t(s.n_head) * s.head_dim_v;
+  // Multi-head latent attention weights of layer il (see LayerWeights); returns their bytes.
+  auto bind_mla = [&](uint32_t il, LayerWeights& L) -> uint64_t {
+    const std::string p = "blk." + std::to_string(il) + ".";
+    const uint64_t H = s.n_head, dk = s.mla_head_dim_k, dv = s.mla_head_dim_v, r = s.kv_lora_rank, nr = s.n_rot,
+                   nope = dk - nr;
+    uint64_t bytes = 0;
+    if (s.q_lora_rank > 0) {
+      L.wq_a = mat(p + "attn_q_a.weight", s.q_lora_rank, E, true);
+      L.q_a_norm = vec(p + "attn_q_a_norm.weight", s.q_lora_rank, true);
+      L.wq_b = mat(p + "attn_q_b.weight", H * dk, s.q_lora_rank, true);
+      bytes += L.wq_a.nbytes + L.wq_b.nbytes;
+    } else {
+      L.wq = mat(p + "attn_q.weight", H * dk, E, true);
+      bytes += L.wq.nbytes;
+    }
+    L.wkv_a = mat(p + "attn_kv_a_mqa.weight", r + nr, E, true);
+    L.kv_a_norm = vec(p + "attn_kv_a_norm.weight", r, true);
+    L.wo = mat(p + "attn_output.weight", E, H * dv, true);
+    bytes += L.wkv_a.nbytes + L.wo.nbytes;
+    L.wk_b.resize(H);
+    L.wv_b.resize(H);
+    auto head_view = [](const WeightView& w, uint64_t row0, uint64_t rows) {
+      WeightView v = w;
+      const uint64_t rb = *row_bytes(w.type, w.cols);
+      v.data = static_cast<const uint8_t*>(w.data) + row0 * rb;
+      v.rows = static_cast<uint32_t>(rows);
+      v.nbytes = rows * rb;
+      return v;
+    };
+    auto check_3d = [&](const std::string& name, uint64_t ne1) {
+      const gguf::TensorInfo* t = find(name);
+      if (t && t->ne[1] != ne1)
+        fail(ErrorCode::Corrupt, "{}: tensor '{}' has shape [{}, {}, {}], expected [{}, {}, {}]", path, name, t->ne[0],
+             t->ne[1], t->ne[2], t->ne[0], ne1, H);
+    };
+    if (s.mla_split_kv_b) {
+      // attn_k_b [nope, r, H]: head h is r rows of nope; attn_v_b [r, dv, H]: head h is dv rows of r.
+      check_3d(p + "attn_k_b.weight", r);
+      check_3d(p + "attn_v_b.weight", dv);
+      const WeightView kb = mat(p + "attn_k_b.weight", H * r, nope, true);
+      const WeightView vb = mat(p + "attn_v_b.weight", H * dv, r, true);
+      for (uint64_t h = 0; h < H; ++h) {
+        L.wk_b[h] = head_view(kb, h * r, r);
+        L.wv_b[h] = head_view(vb, h * dv, dv);
+      }
+      bytes += kb.nbytes + vb.nbytes;
+    } else {
+      // attn_kv_b [r, H * (nope + dv)]: head h is nope K rows then dv V rows, each of r. The V rows are
+      // used in place; the K rows are needed transposed (q_nope -> latent), so they are decoded once.
+      const WeightView kvb = mat(p + "attn_kv_b.weight", H * (nope + dv), r, true);
+      L.wk_b_t.resize(H * r * nope);
+      std::vector<float> row(r);
+      for (uint64_t h = 0; h < H; ++h) {
+        L.wv_b[h] = head_view(kvb, h * (nope + dv) + nope, dv);
+        float* dst = L.wk_b_t.data() + h * r * nope;
+        for (uint64_t d = 0; d < nope; ++d) {
+          const WeightView rv = head_view(kvb, h * (nope + dv) + d, 1);
+          if (!kernels::dequantize_row(rv.type, rv.data, row.data(), static_cast<int64_t>(r)))
+            fail(ErrorCode::Unsupported, "{}: tensor '{}' has type {} which cannot be decoded", path,
+                 p + "attn_kv_b.weight", type_name(rv.type));
+          for (uint64_t c = 0; c < r; ++c) dst[c * nope + d] = row[c];
+        }
+      }
+      for (uint64_t h = 0; h < H; ++h) {
+        WeightView v;
+        v.data = L.wk_b_t.data() + h * r * nope;
+        v.type = TensorType::F32;
+        v.rows = static_cast<uint32_t>(r);
+        v.cols = static_cast<uint32_t>(nope);
+        v.nbytes = r * nope * 4;
+        L.wk_b[h] = v;
+      }
+      bytes += kvb.nbytes;
+    }
+    return bytes;
+  };
+
   tok_embd_ = mat("token_embd.weight", s.n_vocab, E, true);
   if (!traits(tok_embd_.type).dequantizable)
     fail(ErrorCode::Unsupported, "{}: token_embd.weight type {} cannot be decoded", path, type_name(tok_embd_.type));
@@ -112,14 +191,20 @@ void Model::bind() {
     const LayerSpec& ls = s.layers[il];
     const std::string p = "blk." + std::to_string(il) + ".";
     L.attn_norm = vec(p + "attn_norm.weight", E, true);
-    if (s.fused_qkv) {
+    uint64_t bytes = 0;
+    if (s.kv_lora_rank > 0) {
+      bytes += bind_mla(il, L);
+    } else if (s.fused_qkv) {
       L.wqkv = mat(p + "attn_qkv.weight", HQ + HK + HV, E, true);
+      L.wo = mat(p + "attn_output.weight", E, HO, true);
+      bytes += L.wqkv.nbytes + L.wo.nbytes;
     } else {
       L.wq = mat(p + "attn_q.weight", HQ, E, true);
       L.wk = mat(p + "attn_k.weight", HK, E, true);
       L.wv = mat(p + "attn_v.weight", HV, E, true);
+      L.wo = mat(p + "attn_output.weight", E, HO, true);
+      bytes += L.wq.nbytes + L.wk.nbytes + L.wv.nbytes + L.wo.nbytes;
     }
-    L.wo = mat(p + "attn_output.weight", E, HO, true);
     L.bq = vec(p + "attn_q.bias", HQ, s.attn_bias);
     L.bk = vec(p + "attn_k.bias", HK, s.attn_bias);
     L.bv = vec(p + "attn_v.bias", HV, s.attn_bias);
@@ -132,12 +217,12 @@ void Model::bind() {
     }
     // dbrx names its second norm attn_output_norm (norm_2 of the release); it sits where ffn_norm does.
     L.ffn_norm = vec(p + (s.arch == Arch::Dbrx ? "attn_output_norm.weight" : "ffn_norm.weight"), E, true);
-    uint64_t bytes = L.wq.nbytes + L.wk.nbytes + L.wv.nbytes + L.wqkv.nbytes + L.wo.nbytes;
     if (ls.is_moe) {
       if (ls.n_expert_used == 0 || ls.n_expert_used > ls.n_expert)
         fail(ErrorCode::Corrupt, "{}: layer {} uses {} of {} experts", path, il, ls.n_expert_used, ls.n_expert);
       L.router = mat(p + "ffn_gate_inp.weight", ls.n_expert, E, true);
       bytes += L.router.nbytes;
+      L.exp_probs_b = vec(p + "exp_probs_b.bias", ls.n_expert, s.gating.has_bias);
       if (ls.n_ff_shared > 0) {
         L.n_ff_sh = ls.n_ff_shared;
         L.gate_sh = mat(p + "ffn_gate_shexp.weight", ls.n_ff_shared, E, true);

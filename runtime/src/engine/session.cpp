@@ -1,5 +1,5 @@
 // runtime/src/engine/session.cpp — the forward pass: embed -> per layer (RMSNorm, attention with
-// RoPE over the f16 KV cache, residual, RMSNorm, MoE or dense FFN, residual) -> final norm -> LM head.
+// RoPE over the f16 KV cache (or multi-head latent attention over a latent cache), residual, RMSNorm, MoE or dense FFN, residual) -> final norm -> LM head.
 // Prefill runs a batch of up to n_batch tokens through each weight once (matmul); the MoE block groups
 // the batch's tokens by expert so each chosen expert is acquired and read once per batch. Decode is
 // the same code with a batch of one. Every buffer is allocated in the constructor.
@@ -22,10 +22,53 @@ namespace moe {
 namespace ops = kernels::ops;
 
 void apply_gating(const Gating& g, const float* logits, uint32_t n_expert, uint32_t k, int32_t* out_ids,
-                  float* out_w, float* probs, int32_t* idx) {
+                  float* out_w, float* probs, int32_t* idx, const float* bias, float* sel) {
   static_assert(sizeof(int32_t) == sizeof(int));
   int* ix = reinterpret_cast<int*>(idx);
-  if (g.topk_before_norm) {
+  const bool grouped = g.n_group > 1;
+  if (bias || grouped) {
+    MOE_ASSERT(!g.topk_before_norm, "biased or grouped selection is applied to normalised scores");
+    MOE_ASSERT(sel != nullptr, "apply_gating: biased or grouped selection needs the sel scratch");
+  }
+  if (!g.topk_before_norm && (bias || grouped)) {
+    // DeepSeek-V3 (and V2 with groups): scores = func(logits); the choice is made on scores + bias,
+    // limited to the best groups; the weights are the unbiased scores of the chosen experts.
+    std::memcpy(probs, logits, n_expert * sizeof(float));
+    if (g.func == GatingFunc::Softmax) {
+      ops::softmax(probs, n_expert);
+    } else {
+      for (uint32_t e = 0; e < n_expert; ++e) probs[e] = ops::sigmoid(probs[e]);
+    }
+    for (uint32_t e = 0; e < n_expert; ++e) sel[e] = bias ? probs[e] + bias[e] : probs[e];
+    if (grouped) {
+      // A group's score is the sum of its two best selection scores (as DeepSeek-V3 and llama.cpp);
+      // experts outside the topk_group best groups cannot be chosen.
+      const uint32_t per = n_expert / g.n_group;
+      float* gs = sel + n_expert;
+      for (uint32_t gi = 0; gi < g.n_group; ++gi) {
+        const float* x = sel + size_t(gi) * per;
+        float b1 = -INFINITY, b2 = -INFINITY;
+        for (uint32_t j = 0; j < per; ++j) {
+          if (x[j] > b1) {
+            b2 = b1;
+            b1 = x[j];
+          } else if (x[j] > b2) {
+            b2 = x[j];
+          }
+        }
+        gs[gi] = per >= 2 ? b1 + b2 : b1;
+      }
+      ops::topk(gs, static_cast<int>(g.n_group), static_cast<int>(g.topk_group), ix);
+      for (uint32_t gi = 0; gi < g.n_group; ++gi) {
+        bool keep = false;
+        for (uint32_t j = 0; j < g.topk_group; ++j) keep = keep || ix[j] == static_cast<int>(gi);
+        if (!keep)
+          for (uint32_t j = 0; j < per; ++j) sel[size_t(gi) * per + j] = -INFINITY;
+      }
+    }
+    ops::topk(sel, static_cast<int>(n_expert), static_cast<int>(k), ix);
+    for (uint32_t j = 0; j < k; ++j) out_w[j] = probs[ix[j]];
+  } else if (g.topk_before_norm) {
     // Choose on raw logits, then normalise over the k chosen.
     ops::topk(logits, static_cast<int>(n_expert), static_cast<int>(k), ix);
     for (uint32_t j = 0; j < k; ++j) out_w[j] = logits[ix[j]];
@@ -88,9 +131,19 @@ Session::Session(const Model& m, ExpertSource& src, SessionOptions o) : m_(m), s
                HV = size_t(s.n_head_kv) * s.head_dim_v, HO = size_t(s.n_head) * s.head_dim_v;
   k_cache_.resize(s.n_layer);
   v_cache_.resize(s.n_layer);
+  const bool mla = s.kv_lora_rank > 0;  // one cached row [latent | rope key]: values read from it
   for (uint32_t il = 0; il < s.n_layer; ++il) {
     k_cache_[il].resize(size_t(n_ctx_) * HK);
-    v_cache_[il].resize(size_t(n_ctx_) * HV);
+    if (!mla) v_cache_[il].resize(size_t(n_ctx_) * HV);
+  }
+  if (mla) {
+    const size_t H = s.n_head, dk = s.mla_head_dim_k, dv = s.mla_head_dim_v, r = s.kv_lora_rank,
+                 nope = dk - s.n_rot;
+    mla_q_.resize(B * H * dk);
+    mla_qa_.resize(B * s.q_lora_rank);
+    mla_hin_.resize(H * B * std::max(nope, r));
+    mla_hout_.resize(H * B * std::max(r, dv));
+    mla_o_.resize(B * H * dv);
   }
   uint32_t max_ff = 0, max_e = 1, max_k = 1;
   for (uint32_t il = 0; il < s.n_layer; ++il) {
@@ -117,6 +170,7 @@ Session::Session(const Model& m, ExpertSource& src, SessionOptions o) : m_(m), s
   gi_.resize(B * max_k);
   topk_idx_.resize(max_e);
   probs_.resize(max_e);
+  sel_.resize(2 * size_t(max_e));
   e_count_.resize(max_e + 1);
   e_start_.resize(max_e + 1);
   e_tok_.resize(B * max_k);
@@ -233,8 +287,92 @@ void Session::forward(const int32_t* tokens, uint32_t n, float* all_logits) {
   stats_.dense_bytes += m_.dense_bytes_per_token();
 }
 
+// Multi-head latent attention (DeepSeek-V2/V3), in the absorbed form: per token the cache holds
+// c = RMSNorm(latent) (kv_lora_rank) and the rotated shared key part k_pe (n_rot), in f16. Head h's
+// query is q_h = [q_nope | q_pe]; its score against position j is
+//   q_nope . (W_UK,h c_j) + q_pe . k_pe_j = (W_UK,h^T q_nope) . c_j + q_pe . k_pe_j,
+// so the query is mapped once into the latent space (wk_b) and attends over the cached rows directly;
+// the attended latent is mapped to the head's values afterwards (wv_b). Same math as decompressing the
+// cache to per-head keys and values (MHA), in kv_lora_rank + n_rot cached floats per token.
+void Session::attention_mla(uint32_t il, uint32_t n) {
+  const ModelSpec& s = m_.spec();
+  const LayerWeights& L = m_.layer(il);
+  kernels::ThreadPool* pool = pool_.get();
+  const size_t H = s.n_head, dk = s.mla_head_dim_k, dv = s.mla_head_dim_v, r = s.kv_lora_rank, nr = s.n_rot,
+               nope = dk - nr, row = r + nr, B = o_.n_batch;
+  const size_t hin_stride = B * std::max(nope, r), hout_stride = B * std::max(r, dv);
+  if (L.wq_a) {
+    mm(L.wq_a, xn_.data(), n, mla_qa_.data(), pool);
+    for (uint32_t t = 0; t < n; ++t) {
+      float* qa = mla_qa_.data() + t * size_t(s.q_lora_rank);
+      ops::rmsnorm(qa, L.q_a_norm.data(), qa, s.q_lora_rank, s.rms_eps);
+    }
+    mm(L.wq_b, mla_qa_.data(), n, mla_q_.data(), pool);
+  } else {
+    mm(L.wq, xn_.data(), n, mla_q_.data(), pool);
+  }
+  mm(L.wkv_a, xn_.data(), n, k_.data(), pool);  // (n, r + nr): latent, then the shared rope key
+  const ops::RopeParams rp = detail::rope_params_for(s);
+  for (uint32_t t = 0; t < n; ++t) {
+    float* kv = k_.data() + t * row;
+    float* q = mla_q_.data() + t * H * dk;
+    ops::rmsnorm(kv, L.kv_a_norm.data(), kv, static_cast<int64_t>(r), s.rms_eps);
+    ops::rope_cos_sin(rp, pos_ + t, rope_cs_.data());
+    ops::rope_apply(rp, rope_cs_.data(), kv + r, 1, static_cast<int>(nr));
+    ops::rope_apply(rp, rope_cs_.data(), q + nope, static_cast<int>(H), static_cast<int>(dk));
+    ops::f32_to_f16_row(kv, k_cache_[il].data() + size_t(pos_ + t) * row, static_cast<int64_t>(row));
+    for (size_t h = 0; h < H; ++h)
+      std::memcpy(mla_hin_.data() + h * hin_stride + t * nope, q + h * dk, nope * sizeof(float));
+  }
+  // Absorb: q_lat,h = wk_b[h] q_nope,h for every head (one fork; each product has matmul's bits).
+  pool->parallel_for(H, [&](size_t b, size_t e, int) {
+    for (size_t h = b; h < e; ++h) {
+      const WeightView& w = L.wk_b[h];
+      kernels::matmul(w.type, w.data, w.rows, w.cols, mla_hin_.data() + h * hin_stride, n,
+                      mla_hout_.data() + h * hout_stride, nullptr);
+    }
+  });
+  for (uint32_t t = 0; t < n; ++t)
+    for (size_t h = 0; h < H; ++h) {
+      float* qh = q_.data() + (t * H + h) * row;
+      std::memcpy(qh, mla_hout_.data() + h * hout_stride + t * r, r * sizeof(float));
+      std::memcpy(qh + r, mla_q_.data() + t * H * dk + h * dk + nope, nr * sizeof(float));
+    }
+  const ops::AttnShape as = detail::attn_shape_for(s);
+  const uint16_t* kc = k_cache_[il].data();
+  const uint32_t p0 = pos_;
+  float* scores = scores_.data();
+  const size_t n_ctx = n_ctx_;
+  pool->parallel_for(size_t(n) * H, [&](size_t b, size_t e, int thread) {
+    for (size_t i = b; i < e; ++i) {
+      const uint32_t t = static_cast<uint32_t>(i / H);
+      const int h = static_cast<int>(i % H);
+      ops::attention(as, q_.data() + t * H * row, kc, kc, static_cast<int>(p0 + t + 1), att_.data() + t * H * r,
+                     scores + size_t(thread) * n_ctx, h, h + 1);
+    }
+  });
+  for (uint32_t t = 0; t < n; ++t) stats_.kv_bytes += uint64_t(p0 + t + 1) * row * 2;
+  // Decompress: o_h = wv_b[h] (attended latent of head h).
+  for (uint32_t t = 0; t < n; ++t)
+    for (size_t h = 0; h < H; ++h)
+      std::memcpy(mla_hin_.data() + h * hin_stride + t * r, att_.data() + (t * H + h) * r, r * sizeof(float));
+  pool->parallel_for(H, [&](size_t b, size_t e, int) {
+    for (size_t h = b; h < e; ++h) {
+      const WeightView& w = L.wv_b[h];
+      kernels::matmul(w.type, w.data, w.rows, w.cols, mla_hin_.data() + h * hin_stride, n,
+                      mla_hout_.data() + h * hout_stride, nullptr);
+    }
+  });
+  for (uint32_t t = 0; t < n; ++t)
+    for (size_t h = 0; h < H; ++h)
+      std::memcpy(mla_o_.data() + t * H * dv + h * dv, mla_hout_.data() + h * hout_stride + t * dv,
+                  dv * sizeof(float));
+  mm(L.wo, mla_o_.data(), n, tmp_.data(), pool);
+}
+
 void Session::attention_block(uint32_t il, uint32_t n) {
   const ModelSpec& s = m_.spec();
+  if (s.kv_lora_rank > 0) return attention_mla(il, n);
   const LayerWeights& L = m_.layer(il);
   kernels::ThreadPool* pool = pool_.get();
   const int hk = static_cast<int>(s.head_dim_k), hv = static_cast<int>(s.head_dim_v);
@@ -311,7 +449,8 @@ void Session::route(uint32_t il, uint32_t n) {
   mm(m_.layer(il).router, xn_.data(), n, router_.data(), pool_.get());
   for (uint32_t t = 0; t < n; ++t)
     apply_gating(s.gating, router_.data() + size_t(t) * ne, ne, k, gi_.data() + size_t(t) * k,
-                 gw_.data() + size_t(t) * k, probs_.data(), topk_idx_.data());
+                 gw_.data() + size_t(t) * k, probs_.data(), topk_idx_.data(),
+                 m_.layer(il).exp_probs_b.empty() ? nullptr : m_.layer(il).exp_probs_b.data(), sel_.data());
   // Group the batch's (token, expert) slots by expert, tokens ascending within each expert.
   std::fill(e_count_.begin(), e_count_.begin() + ne + 1, 0u);
   for (size_t i = 0; i < size_t(n) * k; ++i) ++e_count_[gi_[i]];

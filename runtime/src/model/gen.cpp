@@ -1,5 +1,6 @@
 // Synthetic model generator (moe/gen.h): random weights written in the GGUF layout llama.cpp
-// expects for llama (Mixtral), qwen2moe, qwen3moe, olmoe, granitemoe and dbrx, streamed through GgufWriter in chunks
+// expects for llama (Mixtral), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx and deepseek2 (DeepSeek-V2/V3),
+// streamed through GgufWriter in chunks
 // so even a 50 GB preset is written in a few MiB of memory. Reentrant; each call spawns at most
 // opts.threads - 1 short-lived worker threads per chunk.
 //
@@ -46,8 +47,10 @@ constexpr Preset kPresets[] = {
     {"olmoe-1b-7b", "olmoe", 16, 2048, 1024, 0, 64, 8, 16, 16, 128, 4096, 50304, 10000.0f, 1e-5f},
     {"qwen3-30b-a3b", "qwen3moe", 48, 2048, 768, 0, 128, 8, 32, 4, 128, 40960, 0, 1000000.0f, 1e-6f},
     {"mixtral-8x7b", "llama", 32, 4096, 14336, 0, 8, 2, 32, 8, 128, 32768, 0, 1000000.0f, 1e-5f},
+    {"tiny-v3", "deepseek2", 4, 128, 64, 0, 16, 4, 4, 1, 0, 2048, 0, 10000.0f, 1e-6f},
+    {"deepseek-v2-lite", "deepseek2", 27, 2048, 1408, 0, 64, 6, 16, 1, 0, 163840, 102400, 10000.0f, 1e-6f},
 };
-constexpr const char* kArchs[] = {"llama", "qwen2moe", "qwen3moe", "olmoe", "granitemoe", "dbrx"};
+constexpr const char* kArchs[] = {"llama", "qwen2moe", "qwen3moe", "olmoe", "granitemoe", "dbrx", "deepseek2"};
 // dbrx clamps q, k and v to [-c, c]. The release uses 8; random weights give unit-scale
 // projections, so a smaller bound is written to make the clamp bite (about 5% of the values).
 constexpr float kDbrxClampKqv = 2.0f;
@@ -55,6 +58,30 @@ constexpr float kDbrxClampKqv = 2.0f;
 // residual_multiplier, attention_multiplier, logits_scaling).
 constexpr float kGraniteEmbeddingScale = 12.0f, kGraniteResidualScale = 0.22f, kGraniteAttentionScale = 0.015625f,
                 kGraniteLogitScale = 6.0f;
+
+// deepseek2 (DeepSeek-V2/V3) shapes beyond Preset: multi-head latent attention sizes, dense lead
+// layers, shared experts and the routing rule. Keyed by preset name ("tiny" = the V2 flavour).
+struct DsShape {
+  const char* preset;
+  uint32_t q_lora, kv_lora, rope, nope, v;  // q_lora 0: plain attn_q (V2-Lite)
+  uint32_t n_shared, n_dense_lead, n_ff_dense;
+  uint32_t n_group, topk_group;             // 0: no group-limited selection
+  bool sigmoid, norm, bias;                 // V3: sigmoid scores, renormalised, exp_probs_b
+  float scale;                              // routed scaling factor
+  float yarn_factor;                        // 0: no RoPE scaling
+  uint32_t yarn_orig_ctx;
+  float mscale_all_dim;
+};
+constexpr DsShape kDsShapes[] = {
+    {"tiny", 0, 64, 16, 32, 32, 1, 1, 256, 0, 0, false, false, false, 1.5f, 4.0f, 512, 0.707f},
+    {"tiny-v3", 64, 64, 16, 32, 32, 1, 1, 256, 4, 2, true, true, true, 2.5f, 4.0f, 512, 1.0f},
+    {"deepseek-v2-lite", 0, 512, 64, 128, 128, 2, 1, 10944, 0, 0, false, false, false, 1.0f, 40.0f, 4096, 0.707f},
+};
+const DsShape& find_ds_shape(const std::string& preset) {
+  for (const auto& d : kDsShapes)
+    if (preset == d.preset) return d;
+  fail(ErrorCode::InvalidArgument, "preset '{}' has no deepseek2 shape (use tiny, tiny-v3 or deepseek-v2-lite)", preset);
+}
 
 const Preset& find_preset(const std::string& name) {
   const std::string n = name.empty() ? "tiny" : name;
@@ -100,6 +127,7 @@ struct TPlan {
 struct Plan {
   GenOptions o;
   const Preset* preset = nullptr;
+  const DsShape* ds = nullptr;  // deepseek2 only
   TensorType req = TensorType::F32;
   std::vector<TPlan> tensors;
   std::vector<std::vector<float>> router_scale;  // [layer][expert]
@@ -136,7 +164,8 @@ Vocab load_vocab(const GenOptions& o) {
     v.kv.emplace_back("tokenizer.ggml.model", gguf::Value::make_string("none"));
     return v;
   }
-  std::string name = o.vocab.empty() ? (o.arch == "llama" ? "llama-spm" : "gpt-2") : o.vocab;
+  std::string name = o.vocab.empty() ? (o.arch == "llama" ? "llama-spm" : o.arch == "deepseek2" ? "deepseek-llm" : "gpt-2")
+                                     : o.vocab;
   std::string path = name;
   if (name.find('/') == std::string::npos && name.find(".gguf") == std::string::npos) {
     std::string dir = resolve_data_dir(o);
@@ -192,6 +221,66 @@ void add_vec(Plan& p, std::string name, uint64_t n, Init init) {
   p.tensors.push_back(std::move(t));
 }
 
+void add_router(Plan& p, std::string name, uint64_t E, uint64_t X, uint32_t il) {
+  TPlan t;
+  t.name = std::move(name);
+  t.ne = {E, X};
+  t.type = TensorType::F32;
+  t.init = Init::Router;
+  t.std = 1.0f / std::sqrt(static_cast<float>(E));
+  t.layer = il;
+  p.tensors.push_back(std::move(t));
+}
+
+// deepseek2 layers, as llama.cpp's deepseek2 loader names and shapes them (ne[0] first).
+void build_deepseek2_layers(Plan& p) {
+  const GenOptions& o = p.o;
+  const DsShape& d = *p.ds;
+  const uint64_t E = o.n_embd, F = o.n_ff, X = o.n_expert, H = o.n_head, dk = d.nope + d.rope, r = d.kv_lora;
+  const float out_scale = 1.0f / std::sqrt(2.0f * static_cast<float>(o.n_layer));
+  for (uint32_t il = 0; il < o.n_layer; ++il) {
+    auto n = [il](const char* what) { return fmt::format("blk.{}.{}", il, what); };
+    add_vec(p, n("attn_norm.weight"), E, Init::Norm);
+    if (d.q_lora > 0) {
+      add_weight(p, n("attn_q_a.weight"), {E, d.q_lora});
+      add_vec(p, n("attn_q_a_norm.weight"), d.q_lora, Init::Norm);
+      add_weight(p, n("attn_q_b.weight"), {d.q_lora, H * dk});
+    } else {
+      add_weight(p, n("attn_q.weight"), {E, H * dk});
+    }
+    add_weight(p, n("attn_kv_a_mqa.weight"), {E, r + d.rope});
+    add_vec(p, n("attn_kv_a_norm.weight"), r, Init::Norm);
+    if (o.mla_kv_b) {
+      add_weight(p, n("attn_kv_b.weight"), {r, H * (d.nope + d.v)});
+    } else {
+      // attn_k_b [nope, r, H]: per head the transposed K rows; attn_v_b [r, v, H].
+      add_weight(p, n("attn_k_b.weight"), {d.nope, r, H});
+      p.tensors.back().std = 1.0f / std::sqrt(static_cast<float>(r));  // fan-in of the K rows is r
+      add_weight(p, n("attn_v_b.weight"), {r, d.v, H});
+    }
+    add_weight(p, n("attn_output.weight"), {H * d.v, E}, out_scale);
+    add_vec(p, n("ffn_norm.weight"), E, Init::Norm);
+    if (il < d.n_dense_lead) {
+      add_weight(p, n("ffn_gate.weight"), {E, d.n_ff_dense});
+      add_weight(p, n("ffn_up.weight"), {E, d.n_ff_dense});
+      add_weight(p, n("ffn_down.weight"), {d.n_ff_dense, E}, out_scale);
+      continue;
+    }
+    add_router(p, n("ffn_gate_inp.weight"), E, X, il);
+    if (d.bias) {
+      add_vec(p, n("exp_probs_b.bias"), X, Init::Bias);
+      p.tensors.back().std = 0.1f;  // comparable to the spread of sigmoid scores: it changes choices
+    }
+    add_weight(p, n("ffn_gate_exps.weight"), {E, F, X});
+    add_weight(p, n("ffn_up_exps.weight"), {E, F, X});
+    add_weight(p, n("ffn_down_exps.weight"), {F, E, X}, out_scale);
+    const uint64_t FS = uint64_t(d.n_shared) * F;
+    add_weight(p, n("ffn_gate_shexp.weight"), {E, FS});
+    add_weight(p, n("ffn_up_shexp.weight"), {E, FS});
+    add_weight(p, n("ffn_down_shexp.weight"), {FS, E}, out_scale);
+  }
+}
+
 void build_tensors(Plan& p, uint32_t n_vocab) {
   const GenOptions& o = p.o;
   const uint64_t E = o.n_embd, F = o.n_ff, X = o.n_expert, HD = o.head_dim;
@@ -215,6 +304,7 @@ void build_tensors(Plan& p, uint32_t n_vocab) {
   // An own LM head for every arch (granite releases tie it to the embeddings, which llama.cpp and the
   // engine also read; a tied head on random weights mostly repeats the last token).
   add_weight(p, "output.weight", {E, n_vocab}, 3.0f);
+  if (p.ds) return build_deepseek2_layers(p);
   for (uint32_t il = 0; il < o.n_layer; ++il) {
     auto n = [il](const char* what) { return fmt::format("blk.{}.{}", il, what); };
     add_vec(p, n("attn_norm.weight"), E, Init::Norm);
@@ -309,8 +399,10 @@ GenOptions resolve_gen_options(const GenOptions& in) {
   if (o.arch.empty()) o.arch = "qwen3moe";
   if (std::find_if(std::begin(kArchs), std::end(kArchs), [&](const char* a) { return o.arch == a; }) == std::end(kArchs))
     fail(ErrorCode::InvalidArgument,
-         "moe gen cannot write architecture '{}' (supported: llama, qwen2moe, qwen3moe, olmoe, granitemoe, dbrx)",
-         o.arch);
+         "moe gen cannot write architecture '{}' (supported: llama, qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, "
+         "deepseek2)", o.arch);
+  if (o.mla_kv_b && o.arch != "deepseek2")
+    fail(ErrorCode::InvalidArgument, "the attn_kv_b layout is a deepseek2 option, not {}", o.arch);
   o.preset = p.name;
   auto dflt = [](uint32_t& v, uint32_t d) {
     if (v == 0) v = d;
@@ -322,13 +414,35 @@ GenOptions resolve_gen_options(const GenOptions& in) {
   dflt(o.n_expert_used, p.n_used);
   dflt(o.n_head, p.n_head);
   dflt(o.n_ctx, p.n_ctx);
+  const DsShape* ds = o.arch == "deepseek2" ? &find_ds_shape(p.name) : nullptr;
   if (o.arch == "qwen2moe") dflt(o.n_ff_shared, p.n_ff_shared ? p.n_ff_shared : 2 * o.n_ff);
-  else o.n_ff_shared = 0;
+  else if (ds) {
+    if (o.n_ff_shared && o.n_ff_shared != ds->n_shared * o.n_ff)
+      fail(ErrorCode::InvalidArgument, "deepseek2: the shared experts' size is {} x the expert size ({})", ds->n_shared,
+           ds->n_shared * o.n_ff);
+    o.n_ff_shared = ds->n_shared * o.n_ff;
+  } else o.n_ff_shared = 0;
   if (o.vocab != "none") dflt(o.n_vocab, p.n_vocab);  // 0 stays "from the file"
   else dflt(o.n_vocab, 256);
   // llama.cpp: q (and the output projection) are [n_embd, n_embd]
   const bool full_width = o.arch == "olmoe" || o.arch == "qwen2moe" || o.arch == "dbrx";
-  if (full_width) {
+  if (ds) {
+    // The head sizes are the preset's MLA shape: q/k heads of nope + rope, one latent "kv head".
+    if (o.head_dim && o.head_dim != ds->nope + ds->rope)
+      fail(ErrorCode::InvalidArgument, "deepseek2: the head size is the preset's qk_nope + qk_rope = {}",
+           ds->nope + ds->rope);
+    if (o.n_head_kv && o.n_head_kv != 1 && o.n_head_kv != o.n_head)
+      fail(ErrorCode::InvalidArgument, "deepseek2 has no grouped kv heads (--heads-kv {})", o.n_head_kv);
+    o.head_dim = ds->nope + ds->rope;
+    o.n_head_kv = o.mla_kv_b ? o.n_head : 1;
+    if (o.n_layer <= ds->n_dense_lead)
+      fail(ErrorCode::InvalidArgument, "deepseek2 preset '{}' needs more than {} layers (the leading dense ones)", p.name,
+           ds->n_dense_lead);
+    if (ds->n_group > 1 && (o.n_expert % ds->n_group != 0 ||
+                            uint64_t(ds->topk_group) * (o.n_expert / ds->n_group) < o.n_expert_used))
+      fail(ErrorCode::InvalidArgument, "deepseek2 preset '{}': {} experts (top-{}) do not fit {} groups ({} used)", p.name,
+           o.n_expert, o.n_expert_used, ds->n_group, ds->topk_group);
+  } else if (full_width) {
     if (o.n_head_kv && o.arch == "olmoe" && o.n_head_kv != o.n_head)
       fail(ErrorCode::InvalidArgument, "olmoe needs as many kv heads as heads ({} != {})", o.n_head_kv, o.n_head);
     if (o.n_embd % o.n_head) fail(ErrorCode::InvalidArgument, "{}: n_embd {} is not a multiple of {} heads", o.arch, o.n_embd, o.n_head);
@@ -354,6 +468,7 @@ GenResult generate_model(const GenOptions& opts) {
   Plan p;
   p.o = resolve_gen_options(opts);
   p.preset = &find_preset(p.o.preset);
+  if (p.o.arch == "deepseek2") p.ds = &find_ds_shape(p.o.preset);
   p.req = *type_from_name(p.o.type);
   const GenOptions& o = p.o;
   const Vocab vocab = load_vocab(o);
@@ -389,11 +504,45 @@ GenResult generate_model(const GenOptions& opts) {
   w.set_u32(key("block_count"), o.n_layer);
   w.set_u32(key("context_length"), o.n_ctx);
   w.set_u32(key("embedding_length"), o.n_embd);
-  w.set_u32(key("feed_forward_length"), o.n_ff);
+  w.set_u32(key("feed_forward_length"), p.ds ? p.ds->n_ff_dense : o.n_ff);
   w.set_u32(key("attention.head_count"), o.n_head);
   w.set_u32(key("attention.head_count_kv"), o.n_head_kv);
-  w.set_u32(key("attention.key_length"), o.head_dim);
-  w.set_u32(key("attention.value_length"), o.head_dim);
+  if (const DsShape* d = p.ds) {
+    // deepseek2 as llama.cpp's converter writes it. Split attn_k_b/attn_v_b files describe the
+    // absorbed (MQA) view: key_length = kv_lora_rank + rope dims, value_length = kv_lora_rank, and
+    // the per-head sizes in key_length_mla / value_length_mla; attn_kv_b files the per-head sizes.
+    if (o.mla_kv_b) {
+      w.set_u32(key("attention.key_length"), d->nope + d->rope);
+      w.set_u32(key("attention.value_length"), d->v);
+    } else {
+      w.set_u32(key("attention.key_length"), d->kv_lora + d->rope);
+      w.set_u32(key("attention.value_length"), d->kv_lora);
+      w.set_u32(key("attention.key_length_mla"), d->nope + d->rope);
+      w.set_u32(key("attention.value_length_mla"), d->v);
+    }
+    w.set_u32(key("attention.q_lora_rank"), d->q_lora);  // 0 written too: llama.cpp requires the key
+    w.set_u32(key("attention.kv_lora_rank"), d->kv_lora);
+    w.set_u32(key("rope.dimension_count"), d->rope);
+    if (d->yarn_factor > 0) {
+      w.set_string(key("rope.scaling.type"), "yarn");
+      w.set_f32(key("rope.scaling.factor"), d->yarn_factor);
+      w.set_u32(key("rope.scaling.original_context_length"), d->yarn_orig_ctx);
+      w.set_f32(key("rope.scaling.yarn_log_multiplier"), 0.1f * d->mscale_all_dim);
+    }
+    w.set_u32(key("leading_dense_block_count"), d->n_dense_lead);
+    w.set_u32(key("expert_shared_count"), d->n_shared);
+    w.set_f32(key("expert_weights_scale"), d->scale);
+    if (d->norm) w.set_bool(key("expert_weights_norm"), true);
+    if (d->sigmoid) w.set_u32(key("expert_gating_func"), 2);  // absent in V2 files: softmax
+    if (d->n_group > 1) {
+      w.set_u32(key("expert_group_count"), d->n_group);
+      w.set_u32(key("expert_group_used_count"), d->topk_group);
+    }
+  } else {
+    w.set_u32(key("attention.key_length"), o.head_dim);
+    w.set_u32(key("attention.value_length"), o.head_dim);
+    w.set_u32(key("rope.dimension_count"), o.head_dim);
+  }
   if (o.arch == "dbrx") {  // LayerNorm
     w.set_f32(key("attention.layer_norm_epsilon"), p.preset->eps);
     w.set_f32(key("attention.clamp_kqv"), kDbrxClampKqv);
@@ -401,7 +550,6 @@ GenResult generate_model(const GenOptions& opts) {
     w.set_f32(key("attention.layer_norm_rms_epsilon"), p.preset->eps);
   }
   w.set_f32(key("rope.freq_base"), p.preset->rope_base);
-  w.set_u32(key("rope.dimension_count"), o.head_dim);
   w.set_u32(key("expert_count"), o.n_expert);
   w.set_u32(key("expert_used_count"), o.n_expert_used);
   // llama, granitemoe and dbrx take the expert size from feed_forward_length.

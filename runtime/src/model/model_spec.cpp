@@ -220,7 +220,8 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
       m.opt_f32("rope.scaling.yarn_attn_factor").value_or(m.opt_f32("rope.scaling.attn_factor").value_or(1.0f));
   s.yarn_beta_fast = m.opt_f32("rope.scaling.yarn_beta_fast").value_or(32.0f);
   s.yarn_beta_slow = m.opt_f32("rope.scaling.yarn_beta_slow").value_or(1.0f);
-  s.yarn_log_mul = m.opt_f32("rope.scaling.yarn_log_multiplier").value_or(0.0f);
+  // DeepSeek's mscale rule (0.1 * mscale_all_dim); llama.cpp reads it for deepseek2 only among these archs.
+  if (A == Arch::Deepseek2) s.yarn_log_mul = m.opt_f32("rope.scaling.yarn_log_multiplier").value_or(0.0f);
 
   // --- embeddings / vocabulary --------------------------------------------------------------------
   const auto& embd = T.need("token_embd.weight");
@@ -248,8 +249,48 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
 
   // --- attention details --------------------------------------------------------------------------
   if (A == Arch::Deepseek2) {
+    // Multi-head latent attention. Two layouts exist: newer files split attn_kv_b into attn_k_b /
+    // attn_v_b and describe the absorbed (MQA) view: key_length = kv_lora_rank + rope dims,
+    // value_length = kv_lora_rank, key_length_mla / value_length_mla = the per-head sizes; older files
+    // have attn_kv_b and key_length / value_length = the per-head sizes.
     s.q_lora_rank = m.opt_u32("attention.q_lora_rank").value_or(0);
     s.kv_lora_rank = m.req_pos_u32("attention.kv_lora_rank");
+    if (!m.opt_u32("rope.dimension_count"))
+      fail(ErrorCode::Corrupt, "{}: missing required metadata key '{}'", path, m.key("rope.dimension_count"));
+    const auto k_mla = m.opt_u32("attention.key_length_mla"), v_mla = m.opt_u32("attention.value_length_mla");
+    if (k_mla.has_value() != v_mla.has_value())
+      fail(ErrorCode::Corrupt, "{}: '{}' and '{}' must be given together", path, m.key("attention.key_length_mla"),
+           m.key("attention.value_length_mla"));
+    s.mla_split_kv_b = T.find(blk(0, "attn_k_b.weight")) != nullptr;
+    if (s.mla_split_kv_b != k_mla.has_value())
+      fail(ErrorCode::Corrupt, "{}: tensor '{}' {} but '{}' is {}", path, blk(0, "attn_k_b.weight"),
+           s.mla_split_kv_b ? "exists" : "is missing", m.key("attention.key_length_mla"),
+           k_mla ? "present" : "absent");
+    if (k_mla) {
+      if (s.head_dim_k != s.kv_lora_rank + s.n_rot || s.head_dim_v != s.kv_lora_rank)
+        fail(ErrorCode::Corrupt, "{}: '{}' = {} / '{}' = {} must be kv_lora_rank + rope dims = {} / kv_lora_rank = {}",
+             path, m.key("attention.key_length"), s.head_dim_k, m.key("attention.value_length"), s.head_dim_v,
+             s.kv_lora_rank + s.n_rot, s.kv_lora_rank);
+      s.mla_head_dim_k = *k_mla;
+      s.mla_head_dim_v = *v_mla;
+    } else {
+      s.mla_head_dim_k = s.head_dim_k;
+      s.mla_head_dim_v = s.head_dim_v;
+    }
+    if (s.mla_head_dim_k <= s.n_rot || s.mla_head_dim_v == 0)
+      fail(ErrorCode::Corrupt, "{}: MLA head sizes k {} / v {} leave no room beside {} rope dims", path,
+           s.mla_head_dim_k, s.mla_head_dim_v, s.n_rot);
+    T.check(T.need(blk(0, "attn_kv_a_mqa.weight")), {s.n_embd, uint64_t(s.kv_lora_rank) + s.n_rot},
+            "kv_lora_rank + rope.dimension_count");
+    if (s.q_lora_rank == 0 && !T.find(blk(0, "attn_q.weight")))
+      fail(ErrorCode::Corrupt, "{}: missing tensor '{}' (q_lora_rank is 0)", path, blk(0, "attn_q.weight"));
+    if (s.q_lora_rank > 0 && !T.find(blk(0, "attn_q_a.weight")))
+      fail(ErrorCode::Corrupt, "{}: missing tensor '{}' (q_lora_rank is {})", path, blk(0, "attn_q_a.weight"),
+           s.q_lora_rank);
+    // What the engine caches per token: the latent and the rotated key part, one "kv head".
+    s.n_head_kv = 1;
+    s.head_dim_k = s.kv_lora_rank + s.n_rot;
+    s.head_dim_v = s.kv_lora_rank;
   }
   s.fused_qkv = T.find(blk(0, "attn_qkv.weight")) != nullptr && T.find(blk(0, "attn_q.weight")) == nullptr;
   s.attn_bias = T.find(blk(0, "attn_q.bias")) != nullptr || T.find(blk(0, "attn_qkv.bias")) != nullptr;
@@ -404,12 +445,15 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
              m.key("expert_gating_func"), func);
       g.renormalize = m.opt_bool("expert_weights_norm").value_or(false);
       g.scale = m.opt_f32("expert_weights_scale").value_or(1.0f);
+      if (g.scale == 0.0f) g.scale = 1.0f;  // llama.cpp: 0 means "not scaled"
       g.n_group = m.opt_u32("expert_group_count").value_or(0);
       g.topk_group = m.opt_u32("expert_group_used_count").value_or(0);
       if (g.n_group > 1) {
-        if (s.n_expert % g.n_group != 0 || g.topk_group == 0 || g.topk_group > g.n_group)
-          fail(ErrorCode::Corrupt, "{}: expert groups {} (used {}) do not fit {} experts", path, g.n_group, g.topk_group,
-               s.n_expert);
+        // The chosen groups must hold at least the k experts picked from them.
+        if (s.n_expert % g.n_group != 0 || g.topk_group == 0 || g.topk_group > g.n_group ||
+            uint64_t(g.topk_group) * (s.n_expert / g.n_group) < s.n_expert_used)
+          fail(ErrorCode::Corrupt, "{}: expert groups {} (used {}) do not fit {} experts (top-{})", path, g.n_group,
+               g.topk_group, s.n_expert, s.n_expert_used);
       }
       if (first_moe < s.n_layer) {
         if (const auto* b = T.find(blk(first_moe, "exp_probs_b.bias"))) {

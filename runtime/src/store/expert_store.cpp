@@ -92,12 +92,19 @@ uint64_t session_memory_bytes(const Model& m, const SessionOptions& o) {
       max_k = std::max<uint64_t>(max_k, ls.n_expert_used);
     }
   }
-  const uint64_t kv = uint64_t(s.n_layer) * n_ctx * (HK + HV) * 2;  // f16
-  uint64_t floats = B * (5 * E + HQ + HK + HV + HO + max_e + 2 * max_ff + 1) + T * n_ctx + 2 * max_e +
+  const bool mla = s.kv_lora_rank > 0;  // latent attention: one cached row per position, no V cache
+  const uint64_t kv = uint64_t(s.n_layer) * n_ctx * (HK + (mla ? 0 : HV)) * 2;  // f16
+  uint64_t floats = B * (5 * E + HQ + HK + HV + HO + max_e + 2 * max_ff + 1) + T * n_ctx + 4 * max_e +
                     s.n_vocab + 4 * B * max_k + 2 * (max_e + 1) + 2 * uint64_t(s.n_layer) * max_k + s.head_dim_k +
                     std::min<uint64_t>(B, 4) * max_k * E + max_e;  // resident-first outputs, flags
+  if (mla) {  // Session::attention_mla's scratch
+    const uint64_t H = s.n_head, dk = s.mla_head_dim_k, dv = s.mla_head_dim_v, r = s.kv_lora_rank,
+                   nope = dk - s.n_rot;
+    floats += B * (H * dk + s.q_lora_rank + H * dv) + H * B * (std::max(nope, r) + std::max(r, dv));
+  }
   // The kernels' thread_local activation scratch: ~1.25 bytes per activation per calling thread.
-  const uint64_t act = T * B * std::max<uint64_t>({E, max_ff, HO}) * 2;
+  const uint64_t act =
+      T * B * std::max<uint64_t>({E, max_ff, HO, s.q_lora_rank, uint64_t(s.n_head) * s.mla_head_dim_v}) * 2;
   return kv + floats * 4 + act;
 }
 

@@ -67,9 +67,13 @@ void topk(const float* x, int n, int k, int* idx) noexcept;
 // out:     (n_head, hd_v) f32
 // Query head h reads KV head h / (n_head / n_head_kv). scale multiplies q.k (usually 1/sqrt(hd_k)).
 // scores: scratch of n_kv floats. Heads [h0, h1) only, so callers can split heads across threads.
+// k_stride / v_stride: f16 elements from one cached position to the next; 0 = n_head_kv * hd_k / hd_v.
+// (Multi-head latent attention caches one row [latent | rope key] per position and reads the values
+// as the first hd_v elements of that row: k_cache == v_cache, both strides = the row size.)
 struct AttnShape {
   int n_head = 0, n_head_kv = 0, hd_k = 0, hd_v = 0;
   float scale = 1.0f;
+  int k_stride = 0, v_stride = 0;
 };
 void attention(const AttnShape& s, const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
                int n_kv, float* out, float* scores, int h0, int h1) noexcept;
