@@ -1,6 +1,6 @@
 // moe/engine.h — the CPU inference engine: a loaded Model (mapped GGUF + ModelSpec + ExpertTable +
 // dense weight views) and a Session (f16 KV cache and every scratch buffer, allocated once) that runs
-// the forward pass of Llama/Mixtral, Qwen2-MoE, Qwen3-MoE and OLMoE.
+// the forward pass of Llama/Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE and gpt-oss.
 //
 // Expert weights are reached only through ExpertSource (acquire/release): the session never touches
 // expert bytes any other way, so an offloading cache can replace the mmap-backed source without
@@ -39,10 +39,14 @@ struct WeightView {
 };
 
 // One expert's weights as the kernels read them. gate/up: (n_ff rows, n_embd cols);
-// down: (n_embd rows, n_ff cols).
+// down: (n_embd rows, n_ff cols). Optional per-expert biases (gpt-oss), F32, one row each:
+// gate_bias/up_bias (1, n_ff), down_bias (1, n_embd); absent ones have data == nullptr.
 struct ExpertWeights {
   WeightView gate, up, down;
-  uint64_t bytes() const noexcept { return gate.nbytes + up.nbytes + down.nbytes; }
+  WeightView gate_bias, up_bias, down_bias;
+  uint64_t bytes() const noexcept {
+    return gate.nbytes + up.nbytes + down.nbytes + gate_bias.nbytes + up_bias.nbytes + down_bias.nbytes;
+  }
 };
 
 // The one seam through which expert bytes are read. acquire() returns views valid until the matching
@@ -90,9 +94,12 @@ struct LayerWeights {
   std::vector<float> attn_norm;                  // (n_embd)
   WeightView wq, wk, wv, wo;                     // q: (n_head*hd_k, n_embd) ... o: (n_embd, n_head*hd_v)
   std::vector<float> bq, bk, bv;                 // biases (empty when absent)
+  std::vector<float> bo;                         // (n_embd) attn_output bias (gpt-oss); empty when absent
+  std::vector<float> sinks;                      // (n_head) attention sink logits (gpt-oss); empty when absent
   std::vector<float> q_norm, k_norm;             // per head (hd) or full (n_head*hd), per spec
   std::vector<float> ffn_norm;                   // (n_embd)
   WeightView router;                             // (n_expert, n_embd); absent for dense layers
+  std::vector<float> router_b;                   // (n_expert) router logit bias (gpt-oss); empty when absent
   WeightView gate_sh, up_sh, down_sh;            // shared expert(s) or dense FFN
   WeightView shared_gate;                        // (1, n_embd): sigmoid gate of the shared expert
   uint32_t n_ff_sh = 0;                          // rows of gate_sh (0: none)
