@@ -33,7 +33,8 @@ Registrar reg("gen", "Write a random-weight MoE model (GGUF) for tests and bench
   app.add_option("--ctx", o->n_ctx, "Training context length (metadata)");
   app.add_option("--vocab-size", o->n_vocab, "Vocabulary size (pads the vocabulary file; with --vocab none, the size)");
   app.add_option("--type", o->type, "Weight type: f32, f16, bf16, q8_0, q4_0, q4_K, q5_K, q6_K, mxfp4, ...");
-  app.add_option("--expert-type", o->expert_type, "Routed experts' weight type (default: mxfp4 for gpt-oss, else --type)");
+  app.add_option("--expert-type", o->expert_type,
+                 "Routed experts' weight type (default: mxfp4 for gpt-oss, else --type)");
   app.add_option("--swa", o->n_swa, "gpt-oss sliding window of the even layers (default: tiny 4, gpt-oss-20b 128)");
   app.add_option("--seed", o->seed, "Random seed (same seed, same bytes)");
   app.add_option("--vocab", o->vocab, "Vocabulary GGUF path or name in <data>/tokenizers (gpt-2, llama-spm, ...), or none");

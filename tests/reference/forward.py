@@ -4,9 +4,9 @@
 Parses a GGUF file itself (numpy only: no code shared with the C++ engine, no gguf package needed),
 dequantizes the tensors it needs (F32, F16, BF16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, MXFP4) and computes, in
 float64, the logits of every position of a token sequence for the architectures the engine runs:
-llama (Mixtral), qwen2moe, qwen3moe, olmoe and gpt-oss (forward_gpt_oss). Each family's rules are written out here from the
-models' published definitions, keyed by general.architecture, so a wrong flag in the C++ spec loader
-shows up as a mismatch rather than being copied.
+llama (Mixtral), qwen2moe, qwen3moe, olmoe and gpt-oss (forward_gpt_oss). Each family's rules are
+written out here from the models' published definitions, keyed by general.architecture, so a wrong
+flag in the C++ spec loader shows up as a mismatch rather than being copied.
 
 Math is exact float64 with no KV-cache rounding: the C++ side states tolerances for its f16 KV cache
 and 8-bit activation quantization.

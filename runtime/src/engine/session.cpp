@@ -267,8 +267,9 @@ void Session::attention_block(uint32_t il, uint32_t n) {
     for (size_t i = b; i < e; ++i) {
       const uint32_t t = static_cast<uint32_t>(i / n_head);
       const int h = static_cast<int>(i % n_head);
-      ops::attention_window(as, q_.data() + t * HQ, kc, vc, static_cast<int>(first_kv(t)), static_cast<int>(p0 + t + 1),
-                            sinks, att_.data() + t * HO, scores + size_t(thread) * n_ctx, h, h + 1);
+      ops::attention_window(as, q_.data() + t * HQ, kc, vc, static_cast<int>(first_kv(t)),
+                            static_cast<int>(p0 + t + 1), sinks, att_.data() + t * HO,
+                            scores + size_t(thread) * n_ctx, h, h + 1);
     }
   });
   for (uint32_t t = 0; t < n; ++t) stats_.kv_bytes += uint64_t(p0 + t + 1 - first_kv(t)) * (HK + HV) * 2;

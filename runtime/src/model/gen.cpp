@@ -358,7 +358,8 @@ GenOptions resolve_gen_options(const GenOptions& in) {
   if (o.router_skew < 0) fail(ErrorCode::InvalidArgument, "router skew {} must be >= 0", o.router_skew);
   if (!type_from_name(o.type)) fail(ErrorCode::InvalidArgument, "unknown tensor type '{}'", o.type);
   if (o.expert_type.empty()) o.expert_type = o.arch == "gpt-oss" ? "mxfp4" : o.type;
-  if (!type_from_name(o.expert_type)) fail(ErrorCode::InvalidArgument, "unknown expert tensor type '{}'", o.expert_type);
+  if (!type_from_name(o.expert_type))
+    fail(ErrorCode::InvalidArgument, "unknown expert tensor type '{}'", o.expert_type);
   if (o.arch == "gpt-oss") {
     dflt(o.n_swa, p.n_swa ? p.n_swa : 128);
   } else if (o.n_swa) {

@@ -260,13 +260,15 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
     // As llama.cpp runs gpt-oss: sliding_window is required; layer il uses it when
     // il % pattern < pattern - 1 (pattern: sliding_window_pattern, default 2 = the even layers).
     s.n_swa = m.req_u32("attention.sliding_window");
-    if (const gguf::Value* v = f.find(m.key("attention.sliding_window_pattern")); v && v->type == gguf::ValueType::ARRAY)
+    const gguf::Value* pat = f.find(m.key("attention.sliding_window_pattern"));
+    if (pat && pat->type == gguf::ValueType::ARRAY)
       fail(ErrorCode::Unsupported, "{}: a per-layer '{}' array is not supported", path,
            m.key("attention.sliding_window_pattern"));
     swa_pattern = m.opt_u32("attention.sliding_window_pattern").value_or(2);
     if (auto b = m.opt_f32("rope.freq_base_swa"); b && *b != s.rope_freq_base)
-      fail(ErrorCode::Unsupported, "{}: '{}' = {} differs from '{}' = {} (a separate RoPE base for the sliding-window "
-           "layers is not supported)", path, m.key("rope.freq_base_swa"), *b, m.key("rope.freq_base"), s.rope_freq_base);
+      fail(ErrorCode::Unsupported,
+           "{}: '{}' = {} differs from '{}' = {} (a separate RoPE base for the sliding-window layers is not supported)",
+           path, m.key("rope.freq_base_swa"), *b, m.key("rope.freq_base"), s.rope_freq_base);
     if (!s.attn_sinks) fail(ErrorCode::Corrupt, "{}: missing tensor '{}'", path, blk(0, "attn_sinks.weight"));
     s.ffn_norm_post_attention = true;
   }

@@ -215,7 +215,8 @@ struct CachedExpertSource::Impl {
       v.nbytes = s.nbytes;
       return v;
     };
-    ExpertWeights w{view(es.gate, l.off[0], F, E), view(es.up, l.off[1], F, E), view(es.down, l.off[2], E, F), {}, {}, {}};
+    ExpertWeights w{view(es.gate, l.off[0], F, E), view(es.up, l.off[1], F, E), view(es.down, l.off[2], E, F),
+                    {}, {}, {}};
     if (es.gate_bias.nbytes) w.gate_bias = view(es.gate_bias, l.off[3], 1, F);
     if (es.up_bias.nbytes) w.up_bias = view(es.up_bias, l.off[4], 1, F);
     if (es.down_bias.nbytes) w.down_bias = view(es.down_bias, l.off[5], 1, E);
@@ -269,10 +270,12 @@ struct CachedExpertSource::Impl {
     size_t n_pieces = 0;
     const auto sl = pieces_of(es);
     for (int i = 0; i < kPieces; ++i)
-      if (sl[i]->nbytes) pieces[n_pieces++] = {sl[i]->offset, sl[i]->nbytes, base + l.off[i], prefetch::IoPieceMode::Slot};
+      if (sl[i]->nbytes)
+        pieces[n_pieces++] = {sl[i]->offset, sl[i]->nbytes, base + l.off[i], prefetch::IoPieceMode::Slot};
     uint64_t ticket = 0;
     try {
-      ticket = reader->submit(std::span<const prefetch::IoPiece>(pieces, n_pieces), is_prefetch ? prefetch::IoPriority::Prefetch : prefetch::IoPriority::Demand,
+      ticket = reader->submit(std::span<const prefetch::IoPiece>(pieces, n_pieces),
+                              is_prefetch ? prefetch::IoPriority::Prefetch : prefetch::IoPriority::Demand,
                               k.pack(), [this, slot, k, gen](const prefetch::IoCompletion& c) { on_io(slot, k, gen, c); });
     } catch (const Error& e) {
       std::lock_guard<std::mutex> g(mu);
