@@ -15,13 +15,17 @@ namespace {
 Registrar reg("gen", "Write a random-weight MoE model (GGUF) for tests and benchmarks", [](CLI::App& app) -> Action {
   auto o = std::make_shared<GenOptions>();
   auto quiet = std::make_shared<bool>(false);
-  app.add_option("--arch", o->arch, "llama (Mixtral layout), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2");
+  app.add_option("--arch", o->arch,
+                 "llama (Mixtral layout), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2, gpt-oss (gpt-oss: "
+                 "experts mxfp4 by default; vocabulary gpt-2 with the gpt-2 pre-tokenizer, since gpt-oss's o200k "
+                 "vocabulary is not in the shared data; chat template openai-gpt-oss-120b.jinja)");
   app.add_option("--out,-o", o->out, "Output GGUF path")->required();
   app.add_option("--preset", o->preset,
-                 "tiny, olmoe-1b-7b, qwen3-30b-a3b, mixtral-8x7b, deepseek-v2-lite (default tiny). deepseek2: "
-                 "'--arch deepseek2 --preset tiny' is DeepSeek-V2-like (plain q, softmax routing), '--preset tiny-v3' "
-                 "DeepSeek-V3-like (compressed q, sigmoid routing + exp_probs_b, group-limited top-k, normalised "
-                 "weights); both with latent attention, a dense first layer, a shared expert, a routed scale, YaRN");
+                 "tiny, olmoe-1b-7b, qwen3-30b-a3b, mixtral-8x7b, deepseek-v2-lite, gpt-oss-20b (default tiny). "
+                 "deepseek2: '--arch deepseek2 --preset tiny' is DeepSeek-V2-like (plain q, softmax routing), "
+                 "'--preset tiny-v3' DeepSeek-V3-like (compressed q, sigmoid routing + exp_probs_b, group-limited "
+                 "top-k, normalised weights); both with latent attention, a dense first layer, a shared expert, a "
+                 "routed scale, YaRN");
   app.add_option("--layers", o->n_layer, "Number of layers");
   app.add_option("--embd", o->n_embd, "Embedding size");
   app.add_option("--ff", o->n_ff, "Hidden size of one expert");
@@ -34,6 +38,9 @@ Registrar reg("gen", "Write a random-weight MoE model (GGUF) for tests and bench
   app.add_option("--ctx", o->n_ctx, "Training context length (metadata)");
   app.add_option("--vocab-size", o->n_vocab, "Vocabulary size (pads the vocabulary file; with --vocab none, the size)");
   app.add_option("--type", o->type, "Weight type: f32, f16, bf16, q8_0, q4_0, q4_K, q5_K, q6_K, mxfp4, ...");
+  app.add_option("--expert-type", o->expert_type,
+                 "Routed experts' weight type (default: mxfp4 for gpt-oss, else --type)");
+  app.add_option("--swa", o->n_swa, "gpt-oss sliding window of the even layers (default: tiny 4, gpt-oss-20b 128)");
   app.add_option("--seed", o->seed, "Random seed (same seed, same bytes)");
   app.add_option("--vocab", o->vocab, "Vocabulary GGUF path or name in <data>/tokenizers (gpt-2, llama-spm, ...), or none");
   app.add_option("--data", o->data_dir, "Shared data folder holding tokenizers/");
@@ -53,9 +60,9 @@ Registrar reg("gen", "Write a random-weight MoE model (GGUF) for tests and bench
     if (!*quiet) std::fprintf(stderr, "\n");
     const GenOptions& g = r.resolved;
     fmt::print("wrote {} ({} bytes, {} tensors): {} preset {}, {} layers, {} experts (top-{}), n_embd {}, n_ff {}, "
-               "vocab {}, type {}, seed {}\n",
+               "vocab {}, type {}, experts {}, seed {}\n",
                g.out, r.file_bytes, r.n_tensors, g.arch, g.preset, g.n_layer, g.n_expert, g.n_expert_used, g.n_embd,
-               g.n_ff, g.n_vocab, g.type, g.seed);
+               g.n_ff, g.n_vocab, g.type, g.expert_type, g.seed);
     return 0;
   };
 });

@@ -1,5 +1,5 @@
 // kernels/cpu/ops.cpp — scalar implementations of moe/kernels/ops.h (norms, RoPE, softmax, GLU,
-// top-k, f16, attention). Pure functions; thread-safe.
+// top-k, f16, attention with optional window and sinks). Pure functions; thread-safe.
 #include "moe/kernels/ops.h"
 
 #include "moe/kernels/cpu_features.h"
@@ -168,6 +168,14 @@ void gelu_mul(float* g, const float* u, int64_t n) noexcept {
   }
 }
 
+void swiglu_oai_mul(float* g, const float* u, int64_t n, float alpha, float limit) noexcept {
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = std::min(g[i], limit);
+    const float y = std::min(std::max(u[i], -limit), limit);
+    g[i] = x / (1.0f + std::exp(-alpha * x)) * (y + 1.0f);
+  }
+}
+
 void axpy(float a, const float* x, float* y, int64_t n) noexcept {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
@@ -233,6 +241,11 @@ bool have_f16c() { return cpu_features().has_avx2_level(); }
 
 void attention(const AttnShape& s, const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
                int n_kv, float* out, float* scores, int h0, int h1) noexcept {
+  attention_window(s, q, k_cache, v_cache, 0, n_kv, nullptr, out, scores, h0, h1);
+}
+
+void attention_window(const AttnShape& s, const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
+                      int kv0, int n_kv, const float* sinks, float* out, float* scores, int h0, int h1) noexcept {
   auto dot = dot_f16_scalar;
   auto axpy_h = axpy_f16_scalar;
 #if defined(__x86_64__)
@@ -244,15 +257,30 @@ void attention(const AttnShape& s, const float* q, const uint16_t* k_cache, cons
   const int group = s.n_head / s.n_head_kv;
   const int64_t k_stride = s.k_stride ? s.k_stride : static_cast<int64_t>(s.n_head_kv) * s.hd_k;
   const int64_t v_stride = s.v_stride ? s.v_stride : static_cast<int64_t>(s.n_head_kv) * s.hd_v;
+  const int n = n_kv - kv0;
+  float* sc = scores + kv0;
   for (int h = h0; h < h1; ++h) {
     const int kvh = h / group;
     const float* qh = q + static_cast<int64_t>(h) * s.hd_k;
-    for (int t = 0; t < n_kv; ++t)
+    for (int t = kv0; t < n_kv; ++t)
       scores[t] = dot(qh, k_cache + t * k_stride + static_cast<int64_t>(kvh) * s.hd_k, s.hd_k) * s.scale;
-    softmax(scores, n_kv);
+    if (!sinks) {
+      softmax(sc, n);
+    } else {
+      // softmax over the n scores and the sink logit, keeping only the scores' n probabilities.
+      float mx = sinks[h];
+      for (int i = 0; i < n; ++i) mx = std::max(mx, sc[i]);
+      double sum = std::exp(static_cast<double>(sinks[h]) - mx);
+      for (int i = 0; i < n; ++i) {
+        sc[i] = std::exp(sc[i] - mx);
+        sum += sc[i];
+      }
+      const float inv = static_cast<float>(1.0 / sum);
+      for (int i = 0; i < n; ++i) sc[i] *= inv;
+    }
     float* oh = out + static_cast<int64_t>(h) * s.hd_v;
     for (int d = 0; d < s.hd_v; ++d) oh[d] = 0;
-    for (int t = 0; t < n_kv; ++t)
+    for (int t = kv0; t < n_kv; ++t)
       axpy_h(scores[t], v_cache + t * v_stride + static_cast<int64_t>(kvh) * s.hd_v, oh, s.hd_v);
   }
 }

@@ -2,9 +2,10 @@
 """tests/reference/forward.py — an independent reference forward pass for the engine's tests.
 
 Parses a GGUF file itself (numpy only: no code shared with the C++ engine, no gguf package needed),
-dequantizes the tensors it needs (F32, F16, BF16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K) and computes, in
+dequantizes the tensors it needs (F32, F16, BF16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, MXFP4) and computes, in
 float64, the logits of every position of a token sequence for the architectures the engine runs:
-llama (Mixtral), qwen2moe, qwen3moe, olmoe and deepseek2 (DeepSeek-V2/V3, forward_deepseek2). Each family's rules are written out here from the
+llama (Mixtral), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2 (DeepSeek-V2/V3,
+forward_deepseek2) and gpt-oss (forward_gpt_oss). Each family's rules are written out here from the
 models' published definitions, keyed by general.architecture, so a wrong flag in the C++ spec loader
 shows up as a mismatch rather than being copied.
 
@@ -26,7 +27,8 @@ GGUF_MAGIC = b"GGUF"
 # value type -> struct format for scalars
 SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 # tensor type -> (block elements, block bytes)
-BLOCK = {0: (1, 4), 1: (1, 2), 30: (1, 2), 2: (32, 18), 8: (32, 34), 12: (256, 144), 13: (256, 176), 14: (256, 210)}
+BLOCK = {0: (1, 4), 1: (1, 2), 30: (1, 2), 2: (32, 18), 8: (32, 34), 12: (256, 144), 13: (256, 176), 14: (256, 210),
+         39: (32, 17)}
 
 
 class Reader:
@@ -179,7 +181,23 @@ def dequantize(tt, raw, n):
                 scale = np.repeat(s[:, 2 * k:2 * k + 2], 16, axis=1)  # 16 elements per scale
                 out[:, 128 * h + 32 * k:128 * h + 32 * k + 32] = d * scale * (q - 32)
         return out.reshape(-1)
+    if tt == 39:  # MXFP4 (OCP Microscaling): E8M0 shared scale byte, then 16 bytes of FP4 (E2M1) codes;
+        # element j < 16 is the low nibble of byte j, element j + 16 its high nibble.
+        scale = np.exp2(blk[:, 0].astype(np.float64) - 127.0)[:, None]
+        qs = blk[:, 1:17]
+        codes = np.concatenate([qs & 0xF, qs >> 4], axis=1)
+        return (scale * fp4_e2m1(codes)).reshape(-1)
     raise ValueError(f"tensor type {tt} not supported by the reference")
+
+
+def fp4_e2m1(c):
+    """FP4 E2M1 codes (sign bit 3, exponent bits 2-1 with bias 1, mantissa bit 0) to float64."""
+    c = c.astype(np.int64)
+    sign = np.where(c & 8, -1.0, 1.0)
+    e = (c >> 1) & 3
+    m = (c & 1).astype(np.float64)
+    mag = np.where(e == 0, m * 0.5, (1.0 + m / 2.0) * np.exp2(e - 1.0))
+    return sign * mag
 
 
 # ---------------------------------------------------------------- the forward pass
@@ -383,6 +401,8 @@ def forward(g, tokens):
     arch = kv["general.architecture"]
     if arch == "deepseek2":
         return forward_deepseek2(g, tokens)
+    if arch == "gpt-oss":
+        return forward_gpt_oss(g, tokens)
     if arch not in FAMILY:
         raise ValueError(f"architecture {arch} not supported by the reference")
     neox, qk_norm, attn_bias, (topk_logits, renorm), shared_gate = FAMILY[arch]
@@ -511,6 +531,99 @@ def forward(g, tokens):
     return (x @ head.T) / logit_div, (min(margins) if margins else 1.0)
 
 
+STATS = {}  # counters of the last forward (printed by main)
+
+
+def forward_gpt_oss(g, tokens):
+    """gpt-oss, from the published model definition (openai/gpt-oss, gpt_oss/torch/model.py), with the
+    tensor and key names of its GGUF conversion. Per block:
+      attention: t = rmsnorm(x) (attn_norm); q, k, v = linear with bias; RoPE (NeoX halves) on q and k;
+        scores = q.k / sqrt(head_dim), causal; on sliding-window layers (even layers: layer_idx % 2 == 0)
+        keys with q_pos - k_pos >= sliding_window are masked too; each head has a learned sink logit that
+        joins the softmax's denominator (softmax over [scores, sink], the sink column dropped);
+        x += linear(attention, with bias) (attn_output).
+      MoE: t = rmsnorm(x) (post_attention_norm); g = router(t) + bias; the top-k experts by g, weights =
+        softmax over those k logits; expert: h = gate/up linear with bias; swiglu: x_glu = min(gate, 7),
+        x_lin = clamp(up, -7, 7), a = x_glu * sigmoid(1.702 x_glu) * (x_lin + 1); y = down(a) + bias;
+        x += sum_k weight_k * y_k.
+    Final rmsnorm and an untied LM head. RoPE: YaRN with the file's factor and original context,
+    beta_fast 32 / beta_slow 1, correction range rounded outward (floor/ceil) as in the YaRN paper's code
+    and llama.cpp (the gpt-oss release does not round: "truncate": false in its HF config; GGUF has no
+    key for that, and the runtimes that read GGUF round), magnitude scale 0.1 ln(factor) + 1."""
+    kv = g.kv
+
+    def key(k, default=None):
+        return kv.get(f"gpt-oss.{k}", default)
+
+    E = int(key("embedding_length"))
+    n_layer = int(key("block_count"))
+    n_head = int(key("attention.head_count"))
+    n_kv = int(key("attention.head_count_kv", n_head))
+    hd = int(key("attention.key_length", E // n_head))
+    eps = float(key("attention.layer_norm_rms_epsilon"))
+    base = float(key("rope.freq_base", 10000.0))
+    n_rot = int(key("rope.dimension_count", hd))
+    window = int(key("attention.sliding_window"))
+    n_used = int(key("expert_used_count"))
+    scale, yarn = 1.0, None
+    if key("rope.scaling.type", "none") == "yarn":
+        factor = float(key("rope.scaling.factor"))
+        scale = 1.0 / factor
+        yarn = dict(orig_ctx=float(key("rope.scaling.original_context_length")), ext_factor=1.0,
+                    attn_factor=float(key("rope.scaling.attn_factor", 1.0)), beta_fast=32.0, beta_slow=1.0)
+    limit, alpha = 7.0, 1.702
+    STATS["swiglu_clamped"] = 0
+
+    T = len(tokens)
+    pos = np.arange(T, dtype=np.float64)
+    x = g.get("token_embd.weight")[np.array(tokens)]
+    qi, ki = np.arange(T)[:, None], np.arange(T)[None, :]
+    causal = np.where(ki > qi, -np.inf, 0.0)
+    windowed = np.where((ki > qi) | (qi - ki >= window), -np.inf, 0.0)
+    group = n_head // n_kv
+    margins = []
+    for il in range(n_layer):
+        p = f"blk.{il}."
+        t = rmsnorm(x, g.get(p + "attn_norm.weight"), eps)
+        q = (t @ g.get(p + "attn_q.weight").T + g.get(p + "attn_q.bias")).reshape(T, n_head, hd)
+        k = (t @ g.get(p + "attn_k.weight").T + g.get(p + "attn_k.bias")).reshape(T, n_kv, hd)
+        v = (t @ g.get(p + "attn_v.weight").T + g.get(p + "attn_v.bias")).reshape(T, n_kv, hd)
+        q = rope(q, pos, n_rot, base, scale, True, yarn)
+        k = rope(k, pos, n_rot, base, scale, True, yarn)
+        sinks = g.get(p + "attn_sinks.weight")
+        mask = windowed if il % 2 == 0 else causal
+        out = np.empty((T, n_head, hd))
+        for hh in range(n_head):
+            sc = q[:, hh, :] @ k[:, hh // group, :].T / np.sqrt(hd) + mask
+            sc = np.concatenate([sc, np.full((T, 1), sinks[hh])], axis=1)
+            w = softmax(sc)[:, :T]
+            out[:, hh, :] = w @ v[:, hh // group, :]
+        x = x + out.reshape(T, n_head * hd) @ g.get(p + "attn_output.weight").T + g.get(p + "attn_output.bias")
+
+        t = rmsnorm(x, g.get(p + "post_attention_norm.weight"), eps)
+        logits = t @ g.get(p + "ffn_gate_inp.weight").T + g.get(p + "ffn_gate_inp.bias")
+        gate, up, down = (g.get(p + f"ffn_{n}_exps.weight") for n in ("gate", "up", "down"))
+        gb, ub, db = (g.get(p + f"ffn_{n}_exps.bias") for n in ("gate", "up", "down"))
+        y = np.zeros_like(x)
+        for tt in range(T):
+            srt = np.sort(logits[tt])[::-1]
+            if len(srt) > n_used:
+                margins.append((srt[n_used - 1] - srt[n_used]) / max(1e-30, srt[0] - srt[-1]))
+            sel = np.argsort(-logits[tt], kind="stable")[:n_used]
+            w = softmax(logits[tt, sel])
+            for e, we in zip(sel, w):
+                hg, hu = gate[e] @ t[tt] + gb[e], up[e] @ t[tt] + ub[e]
+                STATS["swiglu_clamped"] += int(np.sum(hg > limit) + np.sum(np.abs(hu) > limit))
+                xg = np.minimum(hg, limit)
+                xl = np.clip(hu, -limit, limit)
+                a = xg / (1 + np.exp(-alpha * xg)) * (xl + 1)
+                y[tt] += we * (down[e] @ a + db[e])
+        x = x + y
+
+    x = rmsnorm(x, g.get("output_norm.weight"), eps)
+    return x @ g.get("output.weight").T, (min(margins) if margins else 1.0)
+
+
 def check_quant(folder):
     import glob
     import os
@@ -542,6 +655,8 @@ def main():
     tokens = [int(t) for t in a.tokens.split(",")]
     logits, margin = forward(g, tokens)
     print(f"min_margin {margin:.6g}")
+    for k, v in STATS.items():
+        print(f"{k} {v}")
     if a.out:
         logits.astype(np.float32).tofile(a.out)
     else:

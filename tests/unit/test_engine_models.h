@@ -18,8 +18,11 @@
 namespace moe::test {
 
 struct TinyModel {
-  std::string arch = "llama";  // llama (Mixtral), qwen2moe, qwen3moe, olmoe
+  std::string arch = "llama";  // llama (Mixtral), qwen2moe, qwen3moe, olmoe, gpt-oss
   TensorType wtype = TensorType::F32;  // type of every 2-D matrix except the router
+  bool mxfp4_experts = false;          // routed experts in MXFP4 (as released gpt-oss files) instead of wtype
+  uint32_t n_swa = 3;                  // gpt-oss: sliding window of the even layers (shorter than test prompts)
+  float oss_gate_up_scale = 3.0f;      // gpt-oss: expert gate/up weights this much larger (3: the SwiGLU clamp bites)
   uint32_t seed = 1;
   uint32_t n_layer = 2, n_embd = 256, n_head = 4, n_head_kv = 2, head_dim = 64;
   uint32_t n_vocab = 320, n_expert = 8, n_used = 2, n_ff = 256, n_ff_shared = 256;
@@ -31,7 +34,7 @@ inline void write_tiny_model(const TinyModel& m, const std::string& path) {
   using gguf::Value;
   gguf::GgufWriter w;
   const std::string a = m.arch;
-  const bool qwen2 = a == "qwen2moe", qwen3 = a == "qwen3moe", olmoe = a == "olmoe";
+  const bool qwen2 = a == "qwen2moe", qwen3 = a == "qwen3moe", olmoe = a == "olmoe", oss = a == "gpt-oss";
   w.set_string("general.architecture", a);
   w.set_string("general.name", "tiny-" + a);
   w.set_u32(a + ".block_count", m.n_layer);
@@ -43,7 +46,13 @@ inline void write_tiny_model(const TinyModel& m, const std::string& path) {
   w.set_u32(a + ".attention.key_length", m.head_dim);
   w.set_u32(a + ".attention.value_length", m.head_dim);
   w.set_f32(a + ".attention.layer_norm_rms_epsilon", 1e-5f);
-  w.set_f32(a + ".rope.freq_base", qwen2 || qwen3 ? 1000000.0f : 10000.0f);
+  w.set_f32(a + ".rope.freq_base", qwen2 || qwen3 ? 1000000.0f : oss ? 150000.0f : 10000.0f);
+  if (oss) {  // as the released gpt-oss: YaRN x32 over 4096 positions; a short window for the tests
+    w.set_string(a + ".rope.scaling.type", "yarn");
+    w.set_f32(a + ".rope.scaling.factor", 32.0f);
+    w.set_u32(a + ".rope.scaling.original_context_length", 4096);
+    w.set_u32(a + ".attention.sliding_window", m.n_swa);
+  }
   w.set_u32(a + ".rope.dimension_count", m.head_dim);
   w.set_u32(a + ".expert_count", m.n_expert);
   w.set_u32(a + ".expert_used_count", m.n_used);
@@ -84,6 +93,7 @@ inline void write_tiny_model(const TinyModel& m, const std::string& path) {
   };
   const uint64_t E = m.n_embd, HQ = m.n_head * m.head_dim, HK = m.n_head_kv * m.head_dim, F = m.n_ff;
   const TensorType W = m.wtype, F32 = TensorType::F32;
+  const TensorType WX = m.mxfp4_experts ? TensorType::MXFP4 : W;
   const float ws = 1.0f / std::sqrt(float(E));
   add("token_embd.weight", {E, m.n_vocab}, W, 1.0f, 0.0f);
   add("output_norm.weight", {E}, F32, 0.1f, 1.0f);
@@ -95,6 +105,14 @@ inline void write_tiny_model(const TinyModel& m, const std::string& path) {
     add(p + "attn_k.weight", {E, HK}, W, ws, 0.0f);
     add(p + "attn_v.weight", {E, HK}, W, ws, 0.0f);
     add(p + "attn_output.weight", {HQ, E}, W, 1.0f / std::sqrt(float(HQ)), 0.0f);
+    if (oss) {
+      // Biases and sinks large enough that leaving one out shows in the logits.
+      add(p + "attn_q.bias", {HQ}, F32, 0.3f, 0.0f);
+      add(p + "attn_k.bias", {HK}, F32, 0.3f, 0.0f);
+      add(p + "attn_v.bias", {HK}, F32, 0.3f, 0.0f);
+      add(p + "attn_output.bias", {E}, F32, 0.3f, 0.0f);
+      add(p + "attn_sinks.weight", {m.n_head}, F32, 1.0f, 0.5f);
+    }
     if (qwen2) {
       add(p + "attn_q.bias", {HQ}, F32, 0.1f, 0.0f);
       add(p + "attn_k.bias", {HK}, F32, 0.1f, 0.0f);
@@ -108,11 +126,19 @@ inline void write_tiny_model(const TinyModel& m, const std::string& path) {
       add(p + "attn_q_norm.weight", {HQ}, F32, 0.1f, 1.0f);
       add(p + "attn_k_norm.weight", {HK}, F32, 0.1f, 1.0f);
     }
-    add(p + "ffn_norm.weight", {E}, F32, 0.1f, 1.0f);
+    add(p + (oss ? "post_attention_norm.weight" : "ffn_norm.weight"), {E}, F32, 0.1f, 1.0f);
     add(p + "ffn_gate_inp.weight", {E, m.n_expert}, F32, 3.0f * ws, 0.0f);
-    add(p + "ffn_gate_exps.weight", {E, F, m.n_expert}, W, ws, 0.0f);
-    add(p + "ffn_down_exps.weight", {F, E, m.n_expert}, W, 1.0f / std::sqrt(float(F)), 0.0f);
-    add(p + "ffn_up_exps.weight", {E, F, m.n_expert}, W, ws, 0.0f);
+    if (oss) add(p + "ffn_gate_inp.bias", {m.n_expert}, F32, 0.5f, 0.0f);
+    // gpt-oss: gate/up 3x larger so the clamped SwiGLU's limit (7) is reached by some activations.
+    const float gu = oss ? m.oss_gate_up_scale * ws : ws;
+    add(p + "ffn_gate_exps.weight", {E, F, m.n_expert}, WX, gu, 0.0f);
+    add(p + "ffn_down_exps.weight", {F, E, m.n_expert}, WX, 1.0f / std::sqrt(float(F)), 0.0f);
+    add(p + "ffn_up_exps.weight", {E, F, m.n_expert}, WX, gu, 0.0f);
+    if (oss) {
+      add(p + "ffn_gate_exps.bias", {F, m.n_expert}, F32, 0.3f, 0.0f);
+      add(p + "ffn_up_exps.bias", {F, m.n_expert}, F32, 0.3f, 0.0f);
+      add(p + "ffn_down_exps.bias", {E, m.n_expert}, F32, 0.3f, 0.0f);
+    }
     if (qwen2) {
       add(p + "ffn_gate_inp_shexp.weight", {E}, F32, ws, 0.0f);
       add(p + "ffn_gate_shexp.weight", {E, m.n_ff_shared}, W, ws, 0.0f);
@@ -127,6 +153,7 @@ inline void write_tiny_model(const TinyModel& m, const std::string& path) {
 struct Reference {
   std::vector<float> logits;  // n_tokens x n_vocab
   double min_margin = 0;      // smallest gap between the k-th and (k+1)-th routing score
+  long clamped = -1;          // gpt-oss: expert activations the SwiGLU clamp changed (-1: not reported)
   bool ok = false;
   std::string error;
 };
@@ -155,6 +182,7 @@ inline Reference run_reference(const std::string& model, const std::vector<int32
   }
   auto pos = text.find("min_margin ");
   if (pos != std::string::npos) r.min_margin = std::stod(text.substr(pos + 11));
+  if (auto c = text.find("swiglu_clamped "); c != std::string::npos) r.clamped = std::stol(text.substr(c + 15));
   FILE* f = std::fopen(out.c_str(), "rb");
   if (!f) {
     r.error = "no output file " + out;

@@ -1,7 +1,9 @@
 // The engine's small pieces, each against a hand-computed answer: CPU ops (f16, RMSNorm, RoPE pairing
-// and YaRN, softmax, top-k, GQA attention), the gating rule of each MoE family, and the sampler.
+// and YaRN, softmax, top-k, GQA attention with window and sinks, gpt-oss's clamped SwiGLU), the gating
+// rule of each MoE family, and the sampler.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <numeric>
@@ -130,6 +132,51 @@ TEST_CASE("GQA attention over an f16 cache") {
   // one position: output is that value
   ops::attention(s, q.data(), k.data(), v.data(), 1, out.data(), scores.data(), 0, 2);
   CHECK(out[3] == 2.0f);
+}
+
+TEST_CASE("attention window and sinks (gpt-oss)") {
+  // 1 head, hd 1, 3 cached positions: keys 1, 2, 3 (q = 1, scale 1), values 10, 20, 30.
+  ops::AttnShape s{1, 1, 1, 1, 1.0f};
+  const float q = 1.0f;
+  std::vector<float> kf = {1, 2, 3}, vf = {10, 20, 30};
+  std::vector<uint16_t> k(3), v(3);
+  ops::f32_to_f16_row(kf.data(), k.data(), 3);
+  ops::f32_to_f16_row(vf.data(), v.data(), 3);
+  std::vector<float> scores(3);
+  float out = 0, full = 0;
+  // kv0 = 0 and no sinks: attention() itself.
+  ops::attention(s, &q, k.data(), v.data(), 3, &full, scores.data(), 0, 1);
+  ops::attention_window(s, &q, k.data(), v.data(), 0, 3, nullptr, &out, scores.data(), 0, 1);
+  CHECK(out == full);
+  // Window of the last 2 positions: softmax over keys 2, 3 only.
+  ops::attention_window(s, &q, k.data(), v.data(), 1, 3, nullptr, &out, scores.data(), 0, 1);
+  const double e2 = std::exp(2.0), e3 = std::exp(3.0);
+  CHECK(out == doctest::Approx((20 * e2 + 30 * e3) / (e2 + e3)));
+  // A sink logit 2.5 joins the denominator with no value: the weights sum to less than 1.
+  const float sink = 2.5f;
+  ops::attention_window(s, &q, k.data(), v.data(), 1, 3, &sink, &out, scores.data(), 0, 1);
+  CHECK(out == doctest::Approx((20 * e2 + 30 * e3) / (e2 + e3 + std::exp(2.5))));
+  const float big = 50.0f;
+  ops::attention_window(s, &q, k.data(), v.data(), 0, 3, &big, &out, scores.data(), 0, 1);
+  // A sink far above every score takes almost all the weight: the output is nearly 0, with no overflow.
+  const double tail = 10 * std::exp(1.0 - 50) + 20 * std::exp(2.0 - 50) + 30 * std::exp(3.0 - 50);
+  CHECK(std::isfinite(out));
+  CHECK(out == doctest::Approx(tail).epsilon(1e-3).scale(0));
+}
+
+TEST_CASE("clamped SwiGLU (gpt-oss): x = min(g, 7), y = clamp(u, -7, 7), x sigmoid(1.702 x) (y + 1)") {
+  std::vector<float> g = {0.5f, -2.0f, 9.0f, 3.0f, -20.0f}, u = {1.0f, -0.5f, 2.0f, 12.0f, -9.0f};
+  std::vector<float> y = g;
+  ops::swiglu_oai_mul(y.data(), u.data(), int64_t(y.size()));
+  auto ref = [](double x, double up) {
+    x = std::min(x, 7.0);
+    up = std::clamp(up, -7.0, 7.0);
+    return x / (1 + std::exp(-1.702 * x)) * (up + 1);
+  };
+  for (size_t i = 0; i < g.size(); ++i) CHECK(y[i] == doctest::Approx(ref(g[i], u[i])));
+  CHECK(y[2] == doctest::Approx(7.0 / (1 + std::exp(-1.702 * 7.0)) * 3.0));  // gate clamped at 7
+  CHECK(y[3] == doctest::Approx(3.0 / (1 + std::exp(-1.702 * 3.0)) * 8.0));  // up clamped at 7
+  CHECK(y[4] == doctest::Approx(-20.0 / (1 + std::exp(1.702 * 20.0)) * -6.0));  // no lower clamp on the gate
 }
 
 // ---- gating: each family's published rule on the same logits ----

@@ -537,8 +537,8 @@ TEST_CASE("bad files give errors naming the file and the cause") {
     o.n_expert_used = 7;
     CHECK(error_of([&] { generate_model(o); }, &code).find("top-k") != std::string::npos);
     CHECK(code == ErrorCode::InvalidArgument);
-    o = small("gpt-oss", "never.gguf");
-    CHECK(error_of([&] { generate_model(o); }).find("gpt-oss") != std::string::npos);
+    o = small("llama4", "never.gguf");  // not one moe gen writes
+    CHECK(error_of([&] { generate_model(o); }).find("llama4") != std::string::npos);
     o = small("deepseek2", "never.gguf");  // grouped kv heads do not exist in latent attention
     CHECK(error_of([&] { generate_model(o); }).find("deepseek2") != std::string::npos);
     o.n_head_kv = 0;
@@ -699,6 +699,80 @@ TEST_CASE("real vocabularies: tokenizer metadata copied, padded on request") {
   CHECK(toks[50303] == "<|moe_pad_50303|>");
   CHECK(g->get_int_array("tokenizer.ggml.token_type").size() == 50304);
   CHECK(t.eos_id == 50256u);
+}
+
+TEST_CASE("moe gen gpt-oss: llama.cpp's tensor names and keys, MXFP4 experts, SWA on even layers") {
+  GenOptions o = small("gpt-oss", "gen_gpt_oss.gguf");
+  o.n_swa = 5;
+  GenResult r = generate_model(o);
+  CHECK(r.resolved.expert_type == "mxfp4");  // the default, as released
+  auto f = GgufFile::open(o.out);
+  ModelSpec s = load_model_spec(*f);
+  CHECK(s.arch == Arch::GptOss);
+  CHECK(s.rope_style == RopeStyle::NeoX);
+  CHECK(s.rope_scaling == RopeScaling::Yarn);
+  CHECK(s.rope_freq_base == 150000.0f);
+  CHECK(s.rope_freq_scale == doctest::Approx(1.0 / 32));
+  CHECK(s.yarn_orig_ctx == 4096.0f);
+  CHECK(s.ffn_act == FfnAct::SwigluOai);
+  CHECK(s.attn_bias);
+  CHECK(s.attn_out_bias);
+  CHECK(s.attn_sinks);
+  CHECK(s.ffn_norm_post_attention);
+  CHECK(s.gating.router_bias);
+  CHECK(s.gating.topk_before_norm);
+  CHECK(s.n_swa == 5);
+  REQUIRE(s.layers.size() == 3);
+  CHECK(s.layers[0].swa);  // llama.cpp: il % 2 < 1
+  CHECK_FALSE(s.layers[1].swa);
+  CHECK(s.layers[2].swa);
+  for (uint32_t il = 0; il < 3; ++il) {
+    const std::string p = "blk." + std::to_string(il) + ".";
+    for (const char* t : {"attn_norm.weight", "attn_q.weight", "attn_q.bias", "attn_k.bias", "attn_v.bias",
+                          "attn_output.weight", "attn_output.bias", "attn_sinks.weight", "post_attention_norm.weight",
+                          "ffn_gate_inp.weight", "ffn_gate_inp.bias"})
+      CHECK_MESSAGE(f->find_tensor(p + t) != nullptr, std::string(p + t));
+    CHECK(f->find_tensor(p + "ffn_norm.weight") == nullptr);
+    CHECK(f->find_tensor(p + "attn_sinks.weight")->ne[0] == 4);  // n_head
+    CHECK(f->find_tensor(p + "ffn_gate_exps.weight")->type == TensorType::MXFP4);
+    CHECK(f->find_tensor(p + "ffn_down_exps.weight")->type == TensorType::MXFP4);
+    CHECK(f->find_tensor(p + "attn_q.weight")->type == TensorType::F32);
+    const auto* db = f->find_tensor(p + "ffn_down_exps.bias");
+    REQUIRE(db != nullptr);
+    CHECK(db->ne[0] == 64);
+    CHECK(db->ne[1] == 6);
+    CHECK(db->type == TensorType::F32);
+  }
+  ExpertTable t = ExpertTable::build(*f, s);
+  CHECK(t.at(2, 5)->up_bias.nbytes == 96 * 4);
+  CHECK(f->get_uint("general.file_type") == 38u);  // LLAMA_FTYPE_MOSTLY_MXFP4_MOE
+  CHECK_FALSE(f->get_string("tokenizer.chat_template"));  // vocab none: no template
+
+  // Other expert types for tests; a sliding window is a gpt-oss option only.
+  o.expert_type = "q8_0";
+  generate_model(o);
+  CHECK(GgufFile::open(o.out)->find_tensor("blk.0.ffn_up_exps.weight")->type == TensorType::Q8_0);
+  GenOptions q = small("qwen3moe", "swa_qwen.gguf");
+  q.n_swa = 4;
+  CHECK_THROWS_AS(resolve_gen_options(q), Error);
+
+  // With a vocabulary (gpt-2: o200k is not in the shared data) the released chat template is embedded.
+  GenOptions v = small("gpt-oss", "gen_gpt_oss_vocab.gguf");
+  v.n_layer = 1;
+  v.vocab = "";
+  v.n_vocab = 0;
+  v.data_dir = MOE_SHARED_DATA;
+  generate_model(v);
+  auto g = GgufFile::open(v.out);
+  CHECK(g->get_string("tokenizer.ggml.pre") == "gpt-2");
+  auto tmpl = g->get_string("tokenizer.chat_template");
+  REQUIRE(tmpl);
+  std::string want;
+  {
+    std::ifstream in(std::string(MOE_SHARED_DATA) + "/chat-templates/openai-gpt-oss-120b.jinja", std::ios::binary);
+    want.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  CHECK(*tmpl == want);
 }
 
 TEST_CASE("moe inspect --json reports the spec and the byte split") {

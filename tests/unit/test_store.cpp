@@ -504,3 +504,40 @@ TEST_CASE("offloading never changes the output of a deepseek2 model (dense lead 
     }
   }
 }
+
+TEST_CASE("gpt-oss through the store: per-expert biases travel with their expert; output unchanged") {
+  GenOptions g;
+  g.arch = "gpt-oss";
+  g.preset = "tiny";  // 4 layers x 8 experts (top-2), MXFP4 experts, sliding window 4 < the prompt
+  g.vocab = "none";
+  g.n_vocab = 256;
+  g.seed = 3;
+  g.out = std::string(MOE_TEST_TMP) + "/store_gpt_oss.gguf";
+  generate_model(g);
+  auto m = Model::load(g.out);
+  MmapExpertSource mm(*m);
+  const Run ref = greedy(*m, mm, 24);
+  const uint8_t* file = m->file().bytes().data();
+  for (auto be : {prefetch::IoBackend::Uring, prefetch::IoBackend::Pread}) {
+    CAPTURE(int(be));
+    StoreOptions o = base_opts(0);
+    o.io_backend = be;
+    const StoreMemoryPlan p0 = plan_store_memory(*m, o);
+    o.ram_budget_bytes = budget_for_slots(*m, p0.min_slots, o);
+    CachedExpertSource src(*m, o);
+    REQUIRE(src.plan().slots == p0.min_slots);
+    {
+      const ExpertSlices& sl = *m->experts().at(1, 5);
+      REQUIRE(sl.down_bias.nbytes == uint64_t(m->spec().n_embd) * 4);
+      ExpertWeights w = src.acquire(1, 5);
+      REQUIRE(w.gate_bias.nbytes == sl.gate_bias.nbytes);
+      CHECK(std::memcmp(w.gate_bias.data, file + sl.gate_bias.offset, sl.gate_bias.nbytes) == 0);
+      CHECK(std::memcmp(w.up_bias.data, file + sl.up_bias.offset, sl.up_bias.nbytes) == 0);
+      CHECK(std::memcmp(w.down_bias.data, file + sl.down_bias.offset, sl.down_bias.nbytes) == 0);
+      CHECK(std::memcmp(w.down.data, file + sl.down.offset, sl.down.nbytes) == 0);
+      src.release(1, 5);
+    }
+    CHECK(identical(greedy(*m, src, 24), ref));
+    CHECK(src.stats().evictions > 0u);
+  }
+}

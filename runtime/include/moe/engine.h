@@ -1,7 +1,7 @@
 // moe/engine.h — the CPU inference engine: a loaded Model (mapped GGUF + ModelSpec + ExpertTable +
 // dense weight views) and a Session (f16 KV cache and every scratch buffer, allocated once) that runs
-// the forward pass of Llama/Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE and DeepSeek-V2/V3 (multi-head latent
-// attention over a cache of the compressed latent and the rotated key part).
+// the forward pass of Llama/Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, granite-MoE, DBRX, gpt-oss and
+// DeepSeek-V2/V3 (multi-head latent attention over a cache of the compressed latent and the rotated key part).
 //
 // Expert weights are reached only through ExpertSource (acquire/release): the session never touches
 // expert bytes any other way, so an offloading cache can replace the mmap-backed source without
@@ -40,10 +40,14 @@ struct WeightView {
 };
 
 // One expert's weights as the kernels read them. gate/up: (n_ff rows, n_embd cols);
-// down: (n_embd rows, n_ff cols).
+// down: (n_embd rows, n_ff cols). Optional per-expert biases (gpt-oss), F32, one row each:
+// gate_bias/up_bias (1, n_ff), down_bias (1, n_embd); absent ones have data == nullptr.
 struct ExpertWeights {
   WeightView gate, up, down;
-  uint64_t bytes() const noexcept { return gate.nbytes + up.nbytes + down.nbytes; }
+  WeightView gate_bias, up_bias, down_bias;
+  uint64_t bytes() const noexcept {
+    return gate.nbytes + up.nbytes + down.nbytes + gate_bias.nbytes + up_bias.nbytes + down_bias.nbytes;
+  }
 };
 
 // The one seam through which expert bytes are read. acquire() returns views valid until the matching
@@ -93,9 +97,12 @@ struct LayerWeights {
   WeightView wqkv;                               // fused (HQ + HK + HV, n_embd) in that row order (dbrx);
                                                  // then wq/wk/wv are empty
   std::vector<float> bq, bk, bv;                 // biases (empty when absent)
+  std::vector<float> bo;                         // (n_embd) attn_output bias (gpt-oss); empty when absent
+  std::vector<float> sinks;                      // (n_head) attention sink logits (gpt-oss); empty when absent
   std::vector<float> q_norm, k_norm;             // per head (hd) or full (n_head*hd), per spec
   std::vector<float> ffn_norm;                   // (n_embd)
   WeightView router;                             // (n_expert, n_embd); absent for dense layers
+  std::vector<float> router_b;                   // (n_expert) router logit bias (gpt-oss); empty when absent
   WeightView gate_sh, up_sh, down_sh;            // shared expert(s) or dense FFN
   WeightView shared_gate;                        // (1, n_embd): sigmoid gate of the shared expert
   uint32_t n_ff_sh = 0;                          // rows of gate_sh (0: none)

@@ -6,10 +6,11 @@
 //          + KV cache and scratch of the sessions (estimated from the spec and SessionOptions)
 //          + a fixed overhead margin (code, heap, tokenizer, IO buffers)
 //          + the expert arena (slots * slot_bytes, one aligned mapping registered with io_uring).
-// slot_bytes = the largest Slot-mode footprint of an expert: its gate, up and down slices laid out
-// back to back, each as the 4096-aligned superset of its file range (moe/prefetch/io.h), so every read
-// lands in the slot with zero copies. plan_store_memory() computes the split and the minimum;
-// CachedExpertSource refuses a budget below the minimum with moe::Error(InvalidArgument) stating it.
+// slot_bytes = the largest Slot-mode footprint of an expert: its gate, up and down slices (and its
+// per-expert biases, gpt-oss) laid out back to back, each as the 4096-aligned superset of its file
+// range (moe/prefetch/io.h), so every read lands in the slot with zero copies. plan_store_memory()
+// computes the split and the minimum; CachedExpertSource refuses a budget below the minimum with
+// moe::Error(InvalidArgument) stating it.
 //
 // Expert bytes never go through the page cache (O_DIRECT; when the filesystem refuses it the reader
 // falls back to buffered reads, drops the pages it read, and announces it through StoreOptions::notice).

@@ -10,9 +10,9 @@
 namespace moe {
 
 struct GenOptions {
-  std::string arch;    // llama (Mixtral layout), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2; empty = from preset (else qwen3moe)
+  std::string arch;    // llama (Mixtral layout), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2, gpt-oss; empty = from preset (else qwen3moe)
   std::string out;     // output path (required)
-  // "", "tiny", "tiny-v3", "olmoe-1b-7b", "qwen3-30b-a3b", "mixtral-8x7b", "deepseek-v2-lite".
+  // "", "tiny", "tiny-v3", "olmoe-1b-7b", "qwen3-30b-a3b", "mixtral-8x7b", "deepseek-v2-lite", "gpt-oss-20b".
   // deepseek2: "tiny" is a DeepSeek-V2(-Lite)-like model (plain attn_q, softmax gating, no groups);
   // "tiny-v3" a DeepSeek-V3-like one (compressed q, sigmoid gating + exp_probs_b, group-limited top-k,
   // normalised weights); both with MLA, a leading dense layer, one shared expert, a routed scaling
@@ -26,11 +26,20 @@ struct GenOptions {
   uint32_t n_head = 0, n_head_kv = 0, head_dim = 0;
   uint32_t n_ctx = 0;
   uint32_t n_vocab = 0;  // 0 = the vocabulary file's size; larger pads it with unused tokens
-  std::string type = "f32";  // type of the projection and expert weights (norms, routers stay f32)
+  std::string type = "f32";  // type of the projection (and expert) weights (norms, biases, routers stay f32)
+  // Type of the routed experts' weights; "" = the architecture's default: mxfp4 for gpt-oss (as the
+  // released gpt-oss files store them), else `type`.
+  std::string expert_type;
+  // gpt-oss: sliding-window size of the even layers (0 = the preset's: tiny 4, so short test prompts
+  // cross it; gpt-oss-20b 128).
+  uint32_t n_swa = 0;
   uint64_t seed = 1;
   // Vocabulary: a path to a GGUF, a name from <data>/tokenizers (ggml-vocab-NAME.gguf, e.g. "gpt-2"),
   // "" = the architecture's default (llama-spm for llama, gpt-2 otherwise), or "none" = no tokenizer
   // (tokenizer.ggml.model "none"; n_vocab from n_vocab, default 256) for fast tests.
+  // gpt-oss: its o200k vocabulary is not in the shared data, so the default is gpt-2 (byte-level BPE,
+  // pre-tokenizer "gpt-2", which llama.cpp and moe's tokenizer both run); with a vocabulary, the file
+  // also gets <data>/chat-templates/openai-gpt-oss-120b.jinja as tokenizer.chat_template.
   std::string vocab;
   std::string data_dir;  // folder holding tokenizers/; "" = $MOE_SHARED_DATA or the build default
   float router_skew = 0.0f;  // Zipf-like exponent of expert popularity (0 = uniform)

@@ -51,6 +51,7 @@ struct LayerSpec {
   uint32_t n_ff_expert = 0;      // hidden size of one routed expert
   uint32_t n_ff_shared = 0;      // hidden size of the shared expert block (all shared experts together)
   uint32_t n_ff_dense = 0;       // hidden size of the dense FFN (dense layers)
+  bool swa = false;              // attention sees only the last ModelSpec::n_swa positions (gpt-oss)
 };
 
 struct ModelSpec {
@@ -85,7 +86,10 @@ struct ModelSpec {
   bool fused_qkv = false;         // one attn_qkv projection (dbrx) instead of attn_q/k/v
   bool qk_l2_norm = false;        // llama4: L2-normalize q and k (no weights) on RoPE layers
   bool attn_sinks = false;        // gpt-oss: per-head attention sink logits (attn_sinks tensor)
-  uint32_t n_swa = 0;             // sliding-window size (gpt-oss: every other layer, starting at 0)
+  uint32_t n_swa = 0;             // sliding-window size; which layers use it: LayerSpec::swa (gpt-oss:
+                                  // il % sliding_window_pattern < pattern - 1, pattern 2: even layers);
+                                  // a query at p attends keys at p' with p - p' < n_swa
+  bool ffn_norm_post_attention = false;  // gpt-oss: the pre-FFN RMSNorm is the tensor post_attention_norm
   uint32_t no_rope_layer_step = 0;  // llama4: every n-th layer (il+1) % n == 0 uses no RoPE
   uint32_t q_lora_rank = 0, kv_lora_rank = 0;  // deepseek2 MLA (0 = plain attention)
   // deepseek2 multi-head latent attention (kv_lora_rank > 0). The spec then describes the cache the

@@ -110,6 +110,16 @@ class CudaForward final : public GpuForward {
     if (s.gating.has_bias || s.gating.n_group > 1 || s.layer_norm || s.attn_out_bias || s.fused_qkv ||
         s.embedding_scale != 0.0f || s.residual_scale != 0.0f || s.logit_scale != 0.0f)
       fail(ErrorCode::Unsupported, "cuda backend: this architecture's gating or layout is not supported on the GPU");
+    // gpt-oss (attention sinks, sliding-window layers, router and per-expert biases, clamped SwiGLU) runs on
+    // the CPU backend only: the kernels here implement none of these.
+    bool expert_bias = false;
+    for (uint32_t il = 0; il < s.n_layer; ++il)
+      if (const ExpertSlices* es = m.experts().at(il, 0))
+        expert_bias = expert_bias || es->gate_bias.nbytes || es->up_bias.nbytes || es->down_bias.nbytes;
+    if (s.attn_sinks || s.n_swa || s.gating.router_bias || s.ffn_act == FfnAct::SwigluOai || expert_bias ||
+        s.ffn_norm_post_attention)
+      fail(ErrorCode::Unsupported, "cuda backend: architecture '{}' (attention sinks, sliding window, biased router "
+           "or experts, clamped SwiGLU) is not supported on the GPU; run it on the CPU (no --vram)", s.arch_name);
     if (s.n_embd % 32 != 0) fail(ErrorCode::Unsupported, "cuda backend: n_embd {} is not a multiple of 32", s.n_embd);
 
     E_ = s.n_embd;

@@ -17,7 +17,7 @@ namespace {
 
 bool arch_supported(Arch a) {
   return a == Arch::Llama || a == Arch::Qwen2Moe || a == Arch::Qwen3Moe || a == Arch::Olmoe || a == Arch::GraniteMoe ||
-         a == Arch::Dbrx || a == Arch::Deepseek2;
+         a == Arch::Dbrx || a == Arch::Deepseek2 || a == Arch::GptOss;
 }
 
 }  // namespace
@@ -39,18 +39,19 @@ void Model::bind() {
   const std::string& path = f.path();
   if (!arch_supported(s.arch))
     fail(ErrorCode::Unsupported, "{}: architecture '{}' is not supported by the CPU engine (supported: llama/"
-         "Mixtral, qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2)", path, s.arch_name);
+         "Mixtral, qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2, gpt-oss)", path, s.arch_name);
   if ((s.gating.has_bias || s.gating.n_group > 1) && s.gating.topk_before_norm)
     fail(ErrorCode::Unsupported, "{}: biased or group-limited selection on raw router logits is not supported", path);
   if (s.q_lora_rank && !s.kv_lora_rank)
     fail(ErrorCode::Unsupported, "{}: a compressed q (q_lora_rank) without latent attention is not supported", path);
-  // LayerNorm is implemented without a bias (dbrx); phimoe's biased norms are not.
-  if ((s.layer_norm && s.arch != Arch::Dbrx) || s.attn_out_bias || s.qk_l2_norm || s.attn_sinks || s.n_swa ||
-      s.no_rope_layer_step || (s.fused_qkv && s.kv_lora_rank) || s.gating.router_bias || s.gating.weight_before_ffn)
+  // Implemented beyond the plain layout: LayerNorm without a bias (dbrx; phimoe's biased norms are not),
+  // fused qkv + clamp (dbrx), the granite multipliers, latent attention (deepseek2), attention biases
+  // (q/k/v and output), attention sinks, sliding-window layers, router bias, per-expert biases and the
+  // clamped SwiGLU (gpt-oss).
+  if ((s.layer_norm && s.arch != Arch::Dbrx) || s.qk_l2_norm || s.no_rope_layer_step ||
+      (s.fused_qkv && (s.kv_lora_rank || s.attn_bias)) || s.gating.weight_before_ffn)
     fail(ErrorCode::Unsupported, "{}: the spec of '{}' uses a feature the CPU engine does not implement", path,
          s.arch_name);
-  if (s.ffn_act == FfnAct::SwigluOai)
-    fail(ErrorCode::Unsupported, "{}: the clamped SwiGLU of gpt-oss is not supported", path);
   if (s.n_head == 0 || s.n_head_kv == 0 || s.n_head % s.n_head_kv != 0 || s.head_dim_k == 0 || s.head_dim_v == 0)
     fail(ErrorCode::Corrupt, "{}: bad attention shape (n_head {}, n_head_kv {}, head_dim {}/{})", path, s.n_head,
          s.n_head_kv, s.head_dim_k, s.head_dim_v);
@@ -208,6 +209,8 @@ void Model::bind() {
     L.bq = vec(p + "attn_q.bias", HQ, s.attn_bias);
     L.bk = vec(p + "attn_k.bias", HK, s.attn_bias);
     L.bv = vec(p + "attn_v.bias", HV, s.attn_bias);
+    L.bo = vec(p + "attn_output.bias", E, s.attn_out_bias);
+    L.sinks = vec(p + "attn_sinks.weight", s.n_head, s.attn_sinks);
     if (s.qk_norm == QkNorm::PerHead) {
       L.q_norm = vec(p + "attn_q_norm.weight", s.head_dim_k, true);
       L.k_norm = vec(p + "attn_k_norm.weight", s.head_dim_k, true);
@@ -215,12 +218,16 @@ void Model::bind() {
       L.q_norm = vec(p + "attn_q_norm.weight", HQ, true);
       L.k_norm = vec(p + "attn_k_norm.weight", HK, true);
     }
-    // dbrx names its second norm attn_output_norm (norm_2 of the release); it sits where ffn_norm does.
-    L.ffn_norm = vec(p + (s.arch == Arch::Dbrx ? "attn_output_norm.weight" : "ffn_norm.weight"), E, true);
+    // dbrx names its second norm attn_output_norm (norm_2 of the release); gpt-oss post_attention_norm.
+    L.ffn_norm = vec(p + (s.arch == Arch::Dbrx             ? "attn_output_norm.weight"
+                          : s.ffn_norm_post_attention ? "post_attention_norm.weight"
+                                                      : "ffn_norm.weight"),
+                     E, true);
     if (ls.is_moe) {
       if (ls.n_expert_used == 0 || ls.n_expert_used > ls.n_expert)
         fail(ErrorCode::Corrupt, "{}: layer {} uses {} of {} experts", path, il, ls.n_expert_used, ls.n_expert);
       L.router = mat(p + "ffn_gate_inp.weight", ls.n_expert, E, true);
+      if (s.gating.router_bias) L.router_b = vec(p + "ffn_gate_inp.bias", ls.n_expert, true);
       bytes += L.router.nbytes;
       L.exp_probs_b = vec(p + "exp_probs_b.bias", ls.n_expert, s.gating.has_bias);
       if (ls.n_ff_shared > 0) {
@@ -241,8 +248,22 @@ void Model::bind() {
           if (sl->offset + sl->nbytes > f.file_size())
             fail(ErrorCode::Corrupt, "{}: layer {} expert {} lies outside the file", path, il, e);
         }
-        if (es->gate_bias.nbytes || es->up_bias.nbytes || es->down_bias.nbytes)
-          fail(ErrorCode::Unsupported, "{}: per-expert biases are not supported", path);
+        // Per-expert biases: all three or none, F32 rows (the session adds them as floats).
+        const bool any_b = es->gate_bias.nbytes || es->up_bias.nbytes || es->down_bias.nbytes;
+        if (any_b) {
+          const Slice* bs[3] = {&es->gate_bias, &es->up_bias, &es->down_bias};
+          const uint64_t want[3] = {uint64_t(ls.n_ff_expert) * 4, uint64_t(ls.n_ff_expert) * 4, E * 4};
+          for (int i = 0; i < 3; ++i) {
+            if (bs[i]->nbytes == 0)
+              fail(ErrorCode::Unsupported, "{}: layer {} has some but not all of the per-expert biases "
+                   "(ffn_gate_exps.bias, ffn_up_exps.bias, ffn_down_exps.bias)", path, il);
+            if (bs[i]->type != TensorType::F32 || bs[i]->nbytes != want[i])
+              fail(ErrorCode::Unsupported, "{}: layer {} per-expert biases must be F32 rows of {} floats (got type {})",
+                   path, il, want[i] / 4, type_name(bs[i]->type));
+            if (bs[i]->offset + bs[i]->nbytes > f.file_size())
+              fail(ErrorCode::Corrupt, "{}: layer {} expert {} lies outside the file", path, il, e);
+          }
+        }
       }
     } else {
       if (ls.n_ff_dense == 0) fail(ErrorCode::Corrupt, "{}: dense layer {} has no FFN size", path, il);
@@ -278,7 +299,13 @@ ExpertWeights MmapExpertSource::acquire(uint32_t layer, uint32_t expert) {
     return v;
   };
   const uint32_t E = m_.spec().n_embd, F = ls.n_ff_expert;
-  return {view(sl->gate, F, E), view(sl->up, F, E), view(sl->down, E, F)};
+  ExpertWeights w{view(sl->gate, F, E), view(sl->up, F, E), view(sl->down, E, F), {}, {}, {}};
+  if (sl->gate_bias.nbytes) {
+    w.gate_bias = view(sl->gate_bias, 1, F);
+    w.up_bias = view(sl->up_bias, 1, F);
+    w.down_bias = view(sl->down_bias, 1, E);
+  }
+  return w;
 }
 
 }  // namespace moe

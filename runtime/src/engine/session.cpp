@@ -1,5 +1,10 @@
 // runtime/src/engine/session.cpp — the forward pass: embed -> per layer (RMSNorm, attention with
-// RoPE over the f16 KV cache (or multi-head latent attention over a latent cache), residual, RMSNorm, MoE or dense FFN, residual) -> final norm -> LM head.
+// RoPE over the f16 KV cache (or multi-head latent attention over a latent cache), residual, RMSNorm
+// or LayerNorm, MoE or dense FFN, residual) -> final norm -> LM head.
+// Optional pieces, read from the spec and the bound weights (never from the architecture's name):
+// q/k/v and output biases, attention sinks and sliding-window layers (the KV cache keeps every
+// position; the window is a mask), router bias, per-expert biases and the clamped SwiGLU (gpt-oss),
+// fused qkv with a clamp (dbrx), the granite multipliers.
 // Prefill runs a batch of up to n_batch tokens through each weight once (matmul); the MoE block groups
 // the batch's tokens by expert so each chosen expert is acquired and read once per batch. Decode is
 // the same code with a batch of one. Every buffer is allocated in the constructor.
@@ -430,23 +435,38 @@ void Session::attention_block(uint32_t il, uint32_t n) {
   const uint32_t p0 = pos_, n_head = s.n_head;
   float* scores = scores_.data();
   const size_t n_ctx = n_ctx_;
+  // Sliding-window layer: the query at position p sees keys p' with p - p' < n_swa.
+  const uint32_t window = s.layers[il].swa ? s.n_swa : 0;
+  const float* sinks = L.sinks.empty() ? nullptr : L.sinks.data();
+  auto first_kv = [&](uint32_t t) -> uint32_t {
+    const uint32_t end = p0 + t + 1;
+    return window && end > window ? end - window : 0;
+  };
   pool->parallel_for(size_t(n) * n_head, [&](size_t b, size_t e, int thread) {
     for (size_t i = b; i < e; ++i) {
       const uint32_t t = static_cast<uint32_t>(i / n_head);
       const int h = static_cast<int>(i % n_head);
-      ops::attention(as, q_.data() + t * HQ, kc, vc, static_cast<int>(p0 + t + 1), att_.data() + t * HO,
-                     scores + size_t(thread) * n_ctx, h, h + 1);
+      ops::attention_window(as, q_.data() + t * HQ, kc, vc, static_cast<int>(first_kv(t)),
+                            static_cast<int>(p0 + t + 1), sinks, att_.data() + t * HO,
+                            scores + size_t(thread) * n_ctx, h, h + 1);
     }
   });
-  for (uint32_t t = 0; t < n; ++t) stats_.kv_bytes += uint64_t(p0 + t + 1) * (HK + HV) * 2;
+  for (uint32_t t = 0; t < n; ++t) stats_.kv_bytes += uint64_t(p0 + t + 1 - first_kv(t)) * (HK + HV) * 2;
   mm(L.wo, att_.data(), n, tmp_.data(), pool);
+  if (!L.bo.empty())
+    for (uint32_t t = 0; t < n; ++t)
+      for (size_t i = 0; i < s.n_embd; ++i) tmp_[t * s.n_embd + i] += L.bo[i];
 }
 
 void Session::route(uint32_t il, uint32_t n) {
   const ModelSpec& s = m_.spec();
   const LayerSpec& ls = s.layers[il];
   const uint32_t ne = ls.n_expert, k = ls.n_expert_used;
-  mm(m_.layer(il).router, xn_.data(), n, router_.data(), pool_.get());
+  const LayerWeights& L = m_.layer(il);
+  mm(L.router, xn_.data(), n, router_.data(), pool_.get());
+  if (!L.router_b.empty())
+    for (uint32_t t = 0; t < n; ++t)
+      for (uint32_t e = 0; e < ne; ++e) router_[size_t(t) * ne + e] += L.router_b[e];
   for (uint32_t t = 0; t < n; ++t)
     apply_gating(s.gating, router_.data() + size_t(t) * ne, ne, k, gi_.data() + size_t(t) * k,
                  gw_.data() + size_t(t) * k, probs_.data(), topk_idx_.data(),
@@ -478,8 +498,17 @@ void Session::ffn_block(uint32_t il, uint32_t n) {
   auto act = [&](float* g, const float* u, size_t cnt) {
     if (s.ffn_act == FfnAct::GeluGlu)
       ops::gelu_mul(g, u, static_cast<int64_t>(cnt));
+    else if (s.ffn_act == FfnAct::SwigluOai)
+      ops::swiglu_oai_mul(g, u, static_cast<int64_t>(cnt));
     else
       ops::silu_mul(g, u, static_cast<int64_t>(cnt));
+  };
+  // Adds a bias row (n floats, F32 as bound) to each of `rows` rows of y.
+  auto add_rows = [](const WeightView& b, float* y, size_t rows, size_t cols) {
+    if (!b) return;
+    const float* bv = static_cast<const float*>(b.data);
+    for (size_t r = 0; r < rows; ++r)
+      for (size_t i = 0; i < cols; ++i) y[r * cols + i] += bv[i];
   };
   std::fill(moe_out_.begin(), moe_out_.begin() + size_t(n) * E, 0.0f);
 
@@ -506,12 +535,16 @@ void Session::ffn_block(uint32_t il, uint32_t n) {
       nj = 0;
       for (uint32_t i = 0; i < m; ++i) {
         const uint32_t b = e_start_[es[i]], c = e_start_[es[i] + 1] - b;
+        add_rows(ew[i].gate_bias, g_.data() + size_t(b) * F, c, F);
+        add_rows(ew[i].up_bias, u_.data() + size_t(b) * F, c, F);
         act(g_.data() + size_t(b) * F, u_.data() + size_t(b) * F, size_t(c) * F);
         const WeightView& d = ew[i].down;
         jobs[nj++] = {d.type, d.data, d.rows, d.cols, g_.data() + size_t(b) * F, c, ys_.data() + size_t(b) * E};
       }
       kernels::matmul_many(jobs, nj, pool);
       for (uint32_t i = 0; i < m; ++i) {
+        const uint32_t b = e_start_[es[i]], c = e_start_[es[i] + 1] - b;
+        add_rows(ew[i].down_bias, ys_.data() + size_t(b) * E, c, E);  // before the routing weight, as gpt-oss
         stats_.expert_acquires += 1;
         stats_.expert_bytes += ew[i].bytes();
       }

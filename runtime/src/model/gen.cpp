@@ -1,6 +1,6 @@
 // Synthetic model generator (moe/gen.h): random weights written in the GGUF layout llama.cpp
-// expects for llama (Mixtral), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx and deepseek2 (DeepSeek-V2/V3),
-// streamed through GgufWriter in chunks
+// expects for llama (Mixtral), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2 (DeepSeek-V2/V3) and
+// gpt-oss, streamed through GgufWriter in chunks
 // so even a 50 GB preset is written in a few MiB of memory. Reentrant; each call spawns at most
 // opts.threads - 1 short-lived worker threads per chunk.
 //
@@ -12,11 +12,18 @@
 // Router skew S: in layer L the router row of the expert ranked k (ranks are a seeded permutation
 // per layer) is scaled by (1 + k)^-S (then rescaled to unit RMS). A row with a larger norm gives a
 // logit with a larger spread, so it wins top-k more often: popularity falls with rank, Zipf-like.
+// gpt-oss (llama.cpp's loader, src/models/openai-moe.cpp): q/k/v/o biases, attn_sinks [n_head] (uniform
+// in [-1, 1): the sink then takes a visible share of each softmax), post_attention_norm instead of
+// ffn_norm, router bias, per-expert biases [n_ff|n_embd, n_expert], biases uniform in [-0.1, 0.1];
+// expert gate/up weights 3x the usual scale so the clamped SwiGLU's limit of 7 is reached by a few
+// percent of the activations; YaRN RoPE as the release (factor 32 over an original context of 4096,
+// base 150000); sliding_window n_swa (llama.cpp: the even layers).
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
@@ -40,17 +47,22 @@ struct Preset {
   const char* arch;
   uint32_t n_layer, n_embd, n_ff, n_ff_shared, n_expert, n_used, n_head, n_head_kv, head_dim, n_ctx, n_vocab;
   float rope_base, eps;
+  uint32_t n_swa;  // gpt-oss sliding window
 };
 // Shapes of the public releases (the names say which); tiny is for tests.
 constexpr Preset kPresets[] = {
-    {"tiny", "", 4, 128, 128, 0, 8, 2, 4, 2, 32, 2048, 0, 10000.0f, 1e-5f},
-    {"olmoe-1b-7b", "olmoe", 16, 2048, 1024, 0, 64, 8, 16, 16, 128, 4096, 50304, 10000.0f, 1e-5f},
-    {"qwen3-30b-a3b", "qwen3moe", 48, 2048, 768, 0, 128, 8, 32, 4, 128, 40960, 0, 1000000.0f, 1e-6f},
-    {"mixtral-8x7b", "llama", 32, 4096, 14336, 0, 8, 2, 32, 8, 128, 32768, 0, 1000000.0f, 1e-5f},
-    {"tiny-v3", "deepseek2", 4, 128, 64, 0, 16, 4, 4, 1, 0, 2048, 0, 10000.0f, 1e-6f},
-    {"deepseek-v2-lite", "deepseek2", 27, 2048, 1408, 0, 64, 6, 16, 1, 0, 163840, 102400, 10000.0f, 1e-6f},
+    {"tiny", "", 4, 128, 128, 0, 8, 2, 4, 2, 32, 2048, 0, 10000.0f, 1e-5f, 4},
+    {"olmoe-1b-7b", "olmoe", 16, 2048, 1024, 0, 64, 8, 16, 16, 128, 4096, 50304, 10000.0f, 1e-5f, 0},
+    {"qwen3-30b-a3b", "qwen3moe", 48, 2048, 768, 0, 128, 8, 32, 4, 128, 40960, 0, 1000000.0f, 1e-6f, 0},
+    {"mixtral-8x7b", "llama", 32, 4096, 14336, 0, 8, 2, 32, 8, 128, 32768, 0, 1000000.0f, 1e-5f, 0},
+    {"gpt-oss-20b", "gpt-oss", 24, 2880, 2880, 0, 32, 4, 64, 8, 64, 131072, 0, 150000.0f, 1e-5f, 128},
+    {"tiny-v3", "deepseek2", 4, 128, 64, 0, 16, 4, 4, 1, 0, 2048, 0, 10000.0f, 1e-6f, 0},
+    {"deepseek-v2-lite", "deepseek2", 27, 2048, 1408, 0, 64, 6, 16, 1, 0, 163840, 102400, 10000.0f, 1e-6f, 0},
 };
-constexpr const char* kArchs[] = {"llama", "qwen2moe", "qwen3moe", "olmoe", "granitemoe", "dbrx", "deepseek2"};
+constexpr const char* kArchs[] = {"llama", "qwen2moe", "qwen3moe", "olmoe", "granitemoe", "dbrx", "deepseek2", "gpt-oss"};
+// gpt-oss's YaRN as released: factor 32 over an original context of 4096 tokens, base 150000.
+constexpr float kGptOssRopeBase = 150000.0f, kGptOssYarnFactor = 32.0f;
+constexpr uint32_t kGptOssYarnOrigCtx = 4096;
 // dbrx clamps q, k and v to [-c, c]. The release uses 8; random weights give unit-scale
 // projections, so a smaller bound is written to make the clamp bite (about 5% of the values).
 constexpr float kDbrxClampKqv = 2.0f;
@@ -129,6 +141,7 @@ struct Plan {
   const Preset* preset = nullptr;
   const DsShape* ds = nullptr;  // deepseek2 only
   TensorType req = TensorType::F32;
+  TensorType req_exp = TensorType::F32;  // routed experts' weights
   std::vector<TPlan> tensors;
   std::vector<std::vector<float>> router_scale;  // [layer][expert]
 };
@@ -205,19 +218,22 @@ Vocab load_vocab(const GenOptions& o) {
 
 void add_weight(Plan& p, std::string name, std::vector<uint64_t> ne, float std_scale = 1.0f, uint32_t layer = 0) {
   TPlan t;
-  t.type = pick_type(name, ne.size(), ne[0], p.req);
+  const bool expert = name.find("_exps.weight") != std::string::npos;
+  t.type = pick_type(name, ne.size(), ne[0], expert ? p.req_exp : p.req);
   t.name = std::move(name);
   t.std = std_scale / std::sqrt(static_cast<float>(ne[0]));
   t.ne = std::move(ne);
   t.layer = layer;
   p.tensors.push_back(std::move(t));
 }
-void add_vec(Plan& p, std::string name, uint64_t n, Init init) {
+// A 1-D (or, for per-expert biases, [n, rows]) f32 tensor; amp = 0: the init's default amplitude.
+void add_vec(Plan& p, std::string name, uint64_t n, Init init, float amp = 0.0f, uint64_t rows = 1) {
   TPlan t;
   t.name = std::move(name);
   t.ne = {n};
+  if (rows > 1) t.ne.push_back(rows);
   t.init = init;
-  t.std = init == Init::Bias ? 0.02f : 0.05f;
+  t.std = amp > 0 ? amp : init == Init::Bias ? 0.02f : 0.05f;
   p.tensors.push_back(std::move(t));
 }
 
@@ -315,6 +331,12 @@ void build_tensors(Plan& p, uint32_t n_vocab) {
       add_weight(p, n("attn_k.weight"), {E, kv_dim});
       add_weight(p, n("attn_v.weight"), {E, kv_dim});
     }
+    const bool oss = o.arch == "gpt-oss";
+    if (oss) {
+      add_vec(p, n("attn_q.bias"), q_dim, Init::Bias, 0.1f);
+      add_vec(p, n("attn_k.bias"), kv_dim, Init::Bias, 0.1f);
+      add_vec(p, n("attn_v.bias"), kv_dim, Init::Bias, 0.1f);
+    }
     if (o.arch == "qwen2moe") {
       add_vec(p, n("attn_q.bias"), q_dim, Init::Bias);
       add_vec(p, n("attn_k.bias"), kv_dim, Init::Bias);
@@ -329,7 +351,12 @@ void build_tensors(Plan& p, uint32_t n_vocab) {
       add_vec(p, n("attn_k_norm.weight"), kv_dim, Init::Norm);
     }
     add_weight(p, n("attn_output.weight"), {q_dim, E}, out_scale);
-    add_vec(p, n(o.arch == "dbrx" ? "attn_output_norm.weight" : "ffn_norm.weight"), E, Init::Norm);
+    if (oss) {
+      add_vec(p, n("attn_output.bias"), E, Init::Bias, 0.1f);
+      add_vec(p, n("attn_sinks.weight"), o.n_head, Init::Bias, 1.0f);
+    }
+    add_vec(p, n(oss ? "post_attention_norm.weight" : o.arch == "dbrx" ? "attn_output_norm.weight" : "ffn_norm.weight"), E,
+            Init::Norm);
     {
       TPlan t;
       t.name = n("ffn_gate_inp.weight");
@@ -340,9 +367,15 @@ void build_tensors(Plan& p, uint32_t n_vocab) {
       t.layer = il;
       p.tensors.push_back(std::move(t));
     }
-    add_weight(p, n("ffn_gate_exps.weight"), {E, F, X});
-    add_weight(p, n("ffn_up_exps.weight"), {E, F, X});
+    if (oss) add_vec(p, n("ffn_gate_inp.bias"), X, Init::Bias, 0.1f);
+    add_weight(p, n("ffn_gate_exps.weight"), {E, F, X}, oss ? 3.0f : 1.0f);
+    add_weight(p, n("ffn_up_exps.weight"), {E, F, X}, oss ? 3.0f : 1.0f);
     add_weight(p, n("ffn_down_exps.weight"), {F, E, X}, out_scale);
+    if (oss) {
+      add_vec(p, n("ffn_gate_exps.bias"), F, Init::Bias, 0.1f, X);
+      add_vec(p, n("ffn_up_exps.bias"), F, Init::Bias, 0.1f, X);
+      add_vec(p, n("ffn_down_exps.bias"), E, Init::Bias, 0.1f, X);
+    }
     if (o.arch == "qwen2moe") {
       const uint64_t FS = o.n_ff_shared;
       add_weight(p, n("ffn_gate_inp_shexp.weight"), {E});
@@ -400,7 +433,7 @@ GenOptions resolve_gen_options(const GenOptions& in) {
   if (std::find_if(std::begin(kArchs), std::end(kArchs), [&](const char* a) { return o.arch == a; }) == std::end(kArchs))
     fail(ErrorCode::InvalidArgument,
          "moe gen cannot write architecture '{}' (supported: llama, qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, "
-         "deepseek2)", o.arch);
+         "deepseek2, gpt-oss)", o.arch);
   if (o.mla_kv_b && o.arch != "deepseek2")
     fail(ErrorCode::InvalidArgument, "the attn_kv_b layout is a deepseek2 option, not {}", o.arch);
   o.preset = p.name;
@@ -459,6 +492,14 @@ GenOptions resolve_gen_options(const GenOptions& in) {
     fail(ErrorCode::InvalidArgument, "top-k {} must be in 1..{} experts", o.n_expert_used, o.n_expert);
   if (o.router_skew < 0) fail(ErrorCode::InvalidArgument, "router skew {} must be >= 0", o.router_skew);
   if (!type_from_name(o.type)) fail(ErrorCode::InvalidArgument, "unknown tensor type '{}'", o.type);
+  if (o.expert_type.empty()) o.expert_type = o.arch == "gpt-oss" ? "mxfp4" : o.type;
+  if (!type_from_name(o.expert_type))
+    fail(ErrorCode::InvalidArgument, "unknown expert tensor type '{}'", o.expert_type);
+  if (o.arch == "gpt-oss") {
+    dflt(o.n_swa, p.n_swa ? p.n_swa : 128);
+  } else if (o.n_swa) {
+    fail(ErrorCode::InvalidArgument, "a sliding window (--swa) is a gpt-oss option, not {}", o.arch);
+  }
   if (o.threads == 0) o.threads = 1;
   if (o.out.empty()) fail(ErrorCode::InvalidArgument, "no output path");
   return o;
@@ -470,6 +511,7 @@ GenResult generate_model(const GenOptions& opts) {
   p.preset = &find_preset(p.o.preset);
   if (p.o.arch == "deepseek2") p.ds = &find_ds_shape(p.o.preset);
   p.req = *type_from_name(p.o.type);
+  p.req_exp = *type_from_name(p.o.expert_type);
   const GenOptions& o = p.o;
   const Vocab vocab = load_vocab(o);
 
@@ -543,13 +585,20 @@ GenResult generate_model(const GenOptions& opts) {
     w.set_u32(key("attention.value_length"), o.head_dim);
     w.set_u32(key("rope.dimension_count"), o.head_dim);
   }
+  const bool oss = o.arch == "gpt-oss";
+  if (oss) {
+    w.set_string(key("rope.scaling.type"), "yarn");
+    w.set_f32(key("rope.scaling.factor"), kGptOssYarnFactor);
+    w.set_u32(key("rope.scaling.original_context_length"), kGptOssYarnOrigCtx);
+    w.set_u32(key("attention.sliding_window"), o.n_swa);
+  }
   if (o.arch == "dbrx") {  // LayerNorm
     w.set_f32(key("attention.layer_norm_epsilon"), p.preset->eps);
     w.set_f32(key("attention.clamp_kqv"), kDbrxClampKqv);
   } else {
     w.set_f32(key("attention.layer_norm_rms_epsilon"), p.preset->eps);
   }
-  w.set_f32(key("rope.freq_base"), p.preset->rope_base);
+  w.set_f32(key("rope.freq_base"), oss ? kGptOssRopeBase : p.preset->rope_base);
   w.set_u32(key("expert_count"), o.n_expert);
   w.set_u32(key("expert_used_count"), o.n_expert_used);
   // llama, granitemoe and dbrx take the expert size from feed_forward_length.
@@ -565,10 +614,26 @@ GenResult generate_model(const GenOptions& opts) {
   struct Ftype { TensorType t; uint32_t v; };
   for (Ftype ft : {Ftype{TensorType::F32, 0}, {TensorType::F16, 1}, {TensorType::Q4_0, 2}, {TensorType::Q8_0, 7},
                    {TensorType::Q4_K, 15}, {TensorType::Q5_K, 17}, {TensorType::Q6_K, 18}, {TensorType::BF16, 32}})
-    if (ft.t == p.req) w.set_u32("general.file_type", ft.v);  // llama_ftype, for display only
+    if (ft.t == p.req && !(oss && p.req_exp == TensorType::MXFP4))
+      w.set_u32("general.file_type", ft.v);  // llama_ftype, for display only
+  if (oss && p.req_exp == TensorType::MXFP4) w.set_u32("general.file_type", 38);  // MOSTLY_MXFP4_MOE
   w.set_u32("moe.gen.seed", static_cast<uint32_t>(o.seed));
   w.set_f32("moe.gen.router_skew", o.router_skew);
   for (const auto& [k, v] : vocab.kv) w.set(k, v);
+  if (oss && o.vocab != "none") {
+    // The released chat template (harmony format); the gpt-2 vocabulary has no harmony special tokens,
+    // so they tokenize as text: enough for a random-weight model.
+    const std::string tpath = resolve_data_dir(o) + "/chat-templates/openai-gpt-oss-120b.jinja";
+    std::FILE* tf = std::fopen(tpath.c_str(), "rb");
+    if (!tf) fail(ErrorCode::InvalidArgument, "{}: cannot open the gpt-oss chat template", tpath);
+    std::string tmpl;
+    char buf[4096];
+    for (size_t got; (got = std::fread(buf, 1, sizeof buf, tf)) > 0;) tmpl.append(buf, got);
+    const bool bad = std::ferror(tf);
+    std::fclose(tf);
+    if (bad || tmpl.empty()) fail(ErrorCode::Io, "{}: cannot read the gpt-oss chat template", tpath);
+    w.set_string("tokenizer.chat_template", tmpl);
+  }
 
   uint64_t total = 0;
   for (const auto& t : p.tensors) {

@@ -296,9 +296,22 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
   s.attn_bias = T.find(blk(0, "attn_q.bias")) != nullptr || T.find(blk(0, "attn_qkv.bias")) != nullptr;
   s.attn_out_bias = T.find(blk(0, "attn_output.bias")) != nullptr;
   s.attn_sinks = T.find(blk(0, "attn_sinks.weight")) != nullptr;
+  uint32_t swa_pattern = 0;
   if (A == Arch::GptOss) {
-    s.n_swa = m.opt_u32("attention.sliding_window").value_or(0);
+    // As llama.cpp runs gpt-oss: sliding_window is required; layer il uses it when
+    // il % pattern < pattern - 1 (pattern: sliding_window_pattern, default 2 = the even layers).
+    s.n_swa = m.req_u32("attention.sliding_window");
+    const gguf::Value* pat = f.find(m.key("attention.sliding_window_pattern"));
+    if (pat && pat->type == gguf::ValueType::ARRAY)
+      fail(ErrorCode::Unsupported, "{}: a per-layer '{}' array is not supported", path,
+           m.key("attention.sliding_window_pattern"));
+    swa_pattern = m.opt_u32("attention.sliding_window_pattern").value_or(2);
+    if (auto b = m.opt_f32("rope.freq_base_swa"); b && *b != s.rope_freq_base)
+      fail(ErrorCode::Unsupported,
+           "{}: '{}' = {} differs from '{}' = {} (a separate RoPE base for the sliding-window layers is not supported)",
+           path, m.key("rope.freq_base_swa"), *b, m.key("rope.freq_base"), s.rope_freq_base);
     if (!s.attn_sinks) fail(ErrorCode::Corrupt, "{}: missing tensor '{}'", path, blk(0, "attn_sinks.weight"));
+    s.ffn_norm_post_attention = true;
   }
   if (A == Arch::Dbrx) s.clamp_kqv = m.opt_f32("attention.clamp_kqv").value_or(0.0f);
   if (A == Arch::GraniteMoe) {
@@ -348,6 +361,7 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
   s.layers.resize(s.n_layer);
   for (uint32_t il = 0; il < s.n_layer; ++il) {
     LayerSpec& L = s.layers[il];
+    L.swa = s.n_swa > 0 && (swa_pattern == 0 || il % swa_pattern < swa_pattern - 1);
     L.is_moe = n_expert > 0 && il >= n_dense_lead && (il + 1) % moe_step == 0;
     if (!L.is_moe) {
       // Dense FFN: its size comes from feed_forward_length (possibly per layer) and the tensor.

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -40,17 +41,24 @@ double gib(uint64_t b) { return double(b) / double(1ull << 30); }
 double mib(uint64_t b) { return double(b) / double(1ull << 20); }
 
 // The Slot-mode layout of one expert: where each slice's aligned superset starts in the slot.
+// Pieces: gate, up, down, then the optional biases (gpt-oss) gate_bias, up_bias, down_bias; an absent
+// piece (nbytes 0) takes no room.
+constexpr int kPieces = 6;
 struct SlotLayout {
-  uint64_t off[3] = {0, 0, 0};  // gate, up, down: byte offset of the slice's superset in the slot
-  uint64_t total = 0;           // bytes of the slot used
+  uint64_t off[kPieces] = {};  // byte offset of each slice's superset in the slot
+  uint64_t total = 0;          // bytes of the slot used
 };
+
+std::array<const Slice*, kPieces> pieces_of(const ExpertSlices& s) {
+  return {&s.gate, &s.up, &s.down, &s.gate_bias, &s.up_bias, &s.down_bias};
+}
 
 SlotLayout layout_of(const ExpertSlices& s) {
   SlotLayout l;
-  const Slice* sl[3] = {&s.gate, &s.up, &s.down};
-  for (int i = 0; i < 3; ++i) {
+  const auto sl = pieces_of(s);
+  for (int i = 0; i < kPieces; ++i) {
     l.off[i] = l.total;
-    l.total += prefetch::slot_bytes(sl[i]->offset, sl[i]->nbytes);
+    if (sl[i]->nbytes) l.total += prefetch::slot_bytes(sl[i]->offset, sl[i]->nbytes);
   }
   return l;
 }
@@ -214,7 +222,12 @@ struct CachedExpertSource::Impl {
       v.nbytes = s.nbytes;
       return v;
     };
-    return {view(es.gate, l.off[0], F, E), view(es.up, l.off[1], F, E), view(es.down, l.off[2], E, F)};
+    ExpertWeights w{view(es.gate, l.off[0], F, E), view(es.up, l.off[1], F, E), view(es.down, l.off[2], E, F),
+                    {}, {}, {}};
+    if (es.gate_bias.nbytes) w.gate_bias = view(es.gate_bias, l.off[3], 1, F);
+    if (es.up_bias.nbytes) w.up_bias = view(es.up_bias, l.off[4], 1, F);
+    if (es.down_bias.nbytes) w.down_bias = view(es.down_bias, l.off[5], 1, E);
+    return w;
   }
 
   // Completion of a read (reader thread).
@@ -260,14 +273,16 @@ struct CachedExpertSource::Impl {
     const ExpertSlices& es = *m.experts().at(k.layer, k.expert);
     const SlotLayout& l = layout[ki];
     uint8_t* base = slot_base(slot);
-    const prefetch::IoPiece pieces[3] = {
-        {es.gate.offset, es.gate.nbytes, base + l.off[0], prefetch::IoPieceMode::Slot},
-        {es.up.offset, es.up.nbytes, base + l.off[1], prefetch::IoPieceMode::Slot},
-        {es.down.offset, es.down.nbytes, base + l.off[2], prefetch::IoPieceMode::Slot},
-    };
+    prefetch::IoPiece pieces[kPieces];
+    size_t n_pieces = 0;
+    const auto sl = pieces_of(es);
+    for (int i = 0; i < kPieces; ++i)
+      if (sl[i]->nbytes)
+        pieces[n_pieces++] = {sl[i]->offset, sl[i]->nbytes, base + l.off[i], prefetch::IoPieceMode::Slot};
     uint64_t ticket = 0;
     try {
-      ticket = reader->submit(pieces, is_prefetch ? prefetch::IoPriority::Prefetch : prefetch::IoPriority::Demand,
+      ticket = reader->submit(std::span<const prefetch::IoPiece>(pieces, n_pieces),
+                              is_prefetch ? prefetch::IoPriority::Prefetch : prefetch::IoPriority::Demand,
                               k.pack(), [this, slot, k, gen](const prefetch::IoCompletion& c) { on_io(slot, k, gen, c); });
     } catch (const Error& e) {
       std::lock_guard<std::mutex> g(mu);
@@ -315,8 +330,6 @@ CachedExpertSource::CachedExpertSource(const Model& m, const StoreOptions& o) : 
     for (uint32_t e = 0; e < I.n_expert; ++e) {
       const ExpertSlices* es = t.at(il, e);
       if (!es) continue;
-      if (es->gate_bias.nbytes || es->up_bias.nbytes || es->down_bias.nbytes)
-        fail(ErrorCode::Unsupported, "'{}': per-expert biases are not supported by the expert store", I.path);
       I.layout[I.key_index(il, e)] = layout_of(*es);
     }
   }

@@ -1,6 +1,7 @@
 // moe/kernels/ops.h — the non-matmul CPU ops of one transformer step: RMSNorm, RoPE (normal and
-// NeoX, frequency base and scale, YaRN), softmax, GLU activations, top-k, f16 conversion and
-// grouped-query attention over an f16 KV cache. These are the scalar reference (also what the CPU
+// NeoX, frequency base and scale, YaRN), softmax, GLU activations (SiLU, GELU, gpt-oss's clamped
+// SwiGLU), top-k, f16 conversion and grouped-query attention over an f16 KV cache (causal, optionally
+// windowed and with attention sinks). These are the scalar reference (also what the CPU
 // engine runs: none of them is bandwidth-bound the way expert matvecs are).
 // Pure functions over caller-owned buffers; no allocation, no global state; thread-safe.
 // Layouts are row-major; "n" counts float elements.
@@ -52,6 +53,11 @@ inline float sigmoid(float x) noexcept;
 void silu_mul(float* g, const float* u, int64_t n) noexcept;
 // g[i] = gelu(g[i]) * u[i]  (tanh approximation)
 void gelu_mul(float* g, const float* u, int64_t n) noexcept;
+// gpt-oss's clamped SwiGLU ("swiglu-oai"): with x = min(g[i], limit) and y = clamp(u[i], -limit, limit),
+// g[i] = x * sigmoid(alpha * x) * (y + 1). gpt-oss uses alpha = 1.702, limit = 7.
+inline constexpr float kSwigluOaiAlpha = 1.702f, kSwigluOaiLimit = 7.0f;
+void swiglu_oai_mul(float* g, const float* u, int64_t n, float alpha = kSwigluOaiAlpha,
+                    float limit = kSwigluOaiLimit) noexcept;
 // y[i] += a * x[i]
 void axpy(float a, const float* x, float* y, int64_t n) noexcept;
 
@@ -77,6 +83,14 @@ struct AttnShape {
 };
 void attention(const AttnShape& s, const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
                int n_kv, float* out, float* scores, int h0, int h1) noexcept;
+// The same over the cached positions [kv0, n_kv) only (a sliding window: kv0 = max(0, n_kv - window)),
+// with optional attention sinks (gpt-oss): sinks[h] is a logit of query head h that joins the
+// softmax's denominator but has no value, so out = sum_t v_t exp(s_t - m) / (sum_t exp(s_t - m) +
+// exp(sinks[h] - m)), m = max(max_t s_t, sinks[h]). sinks == nullptr: none. scores: n_kv floats
+// (entries [kv0, n_kv) are used). PRECONDITION: 0 <= kv0 < n_kv. With kv0 = 0 and no sinks the
+// result equals attention() bit for bit.
+void attention_window(const AttnShape& s, const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
+                      int kv0, int n_kv, const float* sinks, float* out, float* scores, int h0, int h1) noexcept;
 
 inline float sigmoid(float x) noexcept {
   return 1.0f / (1.0f + __builtin_expf(-x));
