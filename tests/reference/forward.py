@@ -255,6 +255,7 @@ FAMILY = {
     "olmoe":    (True,  "full",     False,     (False, False), False),
     "granitemoe": (False, None,     False,     (True, False),  False),   # + the four multipliers below
     "dbrx":     (True,  None,       False,     (True, False),  False),   # LayerNorm, fused qkv, clamp
+    "arctic":   (False, None,       False,     (True, False),  False),   # + a dense residual MLP beside the MoE
 }
 
 
@@ -454,6 +455,7 @@ def forward(g, tokens):
     group = n_head // n_kv
     for il in range(n_layer):
         p = f"blk.{il}."
+        x_in = x  # the layer input (arctic's MoE reads it)
         h = norm(x, g.get(p + "attn_norm.weight"))
         if g.has(p + "attn_qkv.weight"):
             qkv = h @ g.get(p + "attn_qkv.weight").T
@@ -486,6 +488,13 @@ def forward(g, tokens):
         x = x + res_mul * (out.reshape(T, n_head * hd_v) @ g.get(p + "attn_output.weight").T)
 
         h = norm(x, g.get(p + ("attn_output_norm.weight" if arch == "dbrx" else "ffn_norm.weight")))
+        if arch == "arctic":
+            # Snowflake Arctic's parallel residual: a dense SwiGLU MLP on ffn_norm(x) joins the stream,
+            # and the MoE runs on its own norm (ffn_norm_exps) of the layer input, not of x.
+            a = h @ g.get(p + "ffn_gate.weight").T
+            b = h @ g.get(p + "ffn_up.weight").T
+            x = x + (a / (1 + np.exp(-a)) * b) @ g.get(p + "ffn_down.weight").T
+            h = norm(x_in, g.get(p + "ffn_norm_exps.weight"))
         y = np.zeros_like(x)
         if g.has(p + "ffn_gate_inp.weight"):
             logits = h @ g.get(p + "ffn_gate_inp.weight").T  # (T, n_expert)

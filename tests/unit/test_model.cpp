@@ -170,7 +170,7 @@ struct JsonParser {
 }  // namespace
 
 TEST_CASE("generated models of every generator architecture read back as asked") {
-  for (const char* arch : {"llama", "qwen2moe", "qwen3moe", "olmoe", "granitemoe", "dbrx"}) {
+  for (const char* arch : {"llama", "qwen2moe", "qwen3moe", "olmoe", "granitemoe", "dbrx", "arctic"}) {
     INFO(std::string(arch));
     GenOptions o = small(arch, std::string("spec_") + arch + ".gguf");
     if (std::string(arch) == "qwen3moe") o.head_dim = 32;  // qwen3 allows n_head * head_dim != n_embd
@@ -202,7 +202,7 @@ TEST_CASE("generated models of every generator architecture read back as asked")
     CHECK(r.resolved.n_vocab == 300);
     const std::string a = arch;
     const bool granite = a == "granitemoe";
-    CHECK(s.rope_style == (a == "llama" || granite ? RopeStyle::Normal : RopeStyle::NeoX));
+    CHECK(s.rope_style == (a == "llama" || granite || a == "arctic" ? RopeStyle::Normal : RopeStyle::NeoX));
     CHECK(s.embedding_scale == (granite ? 12.0f : 0.0f));
     CHECK(s.residual_scale == (granite ? 0.22f : 0.0f));
     CHECK(s.attention_scale == (granite ? 0.015625f : 0.0f));
@@ -214,7 +214,10 @@ TEST_CASE("generated models of every generator architecture read back as asked")
     CHECK(s.qk_norm == (a == "qwen3moe" ? QkNorm::PerHead : a == "olmoe" ? QkNorm::Full : QkNorm::None));
     CHECK(s.attn_bias == (a == "qwen2moe"));
     CHECK(s.gating.func == GatingFunc::Softmax);
-    CHECK(s.gating.topk_before_norm == (a == "llama" || granite || dbrx));
+    const bool arctic = a == "arctic";
+    CHECK(s.gating.topk_before_norm == (a == "llama" || granite || dbrx || arctic));
+    CHECK(s.moe_parallel_dense == arctic);
+    if (arctic) CHECK(s.layers[0].n_ff_dense == s.n_embd);
     CHECK(s.gating.renormalize == (a == "qwen3moe"));
     CHECK(s.gating.shared_gate == (a == "qwen2moe"));
     CHECK(s.n_expert_shared == (a == "qwen2moe" ? 1u : 0u));

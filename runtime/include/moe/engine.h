@@ -101,6 +101,7 @@ struct LayerWeights {
   std::vector<float> sinks;                      // (n_head) attention sink logits (gpt-oss); empty when absent
   std::vector<float> q_norm, k_norm;             // per head (hd) or full (n_head*hd), per spec
   std::vector<float> ffn_norm;                   // (n_embd)
+  std::vector<float> ffn_norm_exps;              // (n_embd) arctic: the MoE's own norm (of the layer input)
   WeightView router;                             // (n_expert, n_embd); absent for dense layers
   std::vector<float> router_b;                   // (n_expert) router logit bias (gpt-oss); empty when absent
   WeightView gate_sh, up_sh, down_sh;            // shared expert(s) or dense FFN
@@ -136,6 +137,10 @@ class Model {
   const WeightView& tok_embd() const noexcept { return tok_embd_; }  // (n_vocab, n_embd)
   const WeightView& output() const noexcept { return output_; }      // tied: same as tok_embd
   const std::vector<float>& output_norm() const noexcept { return output_norm_; }
+  // The norm weights in front of layer il's router: ffn_norm_exps (arctic) or ffn_norm.
+  const std::vector<float>& router_norm(uint32_t il) const noexcept {
+    return layers_[il].ffn_norm_exps.empty() ? layers_[il].ffn_norm : layers_[il].ffn_norm_exps;
+  }
   // The model's normalization of one row of n_embd: RMSNorm, or LayerNorm (no bias) when
   // spec().layer_norm, with weight w and epsilon spec().rms_eps. x and y may alias.
   void norm(const float* x, const std::vector<float>& w, float* y) const noexcept;
@@ -228,7 +233,10 @@ class Session {
  private:
   void forward(const int32_t* tokens, uint32_t n, float* all_logits);
   void attention_block(uint32_t il, uint32_t n);
-  void ffn_block(uint32_t il, uint32_t n);
+  // Which FFN parts ffn_block runs into moe_out_ (zeroed first): routed experts, the shared expert /
+  // dense FFN / residual MLP, or both.
+  enum class FfnPart { All, Routed, Dense };
+  void ffn_block(uint32_t il, uint32_t n, FfnPart part = FfnPart::All);
   void route(uint32_t il, uint32_t n);
 
   const Model& m_;
@@ -243,6 +251,7 @@ class Session {
   std::vector<float> x_, xn_;         // (B, n_embd) residual stream / normalised
   std::vector<float> q_, k_, v_;      // (B, n_head*hd_k), (B, n_kv*hd_k), (B, n_kv*hd_v)
   std::vector<float> qkv_;            // (B, HQ + HK + HV) for a fused projection, else empty
+  std::vector<float> x0_;             // (B, n_embd) arctic: the layer input, the MoE's input; else empty
   std::vector<float> att_;            // (B, n_head*hd_v)
   std::vector<float> scores_;         // (n_threads, n_ctx)
   std::vector<float> rope_cs_;        // (n_rot)

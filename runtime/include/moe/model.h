@@ -15,7 +15,7 @@
 
 namespace moe {
 
-enum class Arch { Llama, Qwen2Moe, Qwen3Moe, Olmoe, Deepseek2, GptOss, Llama4, PhiMoe, GraniteMoe, Dbrx };
+enum class Arch { Llama, Qwen2Moe, Qwen3Moe, Olmoe, Deepseek2, GptOss, Llama4, PhiMoe, GraniteMoe, Dbrx, Arctic };
 const char* arch_gguf_name(Arch a) noexcept;  // "llama", "qwen2moe", ...
 
 enum class RopeStyle { Normal, NeoX };              // adjacent pairs vs. halves
@@ -90,6 +90,10 @@ struct ModelSpec {
                                   // il % sliding_window_pattern < pattern - 1, pattern 2: even layers);
                                   // a query at p attends keys at p' with p - p' < n_swa
   bool ffn_norm_post_attention = false;  // gpt-oss: the pre-FFN RMSNorm is the tensor post_attention_norm
+  // arctic: a dense residual MLP beside the MoE block. The MLP runs on ffn_norm(x + attention) as in a
+  // dense layer; the MoE runs on ffn_norm_exps(x) of the layer's INPUT x (before attention), and both
+  // outputs join the residual stream (LayerSpec::n_ff_dense is the MLP's hidden size).
+  bool moe_parallel_dense = false;
   uint32_t no_rope_layer_step = 0;  // llama4: every n-th layer (il+1) % n == 0 uses no RoPE
   uint32_t q_lora_rank = 0, kv_lora_rank = 0;  // deepseek2 MLA (0 = plain attention)
   // deepseek2 multi-head latent attention (kv_lora_rank > 0). The spec then describes the cache the

@@ -17,7 +17,7 @@ namespace {
 
 bool arch_supported(Arch a) {
   return a == Arch::Llama || a == Arch::Qwen2Moe || a == Arch::Qwen3Moe || a == Arch::Olmoe || a == Arch::GraniteMoe ||
-         a == Arch::Dbrx || a == Arch::Deepseek2 || a == Arch::GptOss;
+         a == Arch::Dbrx || a == Arch::Deepseek2 || a == Arch::GptOss || a == Arch::Arctic;
 }
 
 }  // namespace
@@ -39,7 +39,7 @@ void Model::bind() {
   const std::string& path = f.path();
   if (!arch_supported(s.arch))
     fail(ErrorCode::Unsupported, "{}: architecture '{}' is not supported by the CPU engine (supported: llama/"
-         "Mixtral, qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2, gpt-oss)", path, s.arch_name);
+         "Mixtral, qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2, gpt-oss, arctic)", path, s.arch_name);
   if ((s.gating.has_bias || s.gating.n_group > 1) && s.gating.topk_before_norm)
     fail(ErrorCode::Unsupported, "{}: biased or group-limited selection on raw router logits is not supported", path);
   if (s.q_lora_rank && !s.kv_lora_rank)
@@ -230,6 +230,16 @@ void Model::bind() {
       if (s.gating.router_bias) L.router_b = vec(p + "ffn_gate_inp.bias", ls.n_expert, true);
       bytes += L.router.nbytes;
       L.exp_probs_b = vec(p + "exp_probs_b.bias", ls.n_expert, s.gating.has_bias);
+      if (s.moe_parallel_dense) {  // arctic: the residual MLP takes the shared-FFN slots
+        if (ls.n_ff_shared > 0)
+          fail(ErrorCode::Unsupported, "{}: layer {} has both shared experts and a residual MLP", path, il);
+        L.ffn_norm_exps = vec(p + "ffn_norm_exps.weight", E, true);
+        L.n_ff_sh = ls.n_ff_dense;
+        L.gate_sh = mat(p + "ffn_gate.weight", ls.n_ff_dense, E, true);
+        L.up_sh = mat(p + "ffn_up.weight", ls.n_ff_dense, E, true);
+        L.down_sh = mat(p + "ffn_down.weight", E, ls.n_ff_dense, true);
+        bytes += L.gate_sh.nbytes + L.up_sh.nbytes + L.down_sh.nbytes;
+      }
       if (ls.n_ff_shared > 0) {
         L.n_ff_sh = ls.n_ff_shared;
         L.gate_sh = mat(p + "ffn_gate_shexp.weight", ls.n_ff_shared, E, true);

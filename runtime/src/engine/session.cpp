@@ -165,6 +165,7 @@ Session::Session(const Model& m, ExpertSource& src, SessionOptions o) : m_(m), s
   k_.resize(B * HK);
   v_.resize(B * HV);
   if (m.layer(0).wqkv) qkv_.resize(B * (HQ + HK + HV));
+  if (s.moe_parallel_dense) x0_.resize(B * E);
   att_.resize(B * HO);
   scores_.resize(size_t(pool_->size()) * n_ctx_);
   rope_cs_.resize(std::max<size_t>(2, s.head_dim_k));
@@ -252,6 +253,8 @@ void Session::forward(const int32_t* tokens, uint32_t n, float* all_logits) {
 
   for (uint32_t il = 0; il < s.n_layer; ++il) {
     const LayerWeights& L = m_.layer(il);
+    const bool parallel = s.moe_parallel_dense && s.layers[il].is_moe;
+    if (parallel) std::copy_n(x_.data(), size_t(n) * E, x0_.data());
     for (uint32_t t = 0; t < n; ++t)
       m_.norm(x_.data() + t * E, L.attn_norm, xn_.data() + t * E);
     attention_block(il, n);
@@ -260,9 +263,20 @@ void Session::forward(const int32_t* tokens, uint32_t n, float* all_logits) {
     else
       for (size_t i = 0; i < n * E; ++i) x_[i] += tmp_[i];
     if (observer_) observer_->after_attention(il, x_.data(), n);
-    for (uint32_t t = 0; t < n; ++t)
-      m_.norm(x_.data() + t * E, L.ffn_norm, xn_.data() + t * E);
-    ffn_block(il, n);
+    if (parallel) {
+      // arctic: the residual MLP on ffn_norm(x), then the experts on ffn_norm_exps(layer input).
+      for (uint32_t t = 0; t < n; ++t)
+        m_.norm(x_.data() + t * E, L.ffn_norm, xn_.data() + t * E);
+      ffn_block(il, n, FfnPart::Dense);
+      for (size_t i = 0; i < n * E; ++i) x_[i] += moe_out_[i];
+      for (uint32_t t = 0; t < n; ++t)
+        m_.norm(x0_.data() + t * E, L.ffn_norm_exps, xn_.data() + t * E);
+      ffn_block(il, n, FfnPart::Routed);
+    } else {
+      for (uint32_t t = 0; t < n; ++t)
+        m_.norm(x_.data() + t * E, L.ffn_norm, xn_.data() + t * E);
+      ffn_block(il, n);
+    }
     if (rs != 0.0f)
       for (size_t i = 0; i < n * E; ++i) x_[i] += moe_out_[i] * rs;
     else
@@ -489,7 +503,7 @@ void Session::route(uint32_t il, uint32_t n) {
   std::copy_n(gw_.data() + size_t(n - 1) * k, k, last_w_.data() + il * kk);
 }
 
-void Session::ffn_block(uint32_t il, uint32_t n) {
+void Session::ffn_block(uint32_t il, uint32_t n, FfnPart part) {
   const ModelSpec& s = m_.spec();
   const LayerSpec& ls = s.layers[il];
   const LayerWeights& L = m_.layer(il);
@@ -512,7 +526,7 @@ void Session::ffn_block(uint32_t il, uint32_t n) {
   };
   std::fill(moe_out_.begin(), moe_out_.begin() + size_t(n) * E, 0.0f);
 
-  if (ls.is_moe) {
+  if (ls.is_moe && part != FfnPart::Dense) {
     route(il, n);
     if (observer_) observer_->after_routing(il, gi_.data(), n, ls.n_expert_used);
     const size_t F = ls.n_ff_expert;
@@ -603,8 +617,8 @@ void Session::ffn_block(uint32_t il, uint32_t n) {
       for (uint32_t j = e_start_[e]; j < e_start_[e + 1]; ++j)
         ops::axpy(e_w_[j], ys_.data() + size_t(j) * E, moe_out_.data() + e_tok_[j] * E, static_cast<int64_t>(E));
   }
-  if (L.n_ff_sh > 0) {
-    // Shared expert (MoE layers) or the dense FFN (dense layers).
+  if (L.n_ff_sh > 0 && part != FfnPart::Routed) {
+    // Shared expert (MoE layers), the dense FFN (dense layers) or the residual MLP (arctic).
     const size_t F = L.n_ff_sh;
     mm(L.gate_sh, xn_.data(), n, g_.data(), pool);
     mm(L.up_sh, xn_.data(), n, u_.data(), pool);

@@ -1,6 +1,6 @@
 // Synthetic model generator (moe/gen.h): random weights written in the GGUF layout llama.cpp
-// expects for llama (Mixtral), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2 (DeepSeek-V2/V3) and
-// gpt-oss, streamed through GgufWriter in chunks
+// expects for llama (Mixtral), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2 (DeepSeek-V2/V3),
+// gpt-oss and arctic, streamed through GgufWriter in chunks
 // so even a 50 GB preset is written in a few MiB of memory. Reentrant; each call spawns at most
 // opts.threads - 1 short-lived worker threads per chunk.
 //
@@ -59,7 +59,8 @@ constexpr Preset kPresets[] = {
     {"tiny-v3", "deepseek2", 4, 128, 64, 0, 16, 4, 4, 1, 0, 2048, 0, 10000.0f, 1e-6f, 0},
     {"deepseek-v2-lite", "deepseek2", 27, 2048, 1408, 0, 64, 6, 16, 1, 0, 163840, 102400, 10000.0f, 1e-6f, 0},
 };
-constexpr const char* kArchs[] = {"llama", "qwen2moe", "qwen3moe", "olmoe", "granitemoe", "dbrx", "deepseek2", "gpt-oss"};
+constexpr const char* kArchs[] = {"llama", "qwen2moe", "qwen3moe", "olmoe", "granitemoe", "dbrx", "deepseek2", "gpt-oss",
+                                  "arctic"};
 // gpt-oss's YaRN as released: factor 32 over an original context of 4096 tokens, base 150000.
 constexpr float kGptOssRopeBase = 150000.0f, kGptOssYarnFactor = 32.0f;
 constexpr uint32_t kGptOssYarnOrigCtx = 4096;
@@ -177,7 +178,7 @@ Vocab load_vocab(const GenOptions& o) {
     v.kv.emplace_back("tokenizer.ggml.model", gguf::Value::make_string("none"));
     return v;
   }
-  std::string name = o.vocab.empty() ? (o.arch == "llama" ? "llama-spm" : o.arch == "deepseek2" ? "deepseek-llm" : "gpt-2")
+  std::string name = o.vocab.empty() ? (o.arch == "llama" || o.arch == "arctic" ? "llama-spm" : o.arch == "deepseek2" ? "deepseek-llm" : "gpt-2")
                                      : o.vocab;
   std::string path = name;
   if (name.find('/') == std::string::npos && name.find(".gguf") == std::string::npos) {
@@ -357,6 +358,12 @@ void build_tensors(Plan& p, uint32_t n_vocab) {
     }
     add_vec(p, n(oss ? "post_attention_norm.weight" : o.arch == "dbrx" ? "attn_output_norm.weight" : "ffn_norm.weight"), E,
             Init::Norm);
+    if (o.arch == "arctic") {  // the dense residual MLP (n_embd wide, as llama.cpp loads it) and the MoE's norm
+      add_weight(p, n("ffn_gate.weight"), {E, E});
+      add_weight(p, n("ffn_up.weight"), {E, E});
+      add_weight(p, n("ffn_down.weight"), {E, E}, out_scale);
+      add_vec(p, n("ffn_norm_exps.weight"), E, Init::Norm);
+    }
     {
       TPlan t;
       t.name = n("ffn_gate_inp.weight");
@@ -432,7 +439,7 @@ GenOptions resolve_gen_options(const GenOptions& in) {
   if (o.arch.empty()) o.arch = "qwen3moe";
   if (std::find_if(std::begin(kArchs), std::end(kArchs), [&](const char* a) { return o.arch == a; }) == std::end(kArchs))
     fail(ErrorCode::InvalidArgument,
-         "moe gen cannot write architecture '{}' (supported: llama, qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, "
+         "moe gen cannot write architecture '{}' (supported: llama, qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, arctic, "
          "deepseek2, gpt-oss)", o.arch);
   if (o.mla_kv_b && o.arch != "deepseek2")
     fail(ErrorCode::InvalidArgument, "the attn_kv_b layout is a deepseek2 option, not {}", o.arch);
@@ -458,7 +465,7 @@ GenOptions resolve_gen_options(const GenOptions& in) {
   if (o.vocab != "none") dflt(o.n_vocab, p.n_vocab);  // 0 stays "from the file"
   else dflt(o.n_vocab, 256);
   // llama.cpp: q (and the output projection) are [n_embd, n_embd]
-  const bool full_width = o.arch == "olmoe" || o.arch == "qwen2moe" || o.arch == "dbrx";
+  const bool full_width = o.arch == "olmoe" || o.arch == "qwen2moe" || o.arch == "dbrx" || o.arch == "arctic";
   if (ds) {
     // The head sizes are the preset's MLA shape: q/k heads of nope + rope, one latent "kv head".
     if (o.head_dim && o.head_dim != ds->nope + ds->rope)
@@ -602,7 +609,7 @@ GenResult generate_model(const GenOptions& opts) {
   w.set_u32(key("expert_count"), o.n_expert);
   w.set_u32(key("expert_used_count"), o.n_expert_used);
   // llama, granitemoe and dbrx take the expert size from feed_forward_length.
-  if (o.arch != "llama" && o.arch != "granitemoe" && o.arch != "dbrx") w.set_u32(key("expert_feed_forward_length"), o.n_ff);
+  if (o.arch != "llama" && o.arch != "granitemoe" && o.arch != "dbrx" && o.arch != "arctic") w.set_u32(key("expert_feed_forward_length"), o.n_ff);
   if (o.arch == "granitemoe") {
     w.set_f32(key("embedding_scale"), kGraniteEmbeddingScale);
     w.set_f32(key("residual_scale"), kGraniteResidualScale);

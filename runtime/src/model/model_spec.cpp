@@ -16,6 +16,7 @@
 //   phimoe      neox   softmax over top-k logits                 all MoE, LayerNorm
 //   granitemoe  normal softmax over top-k logits                 all MoE, scale multipliers
 //   dbrx        neox   softmax over top-k logits                 all MoE, LayerNorm, fused qkv
+//   arctic      normal softmax over top-k logits                 all MoE + a dense residual MLP beside it
 #include <fmt/format.h>
 
 #include <cstring>
@@ -36,7 +37,7 @@ constexpr ArchName kArchNames[] = {
     {Arch::Llama, "llama"},         {Arch::Qwen2Moe, "qwen2moe"}, {Arch::Qwen3Moe, "qwen3moe"},
     {Arch::Olmoe, "olmoe"},         {Arch::Deepseek2, "deepseek2"}, {Arch::GptOss, "gpt-oss"},
     {Arch::Llama4, "llama4"},       {Arch::PhiMoe, "phimoe"},     {Arch::GraniteMoe, "granitemoe"},
-    {Arch::Dbrx, "dbrx"},
+    {Arch::Dbrx, "dbrx"},           {Arch::Arctic, "arctic"},
 };
 
 std::string shape_str(const gguf::TensorInfo& t) {
@@ -314,6 +315,7 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
     s.ffn_norm_post_attention = true;
   }
   if (A == Arch::Dbrx) s.clamp_kqv = m.opt_f32("attention.clamp_kqv").value_or(0.0f);
+  s.moe_parallel_dense = A == Arch::Arctic;
   if (A == Arch::GraniteMoe) {
     s.embedding_scale = m.opt_f32("embedding_scale").value_or(0.0f);
     s.residual_scale = m.opt_f32("residual_scale").value_or(0.0f);
@@ -376,6 +378,13 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
     L.n_expert = n_expert;
     L.n_expert_used = n_used;
     T.check(T.need(blk(il, "ffn_gate_inp.weight")), {s.n_embd, n_expert}, "expert_count");
+    if (A == Arch::Arctic) {  // the dense residual MLP beside the experts
+      const auto& up = T.need(blk(il, "ffn_up.weight"));
+      L.n_ff_dense = static_cast<uint32_t>(up.ne[1]);
+      T.check(up, {s.n_embd, L.n_ff_dense}, "embedding_length");
+      T.check(T.need(blk(il, "ffn_down.weight")), {L.n_ff_dense, s.n_embd}, "the residual MLP size");
+      T.check(T.need(blk(il, "ffn_norm_exps.weight")), {s.n_embd}, "embedding_length");
+    }
     // Routed expert hidden size: the metadata key if present, else the tensor.
     uint64_t ff_t = 0;
     if (const auto* d = T.find(blk(il, "ffn_down_exps.weight"))) {
@@ -388,7 +397,8 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
            fmt::format("blk.{}.ffn_down.0.weight", il));
     }
     uint32_t ff = ff_exp_key.value_or(0);
-    if (ff == 0 && (A == Arch::Llama || A == Arch::PhiMoe || A == Arch::Dbrx || A == Arch::GraniteMoe))
+    if (ff == 0 && (A == Arch::Llama || A == Arch::PhiMoe || A == Arch::Dbrx || A == Arch::GraniteMoe ||
+                    A == Arch::Arctic))
       ff = s.n_ff_dense;
     if (ff == 0) ff = static_cast<uint32_t>(ff_t);
     if (ff != ff_t)
@@ -433,7 +443,7 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
   // --- gating rules -------------------------------------------------------------------------------
   Gating& g = s.gating;
   switch (A) {
-    case Arch::Llama: case Arch::PhiMoe: case Arch::GraniteMoe: case Arch::Dbrx:
+    case Arch::Llama: case Arch::PhiMoe: case Arch::GraniteMoe: case Arch::Dbrx: case Arch::Arctic:
       g.func = GatingFunc::Softmax;
       g.topk_before_norm = true;  // == softmax over all, top-k, renormalize
       break;

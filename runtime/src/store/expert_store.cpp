@@ -105,6 +105,8 @@ uint64_t session_memory_bytes(const Model& m, const SessionOptions& o) {
   uint64_t floats = B * (5 * E + HQ + HK + HV + HO + max_e + 2 * max_ff + 1) + T * n_ctx + 4 * max_e +
                     s.n_vocab + 4 * B * max_k + 2 * (max_e + 1) + 2 * uint64_t(s.n_layer) * max_k + s.head_dim_k +
                     std::min<uint64_t>(B, 4) * max_k * E + max_e;  // resident-first outputs, flags
+  if (s.fused_qkv) floats += B * (HQ + HK + HV);  // Session::qkv_
+  if (s.moe_parallel_dense) floats += B * E;     // Session::x0_
   if (mla) {  // Session::attention_mla's scratch
     const uint64_t H = s.n_head, dk = s.mla_head_dim_k, dv = s.mla_head_dim_v, r = s.kv_lora_rank,
                    nope = dk - s.n_rot;
