@@ -16,7 +16,7 @@ Registrar reg("gen", "Write a random-weight MoE model (GGUF) for tests and bench
   auto o = std::make_shared<GenOptions>();
   auto quiet = std::make_shared<bool>(false);
   app.add_option("--arch", o->arch,
-                 "llama (Mixtral layout), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2, gpt-oss, arctic (gpt-oss: "
+                 "llama (Mixtral layout), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2, gpt-oss, arctic, grok (gpt-oss: "
                  "experts mxfp4 by default; vocabulary gpt-2 with the gpt-2 pre-tokenizer, since gpt-oss's o200k "
                  "vocabulary is not in the shared data; chat template openai-gpt-oss-120b.jinja)");
   app.add_option("--out,-o", o->out, "Output GGUF path")->required();

@@ -262,8 +262,15 @@ void attention_window(const AttnShape& s, const float* q, const uint16_t* k_cach
   for (int h = h0; h < h1; ++h) {
     const int kvh = h / group;
     const float* qh = q + static_cast<int64_t>(h) * s.hd_k;
-    for (int t = kv0; t < n_kv; ++t)
-      scores[t] = dot(qh, k_cache + t * k_stride + static_cast<int64_t>(kvh) * s.hd_k, s.hd_k) * s.scale;
+    if (s.softcap > 0.0f) {
+      const float sc_in = s.scale / s.softcap;
+      for (int t = kv0; t < n_kv; ++t)
+        scores[t] =
+            std::tanh(dot(qh, k_cache + t * k_stride + static_cast<int64_t>(kvh) * s.hd_k, s.hd_k) * sc_in) * s.softcap;
+    } else {
+      for (int t = kv0; t < n_kv; ++t)
+        scores[t] = dot(qh, k_cache + t * k_stride + static_cast<int64_t>(kvh) * s.hd_k, s.hd_k) * s.scale;
+    }
     if (!sinks) {
       softmax(sc, n);
     } else {

@@ -256,6 +256,7 @@ FAMILY = {
     "granitemoe": (False, None,     False,     (True, False),  False),   # + the four multipliers below
     "dbrx":     (True,  None,       False,     (True, False),  False),   # LayerNorm, fused qkv, clamp
     "arctic":   (False, None,       False,     (True, False),  False),   # + a dense residual MLP beside the MoE
+    "grok":     (True,  None,       False,     (True, False),  False),   # soft-caps, post norms, GELU experts
 }
 
 
@@ -445,6 +446,24 @@ def forward(g, tokens):
     res_mul = float(key("residual_scale", 0.0) or 1.0)
     att_mul = float(key("attention.scale", 0.0) or 0.0)
     logit_div = float(key("logit_scale", 0.0) or 1.0)
+    # Grok-1 (xai-org/grok-1, model.py): attention logits times attn_output_multiplier, then
+    # cap * tanh(logits / cap); an RMSNorm on the attention output and on the MoE output before each
+    # residual add; GELU (tanh form) experts; logits times output_multiplier_scale (stored as
+    # logit_scale, the inverse of granite's use). One deviation, to match GGUF runtimes: the top-k
+    # routing weights are renormalised (llama.cpp does; the JAX release does not).
+    grok = arch == "grok"
+    attn_cap = 0.0
+    final_cap = 0.0
+    if grok:
+        att_mul = float(key("attention.output_scale", 0.08838834764831845))
+        attn_cap = float(key("attn_logit_softcapping", 30.0))
+        final_cap = float(key("final_logit_softcapping", 0.0) or 0.0)
+        logit_div = 1.0 / float(key("logit_scale", 0.5773502691896257))
+
+    def act(a):
+        if grok:
+            return 0.5 * a * (1 + np.tanh(np.sqrt(2 / np.pi) * (a + 0.044715 * a ** 3)))
+        return a / (1 + np.exp(-a))
 
     margins = []  # gap between the k-th and (k+1)-th routing score, per decision
     T = len(tokens)
@@ -483,9 +502,15 @@ def forward(g, tokens):
         k = rope(k, pos, n_rot, base, scale, neox, yarn)
         out = np.empty((T, n_head, hd_v))
         for hh in range(n_head):
-            s = q[:, hh, :] @ k[:, hh // group, :].T * (att_mul or 1 / np.sqrt(hd_k)) + mask
+            s = q[:, hh, :] @ k[:, hh // group, :].T * (att_mul or 1 / np.sqrt(hd_k))
+            if attn_cap:
+                s = attn_cap * np.tanh(s / attn_cap)
+            s = s + mask
             out[:, hh, :] = softmax(s) @ v[:, hh // group, :]
-        x = x + res_mul * (out.reshape(T, n_head * hd_v) @ g.get(p + "attn_output.weight").T)
+        ao = out.reshape(T, n_head * hd_v) @ g.get(p + "attn_output.weight").T
+        if grok:
+            ao = rmsnorm(ao, g.get(p + "attn_output_norm.weight"), eps)
+        x = x + res_mul * ao
 
         h = norm(x, g.get(p + ("attn_output_norm.weight" if arch == "dbrx" else "ffn_norm.weight")))
         if arch == "arctic":
@@ -520,7 +545,7 @@ def forward(g, tokens):
                 for e, we in zip(sel, w):
                     a = gate[e] @ h[t]
                     b = up[e] @ h[t]
-                    y[t] += we * (down[e] @ (a / (1 + np.exp(-a)) * b))
+                    y[t] += we * (down[e] @ (act(a) * b))
             if g.has(p + "ffn_gate_shexp.weight"):
                 a = h @ g.get(p + "ffn_gate_shexp.weight").T
                 b = h @ g.get(p + "ffn_up_shexp.weight").T
@@ -533,11 +558,17 @@ def forward(g, tokens):
             a = h @ g.get(p + "ffn_gate.weight").T
             b = h @ g.get(p + "ffn_up.weight").T
             y = (a / (1 + np.exp(-a)) * b) @ g.get(p + "ffn_down.weight").T
+        if grok:
+            post = "layer_output_norm.weight" if g.has(p + "layer_output_norm.weight") else "post_ffw_norm.weight"
+            y = rmsnorm(y, g.get(p + post), eps)
         x = x + res_mul * y
 
     x = norm(x, g.get("output_norm.weight"))
     head = g.get("output.weight") if g.has("output.weight") else emb
-    return (x @ head.T) / logit_div, (min(margins) if margins else 1.0)
+    logits = (x @ head.T) / logit_div
+    if final_cap:
+        logits = final_cap * np.tanh(logits / final_cap)
+    return logits, (min(margins) if margins else 1.0)
 
 
 STATS = {}  # counters of the last forward (printed by main)

@@ -121,7 +121,7 @@ TEST_CASE("engine matches the reference on models written by moe gen (generate_m
     MESSAGE("no python3 with numpy (MOE_TEST_PYTHON): reference comparison skipped");
     std::exit(77);  // ctest: skipped
   }
-  for (const char* arch : {"llama", "qwen2moe", "qwen3moe", "olmoe", "granitemoe", "dbrx", "arctic"}) {
+  for (const char* arch : {"llama", "qwen2moe", "qwen3moe", "olmoe", "granitemoe", "dbrx", "arctic", "grok"}) {
     for (const char* type : {"f32", "q8_0"}) {
       const double tol = std::string(type) == "f32" ? 2e-3 : 3e-2;
       GenOptions g;

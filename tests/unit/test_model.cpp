@@ -170,7 +170,7 @@ struct JsonParser {
 }  // namespace
 
 TEST_CASE("generated models of every generator architecture read back as asked") {
-  for (const char* arch : {"llama", "qwen2moe", "qwen3moe", "olmoe", "granitemoe", "dbrx", "arctic"}) {
+  for (const char* arch : {"llama", "qwen2moe", "qwen3moe", "olmoe", "granitemoe", "dbrx", "arctic", "grok"}) {
     INFO(std::string(arch));
     GenOptions o = small(arch, std::string("spec_") + arch + ".gguf");
     if (std::string(arch) == "qwen3moe") o.head_dim = 32;  // qwen3 allows n_head * head_dim != n_embd
@@ -192,7 +192,7 @@ TEST_CASE("generated models of every generator architecture read back as asked")
     CHECK(s.n_ff_expert == 96);
     CHECK(s.n_moe_layer == 3);
     CHECK(!s.tied_embeddings);
-    CHECK(s.ffn_act == FfnAct::SiluGlu);
+    CHECK(s.ffn_act == (std::string(arch) == "grok" ? FfnAct::GeluGlu : FfnAct::SiluGlu));
     REQUIRE(s.layers.size() == 3);
     for (const auto& L : s.layers) {
       CHECK(L.is_moe);
@@ -203,9 +203,11 @@ TEST_CASE("generated models of every generator architecture read back as asked")
     const std::string a = arch;
     const bool granite = a == "granitemoe";
     CHECK(s.rope_style == (a == "llama" || granite || a == "arctic" ? RopeStyle::Normal : RopeStyle::NeoX));
-    CHECK(s.embedding_scale == (granite ? 12.0f : 0.0f));
+    const bool is_grok = a == "grok";
+    CHECK(s.embedding_scale == (granite ? 12.0f : is_grok ? 78.38367176906169f : 0.0f));
     CHECK(s.residual_scale == (granite ? 0.22f : 0.0f));
-    CHECK(s.attention_scale == (granite ? 0.015625f : 0.0f));
+    CHECK(s.attention_scale == (granite ? 0.015625f : is_grok ? 1.0f / std::sqrt(16.0f) : 0.0f));
+    CHECK(s.logit_mul == (is_grok ? 0.5773502691896257f : 0.0f));
     CHECK(s.logit_scale == (granite ? 6.0f : 0.0f));
     const bool dbrx = a == "dbrx";
     CHECK(s.layer_norm == dbrx);
@@ -215,8 +217,12 @@ TEST_CASE("generated models of every generator architecture read back as asked")
     CHECK(s.attn_bias == (a == "qwen2moe"));
     CHECK(s.gating.func == GatingFunc::Softmax);
     const bool arctic = a == "arctic";
-    CHECK(s.gating.topk_before_norm == (a == "llama" || granite || dbrx || arctic));
+    CHECK(s.gating.topk_before_norm == (a == "llama" || granite || dbrx || arctic || is_grok));
     CHECK(s.moe_parallel_dense == arctic);
+    CHECK(s.attn_post_norm == is_grok);
+    CHECK(s.ffn_post_norm == is_grok);
+    CHECK(s.attn_softcap == (is_grok ? 2.0f : 0.0f));
+    CHECK(s.final_softcap == (is_grok ? 10.0f : 0.0f));
     if (arctic) CHECK(s.layers[0].n_ff_dense == s.n_embd);
     CHECK(s.gating.renormalize == (a == "qwen3moe"));
     CHECK(s.gating.shared_gate == (a == "qwen2moe"));

@@ -102,6 +102,7 @@ struct LayerWeights {
   std::vector<float> q_norm, k_norm;             // per head (hd) or full (n_head*hd), per spec
   std::vector<float> ffn_norm;                   // (n_embd)
   std::vector<float> ffn_norm_exps;              // (n_embd) arctic: the MoE's own norm (of the layer input)
+  std::vector<float> attn_post_norm, ffn_post_norm;  // (n_embd) grok: norms of the attention / MoE outputs
   WeightView router;                             // (n_expert, n_embd); absent for dense layers
   std::vector<float> router_b;                   // (n_expert) router logit bias (gpt-oss); empty when absent
   WeightView gate_sh, up_sh, down_sh;            // shared expert(s) or dense FFN
@@ -236,6 +237,7 @@ class Session {
   // Which FFN parts ffn_block runs into moe_out_ (zeroed first): routed experts, the shared expert /
   // dense FFN / residual MLP, or both.
   enum class FfnPart { All, Routed, Dense };
+  void scale_logits(float* l, size_t cnt) const noexcept;  // the spec's logit multipliers and soft-cap
   void ffn_block(uint32_t il, uint32_t n, FfnPart part = FfnPart::All);
   void route(uint32_t il, uint32_t n);
 

@@ -10,7 +10,7 @@
 namespace moe {
 
 struct GenOptions {
-  std::string arch;    // llama (Mixtral layout), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2, gpt-oss, arctic; empty = from preset (else qwen3moe)
+  std::string arch;    // llama (Mixtral layout), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2, gpt-oss, arctic, grok; empty = from preset (else qwen3moe)
   std::string out;     // output path (required)
   // "", "tiny", "tiny-v3", "olmoe-1b-7b", "qwen3-30b-a3b", "mixtral-8x7b", "deepseek-v2-lite", "gpt-oss-20b".
   // deepseek2: "tiny" is a DeepSeek-V2(-Lite)-like model (plain attn_q, softmax gating, no groups);

@@ -15,7 +15,7 @@
 
 namespace moe {
 
-enum class Arch { Llama, Qwen2Moe, Qwen3Moe, Olmoe, Deepseek2, GptOss, Llama4, PhiMoe, GraniteMoe, Dbrx, Arctic };
+enum class Arch { Llama, Qwen2Moe, Qwen3Moe, Olmoe, Deepseek2, GptOss, Llama4, PhiMoe, GraniteMoe, Dbrx, Arctic, Grok };
 const char* arch_gguf_name(Arch a) noexcept;  // "llama", "qwen2moe", ...
 
 enum class RopeStyle { Normal, NeoX };              // adjacent pairs vs. halves
@@ -94,6 +94,12 @@ struct ModelSpec {
   // dense layer; the MoE runs on ffn_norm_exps(x) of the layer's INPUT x (before attention), and both
   // outputs join the residual stream (LayerSpec::n_ff_dense is the MLP's hidden size).
   bool moe_parallel_dense = false;
+  // grok: attention logits soft-capped (attn_logit_softcapping, with attention.output_scale as the
+  // softmax scale in attention_scale); an RMSNorm on the attention output (attn_output_norm) and on
+  // the MoE output (layer_output_norm / post_ffw_norm) before each joins the residual stream; logits
+  // times logit_mul, then soft-capped by final_softcap. 0 / false = not used.
+  float attn_softcap = 0.0f, logit_mul = 0.0f, final_softcap = 0.0f;
+  bool attn_post_norm = false, ffn_post_norm = false;
   uint32_t no_rope_layer_step = 0;  // llama4: every n-th layer (il+1) % n == 0 uses no RoPE
   uint32_t q_lora_rank = 0, kv_lora_rank = 0;  // deepseek2 MLA (0 = plain attention)
   // deepseek2 multi-head latent attention (kv_lora_rank > 0). The spec then describes the cache the

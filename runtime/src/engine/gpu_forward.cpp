@@ -108,7 +108,9 @@ class CudaForward final : public GpuForward {
       fail(ErrorCode::Unsupported, "cuda backend: multi-head latent attention ({}) is not supported on the GPU; "
            "run without --vram", s.arch_name);
     if (s.gating.has_bias || s.gating.n_group > 1 || s.layer_norm || s.attn_out_bias || s.fused_qkv ||
-        s.embedding_scale != 0.0f || s.residual_scale != 0.0f || s.logit_scale != 0.0f)
+        s.embedding_scale != 0.0f || s.residual_scale != 0.0f || s.logit_scale != 0.0f || s.moe_parallel_dense ||
+        s.attn_softcap != 0.0f || s.attn_post_norm || s.ffn_post_norm || s.logit_mul != 0.0f ||
+        s.final_softcap != 0.0f)
       fail(ErrorCode::Unsupported, "cuda backend: this architecture's gating or layout is not supported on the GPU");
     // gpt-oss (attention sinks, sliding-window layers, router and per-expert biases, clamped SwiGLU) runs on
     // the CPU backend only: the kernels here implement none of these.

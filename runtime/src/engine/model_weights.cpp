@@ -17,7 +17,7 @@ namespace {
 
 bool arch_supported(Arch a) {
   return a == Arch::Llama || a == Arch::Qwen2Moe || a == Arch::Qwen3Moe || a == Arch::Olmoe || a == Arch::GraniteMoe ||
-         a == Arch::Dbrx || a == Arch::Deepseek2 || a == Arch::GptOss || a == Arch::Arctic;
+         a == Arch::Dbrx || a == Arch::Deepseek2 || a == Arch::GptOss || a == Arch::Arctic || a == Arch::Grok;
 }
 
 }  // namespace
@@ -39,7 +39,7 @@ void Model::bind() {
   const std::string& path = f.path();
   if (!arch_supported(s.arch))
     fail(ErrorCode::Unsupported, "{}: architecture '{}' is not supported by the CPU engine (supported: llama/"
-         "Mixtral, qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2, gpt-oss, arctic)", path, s.arch_name);
+         "Mixtral, qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2, gpt-oss, arctic, grok)", path, s.arch_name);
   if ((s.gating.has_bias || s.gating.n_group > 1) && s.gating.topk_before_norm)
     fail(ErrorCode::Unsupported, "{}: biased or group-limited selection on raw router logits is not supported", path);
   if (s.q_lora_rank && !s.kv_lora_rank)
@@ -223,6 +223,10 @@ void Model::bind() {
                           : s.ffn_norm_post_attention ? "post_attention_norm.weight"
                                                       : "ffn_norm.weight"),
                      E, true);
+    if (s.attn_post_norm) L.attn_post_norm = vec(p + "attn_output_norm.weight", E, true);
+    if (s.ffn_post_norm)
+      L.ffn_post_norm = vec(p + (find(p + "layer_output_norm.weight") ? "layer_output_norm.weight" : "post_ffw_norm.weight"),
+                            E, true);
     if (ls.is_moe) {
       if (ls.n_expert_used == 0 || ls.n_expert_used > ls.n_expert)
         fail(ErrorCode::Corrupt, "{}: layer {} uses {} of {} experts", path, il, ls.n_expert_used, ls.n_expert);

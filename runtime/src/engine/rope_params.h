@@ -53,6 +53,7 @@ inline kernels::ops::AttnShape attn_shape_for(const ModelSpec& s) {
   as.hd_v = static_cast<int>(s.head_dim_v);
   // granitemoe states its own softmax scale (attention.scale); everyone else uses 1/sqrt(head size).
   as.scale = s.attention_scale != 0.0f ? s.attention_scale : 1.0f / std::sqrt(static_cast<float>(s.head_dim_k));
+  as.softcap = s.attn_softcap;  // grok
   if (s.kv_lora_rank > 0) {  // one cached row [latent | rope key] per position; values = the latent
     as.scale = mla_softmax_scale(s);
     as.k_stride = as.v_stride = static_cast<int>(s.head_dim_k);

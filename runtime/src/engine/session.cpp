@@ -258,6 +258,8 @@ void Session::forward(const int32_t* tokens, uint32_t n, float* all_logits) {
     for (uint32_t t = 0; t < n; ++t)
       m_.norm(x_.data() + t * E, L.attn_norm, xn_.data() + t * E);
     attention_block(il, n);
+    if (!L.attn_post_norm.empty())  // grok: the attention output is normalized before the residual add
+      for (uint32_t t = 0; t < n; ++t) m_.norm(tmp_.data() + t * E, L.attn_post_norm, tmp_.data() + t * E);
     if (rs != 0.0f)
       for (size_t i = 0; i < n * E; ++i) x_[i] += tmp_[i] * rs;
     else
@@ -277,6 +279,8 @@ void Session::forward(const int32_t* tokens, uint32_t n, float* all_logits) {
         m_.norm(x_.data() + t * E, L.ffn_norm, xn_.data() + t * E);
       ffn_block(il, n);
     }
+    if (!L.ffn_post_norm.empty())  // grok: so is the MoE output
+      for (uint32_t t = 0; t < n; ++t) m_.norm(moe_out_.data() + t * E, L.ffn_post_norm, moe_out_.data() + t * E);
     if (rs != 0.0f)
       for (size_t i = 0; i < n * E; ++i) x_[i] += moe_out_[i] * rs;
     else
@@ -288,17 +292,11 @@ void Session::forward(const int32_t* tokens, uint32_t n, float* all_logits) {
     m_.norm(x_.data() + t * E, m_.output_norm(), xn_.data() + t * E);
   if (all_logits) {
     mm(m_.output(), xn_.data(), n, all_logits, pool_.get());
-    if (s.logit_scale != 0.0f) {
-      const float inv = 1.0f / s.logit_scale;
-      for (size_t i = 0; i < size_t(n) * s.n_vocab; ++i) all_logits[i] *= inv;
-    }
+    scale_logits(all_logits, size_t(n) * s.n_vocab);
     std::memcpy(logits_.data(), all_logits + size_t(n - 1) * s.n_vocab, s.n_vocab * sizeof(float));
   } else {
     mm(m_.output(), xn_.data() + size_t(n - 1) * E, 1, logits_.data(), pool_.get());
-    if (s.logit_scale != 0.0f) {
-      const float inv = 1.0f / s.logit_scale;
-      for (float& l : logits_) l *= inv;
-    }
+    scale_logits(logits_.data(), s.n_vocab);
   }
   pos_ += n;
   stats_.tokens += n;
@@ -387,6 +385,22 @@ void Session::attention_mla(uint32_t il, uint32_t n) {
       std::memcpy(mla_o_.data() + t * H * dv + h * dv, mla_hout_.data() + h * hout_stride + t * dv,
                   dv * sizeof(float));
   mm(L.wo, mla_o_.data(), n, tmp_.data(), pool);
+}
+
+void Session::scale_logits(float* l, size_t cnt) const noexcept {
+  const ModelSpec& s = m_.spec();
+  // granite divides by logit_scale; grok multiplies by logit_mul, then soft-caps (as llama.cpp: scale
+  // by 1/cap, tanh, scale by cap).
+  if (s.logit_scale != 0.0f) {
+    const float inv = 1.0f / s.logit_scale;
+    for (size_t i = 0; i < cnt; ++i) l[i] *= inv;
+  }
+  if (s.logit_mul != 0.0f)
+    for (size_t i = 0; i < cnt; ++i) l[i] *= s.logit_mul;
+  if (s.final_softcap > 0.0f) {
+    const float inv = 1.0f / s.final_softcap;
+    for (size_t i = 0; i < cnt; ++i) l[i] = std::tanh(l[i] * inv) * s.final_softcap;
+  }
 }
 
 void Session::attention_block(uint32_t il, uint32_t n) {

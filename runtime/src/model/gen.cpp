@@ -1,6 +1,6 @@
 // Synthetic model generator (moe/gen.h): random weights written in the GGUF layout llama.cpp
 // expects for llama (Mixtral), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2 (DeepSeek-V2/V3),
-// gpt-oss and arctic, streamed through GgufWriter in chunks
+// gpt-oss, arctic and grok, streamed through GgufWriter in chunks
 // so even a 50 GB preset is written in a few MiB of memory. Reentrant; each call spawns at most
 // opts.threads - 1 short-lived worker threads per chunk.
 //
@@ -60,7 +60,12 @@ constexpr Preset kPresets[] = {
     {"deepseek-v2-lite", "deepseek2", 27, 2048, 1408, 0, 64, 6, 16, 1, 0, 163840, 102400, 10000.0f, 1e-6f, 0},
 };
 constexpr const char* kArchs[] = {"llama", "qwen2moe", "qwen3moe", "olmoe", "granitemoe", "dbrx", "deepseek2", "gpt-oss",
-                                  "arctic"};
+                                  "arctic", "grok"};
+// grok: grok-1's embedding multiplier and logit scale; the attention and final soft-caps are written
+// smaller than the release's (30, none) so that random unit-scale scores reach them, and the softmax
+// scale is 1/sqrt(head size) (grok-1's 0.0884 is that for its 128-wide heads).
+constexpr float kGrokEmbeddingScale = 78.38367176906169f, kGrokLogitScale = 0.5773502691896257f,
+                kGrokAttnSoftcap = 2.0f, kGrokFinalSoftcap = 10.0f;
 // gpt-oss's YaRN as released: factor 32 over an original context of 4096 tokens, base 150000.
 constexpr float kGptOssRopeBase = 150000.0f, kGptOssYarnFactor = 32.0f;
 constexpr uint32_t kGptOssYarnOrigCtx = 4096;
@@ -178,7 +183,7 @@ Vocab load_vocab(const GenOptions& o) {
     v.kv.emplace_back("tokenizer.ggml.model", gguf::Value::make_string("none"));
     return v;
   }
-  std::string name = o.vocab.empty() ? (o.arch == "llama" || o.arch == "arctic" ? "llama-spm" : o.arch == "deepseek2" ? "deepseek-llm" : "gpt-2")
+  std::string name = o.vocab.empty() ? (o.arch == "llama" || o.arch == "arctic" || o.arch == "grok" ? "llama-spm" : o.arch == "deepseek2" ? "deepseek-llm" : "gpt-2")
                                      : o.vocab;
   std::string path = name;
   if (name.find('/') == std::string::npos && name.find(".gguf") == std::string::npos) {
@@ -314,7 +319,7 @@ void build_tensors(Plan& p, uint32_t n_vocab) {
     t.init = Init::Embed;
     // granite multiplies the embeddings by embedding_scale: store them that much smaller so the
     // residual stream starts at unit scale like the other architectures' (as the real weights do).
-    t.std = o.arch == "granitemoe" ? 1.0f / kGraniteEmbeddingScale : 1.0f;
+    t.std = o.arch == "granitemoe" ? 1.0f / kGraniteEmbeddingScale : o.arch == "grok" ? 1.0f / kGrokEmbeddingScale : 1.0f;
     p.tensors.push_back(std::move(t));
   }
   add_vec(p, "output_norm.weight", E, Init::Norm);
@@ -358,6 +363,9 @@ void build_tensors(Plan& p, uint32_t n_vocab) {
     }
     add_vec(p, n(oss ? "post_attention_norm.weight" : o.arch == "dbrx" ? "attn_output_norm.weight" : "ffn_norm.weight"), E,
             Init::Norm);
+    if (o.arch == "grok") {  // norms of the attention output (the MoE input's norm is ffn_norm above)
+      add_vec(p, n("attn_output_norm.weight"), E, Init::Norm);
+    }
     if (o.arch == "arctic") {  // the dense residual MLP (n_embd wide, as llama.cpp loads it) and the MoE's norm
       add_weight(p, n("ffn_gate.weight"), {E, E});
       add_weight(p, n("ffn_up.weight"), {E, E});
@@ -378,6 +386,7 @@ void build_tensors(Plan& p, uint32_t n_vocab) {
     add_weight(p, n("ffn_gate_exps.weight"), {E, F, X}, oss ? 3.0f : 1.0f);
     add_weight(p, n("ffn_up_exps.weight"), {E, F, X}, oss ? 3.0f : 1.0f);
     add_weight(p, n("ffn_down_exps.weight"), {F, E, X}, out_scale);
+    if (o.arch == "grok") add_vec(p, n("layer_output_norm.weight"), E, Init::Norm);  // norm of the MoE output
     if (oss) {
       add_vec(p, n("ffn_gate_exps.bias"), F, Init::Bias, 0.1f, X);
       add_vec(p, n("ffn_up_exps.bias"), F, Init::Bias, 0.1f, X);
@@ -439,7 +448,7 @@ GenOptions resolve_gen_options(const GenOptions& in) {
   if (o.arch.empty()) o.arch = "qwen3moe";
   if (std::find_if(std::begin(kArchs), std::end(kArchs), [&](const char* a) { return o.arch == a; }) == std::end(kArchs))
     fail(ErrorCode::InvalidArgument,
-         "moe gen cannot write architecture '{}' (supported: llama, qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, arctic, "
+         "moe gen cannot write architecture '{}' (supported: llama, qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, arctic, grok, "
          "deepseek2, gpt-oss)", o.arch);
   if (o.mla_kv_b && o.arch != "deepseek2")
     fail(ErrorCode::InvalidArgument, "the attn_kv_b layout is a deepseek2 option, not {}", o.arch);
@@ -465,7 +474,8 @@ GenOptions resolve_gen_options(const GenOptions& in) {
   if (o.vocab != "none") dflt(o.n_vocab, p.n_vocab);  // 0 stays "from the file"
   else dflt(o.n_vocab, 256);
   // llama.cpp: q (and the output projection) are [n_embd, n_embd]
-  const bool full_width = o.arch == "olmoe" || o.arch == "qwen2moe" || o.arch == "dbrx" || o.arch == "arctic";
+  const bool full_width = o.arch == "olmoe" || o.arch == "qwen2moe" || o.arch == "dbrx" || o.arch == "arctic" ||
+                          o.arch == "grok";
   if (ds) {
     // The head sizes are the preset's MLA shape: q/k heads of nope + rope, one latent "kv head".
     if (o.head_dim && o.head_dim != ds->nope + ds->rope)
@@ -609,7 +619,16 @@ GenResult generate_model(const GenOptions& opts) {
   w.set_u32(key("expert_count"), o.n_expert);
   w.set_u32(key("expert_used_count"), o.n_expert_used);
   // llama, granitemoe and dbrx take the expert size from feed_forward_length.
-  if (o.arch != "llama" && o.arch != "granitemoe" && o.arch != "dbrx" && o.arch != "arctic") w.set_u32(key("expert_feed_forward_length"), o.n_ff);
+  if (o.arch != "llama" && o.arch != "granitemoe" && o.arch != "dbrx" && o.arch != "arctic" &&
+      o.arch != "grok")
+    w.set_u32(key("expert_feed_forward_length"), o.n_ff);
+  if (o.arch == "grok") {
+    w.set_f32(key("embedding_scale"), kGrokEmbeddingScale);
+    w.set_f32(key("attention.output_scale"), 1.0f / std::sqrt(static_cast<float>(o.head_dim)));
+    w.set_f32(key("attn_logit_softcapping"), kGrokAttnSoftcap);
+    w.set_f32(key("logit_scale"), kGrokLogitScale);
+    w.set_f32(key("final_logit_softcapping"), kGrokFinalSoftcap);
+  }
   if (o.arch == "granitemoe") {
     w.set_f32(key("embedding_scale"), kGraniteEmbeddingScale);
     w.set_f32(key("residual_scale"), kGraniteResidualScale);

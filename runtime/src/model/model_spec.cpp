@@ -17,6 +17,8 @@
 //   granitemoe  normal softmax over top-k logits                 all MoE, scale multipliers
 //   dbrx        neox   softmax over top-k logits                 all MoE, LayerNorm, fused qkv
 //   arctic      normal softmax over top-k logits                 all MoE + a dense residual MLP beside it
+//   grok        neox   softmax over top-k logits                 all MoE, GELU experts, soft-capped attention,
+//                                                                post-attention / post-MoE norms
 #include <fmt/format.h>
 
 #include <cstring>
@@ -37,7 +39,7 @@ constexpr ArchName kArchNames[] = {
     {Arch::Llama, "llama"},         {Arch::Qwen2Moe, "qwen2moe"}, {Arch::Qwen3Moe, "qwen3moe"},
     {Arch::Olmoe, "olmoe"},         {Arch::Deepseek2, "deepseek2"}, {Arch::GptOss, "gpt-oss"},
     {Arch::Llama4, "llama4"},       {Arch::PhiMoe, "phimoe"},     {Arch::GraniteMoe, "granitemoe"},
-    {Arch::Dbrx, "dbrx"},           {Arch::Arctic, "arctic"},
+    {Arch::Dbrx, "dbrx"},           {Arch::Arctic, "arctic"},     {Arch::Grok, "grok"},
 };
 
 std::string shape_str(const gguf::TensorInfo& t) {
@@ -193,7 +195,7 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
   // --- RoPE -------------------------------------------------------------------------------------
   switch (A) {
     case Arch::Qwen2Moe: case Arch::Qwen3Moe: case Arch::Olmoe: case Arch::GptOss: case Arch::PhiMoe:
-    case Arch::Dbrx:
+    case Arch::Dbrx: case Arch::Grok:
       s.rope_style = RopeStyle::NeoX;
       break;
     default:
@@ -316,6 +318,24 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
   }
   if (A == Arch::Dbrx) s.clamp_kqv = m.opt_f32("attention.clamp_kqv").value_or(0.0f);
   s.moe_parallel_dense = A == Arch::Arctic;
+  if (A == Arch::Grok) {
+    // The defaults are llama.cpp's for grok-1 files written before these keys existed.
+    s.embedding_scale = m.opt_f32("embedding_scale").value_or(78.38367176906169f);
+    s.attention_scale = m.opt_f32("attention.output_scale").value_or(0.08838834764831845f);
+    s.attn_softcap = m.opt_f32("attn_logit_softcapping").value_or(30.0f);
+    s.logit_mul = m.opt_f32("logit_scale").value_or(0.5773502691896257f);
+    s.final_softcap = m.opt_f32("final_logit_softcapping").value_or(0.0f);
+    s.attn_post_norm = true;
+    s.ffn_post_norm = true;
+    T.need(blk(0, "attn_output_norm.weight"));
+    if (!T.find(blk(0, "layer_output_norm.weight")) && !T.find(blk(0, "post_ffw_norm.weight")))
+      fail(ErrorCode::Corrupt, "{}: missing tensor '{}' (or '{}')", path, blk(0, "layer_output_norm.weight"),
+           blk(0, "post_ffw_norm.weight"));
+    if (T.find(blk(0, "ffn_up.weight")))
+      fail(ErrorCode::Unsupported, "{}: grok layers with a dense FFN beside the experts (Grok-2) are not supported",
+           path);
+    s.ffn_act = FfnAct::GeluGlu;
+  }
   if (A == Arch::GraniteMoe) {
     s.embedding_scale = m.opt_f32("embedding_scale").value_or(0.0f);
     s.residual_scale = m.opt_f32("residual_scale").value_or(0.0f);
@@ -398,7 +418,7 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
     }
     uint32_t ff = ff_exp_key.value_or(0);
     if (ff == 0 && (A == Arch::Llama || A == Arch::PhiMoe || A == Arch::Dbrx || A == Arch::GraniteMoe ||
-                    A == Arch::Arctic))
+                    A == Arch::Arctic || A == Arch::Grok))
       ff = s.n_ff_dense;
     if (ff == 0) ff = static_cast<uint32_t>(ff_t);
     if (ff != ff_t)
@@ -443,7 +463,7 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
   // --- gating rules -------------------------------------------------------------------------------
   Gating& g = s.gating;
   switch (A) {
-    case Arch::Llama: case Arch::PhiMoe: case Arch::GraniteMoe: case Arch::Dbrx: case Arch::Arctic:
+    case Arch::Llama: case Arch::PhiMoe: case Arch::GraniteMoe: case Arch::Dbrx: case Arch::Arctic: case Arch::Grok:
       g.func = GatingFunc::Softmax;
       g.topk_before_norm = true;  // == softmax over all, top-k, renormalize
       break;

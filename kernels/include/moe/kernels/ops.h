@@ -80,6 +80,9 @@ struct AttnShape {
   int n_head = 0, n_head_kv = 0, hd_k = 0, hd_v = 0;
   float scale = 1.0f;
   int k_stride = 0, v_stride = 0;
+  // Logit soft-capping (grok): a score s = scale * q.k becomes softcap * tanh(s / softcap) before the
+  // softmax, computed as tanh(q.k * (scale / softcap)) * softcap. 0 = off.
+  float softcap = 0.0f;
 };
 void attention(const AttnShape& s, const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
                int n_kv, float* out, float* scores, int h0, int h1) noexcept;
