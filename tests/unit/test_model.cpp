@@ -554,8 +554,8 @@ TEST_CASE("bad files give errors naming the file and the cause") {
     o.n_expert_used = 7;
     CHECK(error_of([&] { generate_model(o); }, &code).find("top-k") != std::string::npos);
     CHECK(code == ErrorCode::InvalidArgument);
-    o = small("llama4", "never.gguf");  // not one moe gen writes
-    CHECK(error_of([&] { generate_model(o); }).find("llama4") != std::string::npos);
+    o = small("phimoe", "never.gguf");  // not one moe gen writes
+    CHECK(error_of([&] { generate_model(o); }).find("phimoe") != std::string::npos);
     o = small("deepseek2", "never.gguf");  // grouped kv heads do not exist in latent attention
     CHECK(error_of([&] { generate_model(o); }).find("deepseek2") != std::string::npos);
     o.n_head_kv = 0;
