@@ -16,7 +16,8 @@ Registrar reg("gen", "Write a random-weight MoE model (GGUF) for tests and bench
   auto o = std::make_shared<GenOptions>();
   auto quiet = std::make_shared<bool>(false);
   app.add_option("--arch", o->arch,
-                 "llama (Mixtral layout), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2, gpt-oss, arctic, grok (gpt-oss: "
+                 "llama (Mixtral layout), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2, gpt-oss, llama4, arctic, grok "
+                 "(gpt-oss: "
                  "experts mxfp4 by default; vocabulary gpt-2 with the gpt-2 pre-tokenizer, since gpt-oss's o200k "
                  "vocabulary is not in the shared data; chat template openai-gpt-oss-120b.jinja)");
   app.add_option("--out,-o", o->out, "Output GGUF path")->required();
@@ -41,6 +42,9 @@ Registrar reg("gen", "Write a random-weight MoE model (GGUF) for tests and bench
   app.add_option("--expert-type", o->expert_type,
                  "Routed experts' weight type (default: mxfp4 for gpt-oss, else --type)");
   app.add_option("--swa", o->n_swa, "gpt-oss sliding window of the even layers (default: tiny 4, gpt-oss-20b 128)");
+  app.add_option("--chunk", o->n_chunk,
+                 "llama4 attention chunk and temperature floor (default: none written = llama.cpp's fixed 8192; "
+                 "other values are moe-only keys that llama.cpp ignores)");
   app.add_option("--seed", o->seed, "Random seed (same seed, same bytes)");
   app.add_option("--vocab", o->vocab, "Vocabulary GGUF path or name in <data>/tokenizers (gpt-2, llama-spm, ...), or none");
   app.add_option("--data", o->data_dir, "Shared data folder holding tokenizers/");

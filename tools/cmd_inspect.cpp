@@ -37,7 +37,8 @@ std::string human(uint64_t b) {
 }
 
 const char* gating_name(const Gating& g) {
-  if (g.func == GatingFunc::Sigmoid) return "sigmoid";
+  if (g.func == GatingFunc::Sigmoid)
+    return g.weight_before_ffn ? "sigmoid of the top-k logits, weight applied to the expert input" : "sigmoid";
   return g.topk_before_norm ? "softmax over top-k" : "softmax";
 }
 
@@ -180,6 +181,12 @@ int run_inspect(const std::string& path, bool json) {
     fmt::print("attention      multi-head latent: kv rank {}, q rank {}, head k {} (rope {}) / v {}, cache {} per "
                "token per layer\n",
                s.kv_lora_rank, s.q_lora_rank, s.mla_head_dim_k, s.n_rot, s.mla_head_dim_v, s.head_dim_k);
+  if (s.n_chunk > 0) {
+    uint32_t n_chunked = 0, n_nope = 0;
+    for (const auto& L : s.layers) n_chunked += L.chunked, n_nope += !L.rope;
+    fmt::print("attention      chunks of {} on {} layers; {} NoPE layers (temperature tuning, floor {}){}\n", s.n_chunk,
+               n_chunked, n_nope, s.attn_temp_length, s.qk_l2_norm ? "; q/k RMS norm on RoPE layers" : "");
+  }
   fmt::print("rope           {}, base {}, {} dims rotated\n", s.rope_style == RopeStyle::NeoX ? "neox" : "normal",
              s.rope_freq_base, s.n_rot);
   fmt::print("tensors        {}\n", f->tensors().size());

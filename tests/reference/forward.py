@@ -5,9 +5,9 @@ Parses a GGUF file itself (numpy only: no code shared with the C++ engine, no gg
 dequantizes the tensors it needs (F32, F16, BF16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, MXFP4) and computes, in
 float64, the logits of every position of a token sequence for the architectures the engine runs:
 llama (Mixtral), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2 (DeepSeek-V2/V3,
-forward_deepseek2) and gpt-oss (forward_gpt_oss). Each family's rules are written out here from the
-models' published definitions, keyed by general.architecture, so a wrong flag in the C++ spec loader
-shows up as a mismatch rather than being copied.
+forward_deepseek2), gpt-oss (forward_gpt_oss) and llama4 (forward_llama4). Each family's rules are
+written out here from the models' published definitions, keyed by general.architecture, so a wrong
+flag in the C++ spec loader shows up as a mismatch rather than being copied.
 
 Math is exact float64 with no KV-cache rounding: the C++ side states tolerances for its f16 KV cache
 and 8-bit activation quantization.
@@ -405,6 +405,8 @@ def forward(g, tokens):
         return forward_deepseek2(g, tokens)
     if arch == "gpt-oss":
         return forward_gpt_oss(g, tokens)
+    if arch == "llama4":
+        return forward_llama4(g, tokens)
     if arch not in FAMILY:
         raise ValueError(f"architecture {arch} not supported by the reference")
     neox, qk_norm, attn_bias, (topk_logits, renorm), shared_gate = FAMILY[arch]
@@ -662,6 +664,103 @@ def forward_gpt_oss(g, tokens):
 
     x = rmsnorm(x, g.get("output_norm.weight"), eps)
     return x @ g.get("output.weight").T, (min(margins) if margins else 1.0)
+
+
+def forward_llama4(g, tokens):
+    """Llama 4 (Scout/Maverick text model), from the published definition (transformers'
+    modeling_llama4.py, meta-llama/llama-models' llama4), with the GGUF conversion's names. Per layer il:
+      attention: t = rmsnorm(x) (attn_norm); q, k, v = linear; RoPE layers are those with
+        (il + 1) % 4 != 0 ("no_rope_layers"): q and k rotated (pairs of adjacent dims: the GGUF keeps the
+        release's complex layout), then, when use_qk_norm, each head of q and k divided by its RMS (eps =
+        rms_norm_eps, no weight; Llama4TextL2Norm). NoPE layers: q *= 1 + attn_scale * ln(floor((p + 1) /
+        floor_scale) + 1) (attention temperature tuning, attn_scale 0.1, floor_scale 8192). Scores
+        q.k / sqrt(head_dim), causal; RoPE layers use chunked attention: position p sees keys of its own
+        chunk of attention_chunk_size positions only (p' // C == p // C). x += linear (attn_output).
+      FFN: t = rmsnorm(x) (ffn_norm). MoE layers ((il + 1) % interleave_moe_layer_step == 0): router logits
+        r = t W_r; the top-k by logit, score = sigmoid(logit); each chosen expert gets t * score as its
+        input (the score multiplies the input, not the output) and its SwiGLU outputs are summed; plus the
+        shared expert's SwiGLU(t). Dense layers: SwiGLU(t) with ffn_gate/up/down. x += that.
+    Final rmsnorm, LM head. GGUF carries no keys for the chunk, floor_scale or use_qk_norm: the chunk and
+    floor are read from attention.chunk_size / attention.temperature_length when present (moe's test
+    keys), else the release's 8192; use_qk_norm follows the releases (Scout, 16 experts: on; Maverick,
+    128 experts: off)."""
+    kv = g.kv
+
+    def key(k, default=None):
+        return kv.get(f"llama4.{k}", default)
+
+    E = int(key("embedding_length"))
+    n_layer = int(key("block_count"))
+    n_head = int(key("attention.head_count"))
+    n_kv = int(key("attention.head_count_kv", n_head))
+    hd = int(key("attention.key_length", E // n_head))
+    eps = float(key("attention.layer_norm_rms_epsilon"))
+    base = float(key("rope.freq_base", 10000.0))
+    n_used = int(key("expert_used_count"))
+    n_expert = int(key("expert_count"))
+    step = int(key("interleave_moe_layer_step"))
+    chunk = int(key("attention.chunk_size", 8192))
+    floor_scale = float(key("attention.temperature_length", 8192))
+    attn_scale = 0.1
+    use_qk_norm = n_expert != 128
+
+    def swiglu(h, gate, up, down):
+        a = h @ gate.T
+        return (a / (1 + np.exp(-a)) * (h @ up.T)) @ down.T
+
+    T = len(tokens)
+    pos = np.arange(T, dtype=np.float64)
+    x = g.get("token_embd.weight")[np.array(tokens)]
+    qi, ki = np.arange(T)[:, None], np.arange(T)[None, :]
+    causal = np.where(ki > qi, -np.inf, 0.0)
+    chunked = np.where((ki > qi) | (ki // chunk != qi // chunk), -np.inf, 0.0)
+    temp = 1.0 + attn_scale * np.log(np.floor((pos + 1.0) / floor_scale) + 1.0)
+    group = n_head // n_kv
+    margins = []
+    STATS["llama4_temp_max"] = float(temp.max())
+    for il in range(n_layer):
+        p = f"blk.{il}."
+        use_rope = (il + 1) % 4 != 0
+        t = rmsnorm(x, g.get(p + "attn_norm.weight"), eps)
+        q = (t @ g.get(p + "attn_q.weight").T).reshape(T, n_head, hd)
+        k = (t @ g.get(p + "attn_k.weight").T).reshape(T, n_kv, hd)
+        v = (t @ g.get(p + "attn_v.weight").T).reshape(T, n_kv, hd)
+        if use_rope:
+            q = rope(q, pos, hd, base, 1.0, False, None)
+            k = rope(k, pos, hd, base, 1.0, False, None)
+            if use_qk_norm:
+                q = rmsnorm(q, None, eps)
+                k = rmsnorm(k, None, eps)
+        else:
+            q = q * temp[:, None, None]
+        mask = chunked if use_rope else causal
+        out = np.empty((T, n_head, hd))
+        for hh in range(n_head):
+            sc = q[:, hh, :] @ k[:, hh // group, :].T / np.sqrt(hd) + mask
+            out[:, hh, :] = softmax(sc) @ v[:, hh // group, :]
+        x = x + out.reshape(T, n_head * hd) @ g.get(p + "attn_output.weight").T
+
+        t = rmsnorm(x, g.get(p + "ffn_norm.weight"), eps)
+        if (il + 1) % step == 0:
+            logits = t @ g.get(p + "ffn_gate_inp.weight").T
+            gate, up, down = (g.get(p + f"ffn_{n}_exps.weight") for n in ("gate", "up", "down"))
+            y = swiglu(t, g.get(p + "ffn_gate_shexp.weight"), g.get(p + "ffn_up_shexp.weight"),
+                       g.get(p + "ffn_down_shexp.weight"))
+            for tt in range(T):
+                srt = np.sort(logits[tt])[::-1]
+                if len(srt) > n_used:
+                    margins.append((srt[n_used - 1] - srt[n_used]) / max(1e-30, srt[0] - srt[-1]))
+                sel = np.argsort(-logits[tt], kind="stable")[:n_used]
+                for e in sel:
+                    h_in = t[tt] / (1 + np.exp(-logits[tt, e]))
+                    y[tt] += swiglu(h_in[None, :], gate[e], up[e], down[e])[0]
+        else:
+            y = swiglu(t, g.get(p + "ffn_gate.weight"), g.get(p + "ffn_up.weight"), g.get(p + "ffn_down.weight"))
+        x = x + y
+
+    x = rmsnorm(x, g.get("output_norm.weight"), eps)
+    head = g.get("output.weight") if g.has("output.weight") else g.get("token_embd.weight")
+    return x @ head.T, (min(margins) if margins else 1.0)
 
 
 def check_quant(folder):

@@ -292,3 +292,50 @@ TEST_CASE("gpt-oss written by moe gen (f32; MXFP4 experts) matches the reference
     MESSAGE("moe gen gpt-oss experts ", std::string(et), ": max rel logit error ", err, " (tol ", tol, ")");
   }
 }
+
+// llama4 from moe gen: MoE layers (1, 3: top-1 sigmoid routing whose weight scales the expert input, a
+// shared expert) between dense layers (0, 2), chunked attention on layers 0-2 with a chunk of 3 < the
+// 8-token prompt (moe's chunk_size key; llama.cpp's is a fixed 8192), NoPE layer 3 with attention
+// temperature tuning (floor 3, so positions 2.. get a factor above 1), q/k RMS norm on the RoPE layers;
+// against the reference's forward_llama4 (written from the published model).
+TEST_CASE("llama4 written by moe gen (f32, q8_0) matches the reference") {
+  if (!have_python()) {
+    MESSAGE("no python3 with numpy (MOE_TEST_PYTHON): reference comparison skipped");
+    std::exit(77);  // ctest: skipped
+  }
+  for (const char* type : {"f32", "q8_0"}) {
+    const double tol = std::string(type) == "f32" ? 2e-3 : 3e-2;
+    GenOptions g;
+    g.arch = "llama4";
+    g.preset = "tiny";
+    g.type = type;
+    g.n_chunk = 3;
+    g.vocab = "none";
+    g.n_vocab = 256;
+    g.out = tmp(std::string("gen-llama4-") + type + ".gguf");
+    test::Reference ref;
+    for (g.seed = 1; g.seed < 40; ++g.seed) {
+      generate_model(g);
+      ref = test::run_reference(g.out, kPrompt, 256);
+      REQUIRE_MESSAGE(ref.ok, ref.error);
+      if (ref.min_margin >= 0.01) break;
+    }
+    REQUIRE(ref.min_margin >= 0.01);
+    auto m = Model::load(g.out);
+    const ModelSpec& s = m->spec();
+    REQUIRE(s.n_chunk == 3);
+    REQUIRE(s.n_chunk < kPrompt.size());
+    CHECK(s.attn_temp_length == 3);
+    CHECK(s.qk_l2_norm);
+    CHECK((s.layers[0].chunked && s.layers[2].chunked && !s.layers[3].chunked));
+    CHECK((s.layers[0].rope && !s.layers[3].rope));
+    CHECK((!s.layers[0].is_moe && s.layers[1].is_moe && s.layers[1].n_expert_used == 1));
+    auto got = engine_logits(*m, kPrompt, 2, 64);
+    const double err = rel_err(got, ref.logits);
+    INFO("llama4 ", std::string(type), " seed ", g.seed, " rel err ", err);
+    CHECK(err <= tol);
+    // Token by token (the chunk boundary and the temperature per step) gives the prefill's bits.
+    CHECK(engine_logits(*m, kPrompt, 1, 1) == got);
+    MESSAGE("moe gen llama4 ", std::string(type), ": max rel logit error ", err, " (tol ", tol, ")");
+  }
+}

@@ -462,6 +462,23 @@ TEST_CASE("specs of the architectures read but not generated") {
     CHECK(!s.gating.shared_gate);
     CHECK(s.n_expert_shared == 1);
     CHECK(s.no_rope_layer_step == 4);
+    // llama.cpp's fixed values when the file has no keys for them (all real llama4 files).
+    CHECK(s.n_chunk == 8192);
+    CHECK(s.attn_temp_length == 8192);
+    CHECK(s.attn_temp_scale == doctest::Approx(0.1f));
+    CHECK(s.attn_temp_offset == 1.0f);
+    CHECK(s.qk_l2_norm);  // not 128 experts (Maverick)
+    CHECK(s.gating.topk_before_norm);
+    for (uint32_t il = 0; il < 4; ++il) {
+      CHECK(s.layers[il].chunked == (il != 3));  // sliding_window_pattern 4: 3 chunked, 1 full
+      CHECK(s.layers[il].rope == (il != 3));
+    }
+    // sliding_window = 0 (MobileLLM-style, no chunking) is refused; so is a per-layer pattern array.
+    m.u32("attention.sliding_window", 0);
+    auto f0 = GgufFile::open(m.write("llama4_noswa.gguf"));
+    ErrorCode code{};
+    CHECK(error_of([&] { load_model_spec(*f0); }, &code).find("sliding_window") != std::string::npos);
+    CHECK(code == ErrorCode::Unsupported);
   }
   SUBCASE("dbrx, phimoe, granitemoe") {
     for (const char* a : {"dbrx", "phimoe", "granitemoe"}) {
@@ -546,8 +563,8 @@ TEST_CASE("bad files give errors naming the file and the cause") {
     o.n_expert_used = 7;
     CHECK(error_of([&] { generate_model(o); }, &code).find("top-k") != std::string::npos);
     CHECK(code == ErrorCode::InvalidArgument);
-    o = small("llama4", "never.gguf");  // not one moe gen writes
-    CHECK(error_of([&] { generate_model(o); }).find("llama4") != std::string::npos);
+    o = small("phimoe", "never.gguf");  // not one moe gen writes
+    CHECK(error_of([&] { generate_model(o); }).find("phimoe") != std::string::npos);
     o = small("deepseek2", "never.gguf");  // grouped kv heads do not exist in latent attention
     CHECK(error_of([&] { generate_model(o); }).find("deepseek2") != std::string::npos);
     o.n_head_kv = 0;
@@ -782,6 +799,49 @@ TEST_CASE("moe gen gpt-oss: llama.cpp's tensor names and keys, MXFP4 experts, SW
     want.assign(std::istreambuf_iterator<char>(in), {});
   }
   CHECK(*tmpl == want);
+}
+
+TEST_CASE("moe gen llama4: llama.cpp's tensor names and keys, interleaved dense/MoE layers, top-1") {
+  GenOptions o = small("llama4", "gen_llama4.gguf");
+  o.n_layer = 4;
+  o.n_expert_used = 0;  // llama4's default: top-1
+  GenResult r = generate_model(o);
+  CHECK(r.resolved.n_expert_used == 1);
+  auto f = GgufFile::open(o.out);
+  CHECK(f->get_uint("llama4.interleave_moe_layer_step") == 2u);
+  CHECK(f->get_uint("llama4.expert_feed_forward_length") == 96u);
+  CHECK(f->get_uint("llama4.feed_forward_length") == 192u);
+  CHECK_FALSE(f->find("llama4.attention.chunk_size"));  // llama.cpp's fixed 8192
+  ModelSpec s = load_model_spec(*f);
+  CHECK(s.arch == Arch::Llama4);
+  CHECK(s.rope_style == RopeStyle::Normal);
+  CHECK(s.rope_freq_base == 500000.0f);
+  CHECK(s.n_chunk == 8192);
+  for (uint32_t il = 0; il < 4; ++il) {
+    const std::string p = "blk." + std::to_string(il) + ".";
+    const bool moe = il % 2 == 1;
+    CHECK(s.layers[il].is_moe == moe);
+    for (const char* t : {"attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
+                          "ffn_norm.weight"})
+      CHECK_MESSAGE(f->find_tensor(p + t) != nullptr, std::string(p + t));
+    for (const char* t : {"ffn_gate_inp.weight", "ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight",
+                          "ffn_gate_shexp.weight", "ffn_up_shexp.weight", "ffn_down_shexp.weight"})
+      CHECK_MESSAGE((f->find_tensor(p + t) != nullptr) == moe, std::string(p + t));
+    for (const char* t : {"ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"})
+      CHECK_MESSAGE((f->find_tensor(p + t) != nullptr) == !moe, std::string(p + t));
+    CHECK(f->find_tensor(p + "ffn_gate_inp_shexp.weight") == nullptr);
+  }
+  CHECK(s.layers[1].n_ff_shared == 96);  // the shared expert has the routed expert's size
+  CHECK(s.layers[0].n_ff_dense == 192);
+  // --chunk writes moe's own keys (chunk and temperature floor); it is a llama4 option only.
+  o.n_chunk = 5;
+  generate_model(o);
+  ModelSpec c = load_model_spec(*GgufFile::open(o.out));
+  CHECK(c.n_chunk == 5);
+  CHECK(c.attn_temp_length == 5);
+  GenOptions q = small("qwen3moe", "chunk_qwen.gguf");
+  q.n_chunk = 4;
+  CHECK_THROWS_AS(resolve_gen_options(q), Error);
 }
 
 TEST_CASE("moe inspect --json reports the spec and the byte split") {

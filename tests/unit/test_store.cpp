@@ -541,3 +541,31 @@ TEST_CASE("gpt-oss through the store: per-expert biases travel with their expert
     CHECK(src.stats().evictions > 0u);
   }
 }
+
+TEST_CASE("offloading never changes the output of a llama4 model (interleaved dense layers, shared expert)") {
+  // 2 MoE layers x 8 experts (top-1, the weight on the expert input) between dense layers; chunk 3, so
+  // chunked attention and the NoPE layer's temperature step change within the run.
+  GenOptions g;
+  g.arch = "llama4";
+  g.preset = "tiny";
+  g.n_chunk = 3;
+  g.vocab = "none";
+  g.n_vocab = 256;
+  g.type = "q8_0";
+  g.seed = 4;
+  g.out = std::string(MOE_TEST_TMP) + "/store_llama4.gguf";
+  generate_model(g);
+  auto m = Model::load(g.out);
+  REQUIRE(!m->experts().is_moe_layer(0));
+  REQUIRE(m->experts().is_moe_layer(1));
+  for (const auto& name : m->experts().expert_tensor_names()) CHECK(name.find("shexp") == std::string::npos);
+  MmapExpertSource mm(*m);
+  const Run ref = greedy(*m, mm, 16);
+  const StoreMemoryPlan p0 = plan_store_memory(*m, base_opts(0));
+  CHECK(p0.n_experts == 16u);
+  StoreOptions o = base_opts(budget_for_slots(*m, p0.min_slots));
+  CachedExpertSource src(*m, o);
+  REQUIRE(src.plan().slots == p0.min_slots);
+  CHECK(identical(greedy(*m, src, 16), ref));
+  CHECK(src.stats().evictions > 0u);
+}

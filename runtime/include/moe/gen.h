@@ -10,7 +10,10 @@
 namespace moe {
 
 struct GenOptions {
-  std::string arch;    // llama (Mixtral layout), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2, gpt-oss, arctic, grok; empty = from preset (else qwen3moe)
+  // llama (Mixtral layout), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2, gpt-oss, llama4, arctic,
+  // grok; empty = from the preset (else qwen3moe). llama4: MoE every 2nd layer (top-1, sigmoid, shared expert), chunked attention on
+  // 3 of 4 layers, NoPE every 4th layer, vocabulary gpt-2 by default (llama.cpp's converter writes gpt2).
+  std::string arch;
   std::string out;     // output path (required)
   // "", "tiny", "tiny-v3", "olmoe-1b-7b", "qwen3-30b-a3b", "mixtral-8x7b", "deepseek-v2-lite", "gpt-oss-20b".
   // deepseek2: "tiny" is a DeepSeek-V2(-Lite)-like model (plain attn_q, softmax gating, no groups);
@@ -33,6 +36,11 @@ struct GenOptions {
   // gpt-oss: sliding-window size of the even layers (0 = the preset's: tiny 4, so short test prompts
   // cross it; gpt-oss-20b 128).
   uint32_t n_swa = 0;
+  // llama4: attention chunk size, also used as the temperature-tuning floor (0 = llama.cpp's fixed
+  // 8192 for both, no key written). A non-zero value writes moe's own keys llama4.attention.chunk_size
+  // and llama4.attention.temperature_length, which llama.cpp ignores: such a file runs the same in
+  // llama.cpp only for prompts shorter than the chunk.
+  uint32_t n_chunk = 0;
   uint64_t seed = 1;
   // Vocabulary: a path to a GGUF, a name from <data>/tokenizers (ggml-vocab-NAME.gguf, e.g. "gpt-2"),
   // "" = the architecture's default (llama-spm for llama, gpt-2 otherwise), or "none" = no tokenizer

@@ -52,6 +52,8 @@ struct LayerSpec {
   uint32_t n_ff_shared = 0;      // hidden size of the shared expert block (all shared experts together)
   uint32_t n_ff_dense = 0;       // hidden size of the dense FFN (dense layers)
   bool swa = false;              // attention sees only the last ModelSpec::n_swa positions (gpt-oss)
+  bool chunked = false;          // attention sees only its own chunk of ModelSpec::n_chunk positions (llama4)
+  bool rope = true;              // q/k rotated (false: a llama4 NoPE layer, see ModelSpec::no_rope_layer_step)
 };
 
 struct ModelSpec {
@@ -84,7 +86,8 @@ struct ModelSpec {
   bool layer_norm = false;        // LayerNorm (phimoe, dbrx) instead of RMSNorm; epsilon in rms_eps
   bool attn_out_bias = false;     // attn_output carries a bias (gpt-oss, phimoe)
   bool fused_qkv = false;         // one attn_qkv projection (dbrx) instead of attn_q/k/v
-  bool qk_l2_norm = false;        // llama4: L2-normalize q and k (no weights) on RoPE layers
+  bool qk_l2_norm = false;        // llama4: each head of q and k RMS-normalised (no weight, rms_eps) after
+                                  // RoPE, on RoPE layers (HF's Llama4TextL2Norm, as llama.cpp runs it)
   bool attn_sinks = false;        // gpt-oss: per-head attention sink logits (attn_sinks tensor)
   uint32_t n_swa = 0;             // sliding-window size; which layers use it: LayerSpec::swa (gpt-oss:
                                   // il % sliding_window_pattern < pattern - 1, pattern 2: even layers);
@@ -100,7 +103,14 @@ struct ModelSpec {
   // times logit_mul, then soft-capped by final_softcap. 0 / false = not used.
   float attn_softcap = 0.0f, logit_mul = 0.0f, final_softcap = 0.0f;
   bool attn_post_norm = false, ffn_post_norm = false;
-  uint32_t no_rope_layer_step = 0;  // llama4: every n-th layer (il+1) % n == 0 uses no RoPE
+  uint32_t no_rope_layer_step = 0;  // llama4: every n-th layer (il+1) % n == 0 uses no RoPE (LayerSpec::rope)
+  // llama4 chunked attention: on LayerSpec::chunked layers a query at p attends keys p' with
+  // p' >= (p / n_chunk) * n_chunk (and p' <= p).
+  uint32_t n_chunk = 0;
+  // llama4 attention temperature tuning on NoPE layers: q is multiplied by
+  // 1 + attn_temp_scale * ln(floor((p + attn_temp_offset) / attn_temp_length) + 1) (0 = off).
+  float attn_temp_scale = 0.0f, attn_temp_offset = 0.0f;
+  uint32_t attn_temp_length = 0;
   uint32_t q_lora_rank = 0, kv_lora_rank = 0;  // deepseek2 MLA (0 = plain attention)
   // deepseek2 multi-head latent attention (kv_lora_rank > 0). The spec then describes the cache the
   // engine keeps: n_head_kv = 1, head_dim_k = kv_lora_rank + n_rot (the normalised latent followed by

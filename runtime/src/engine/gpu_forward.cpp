@@ -122,6 +122,11 @@ class CudaForward final : public GpuForward {
         s.ffn_norm_post_attention)
       fail(ErrorCode::Unsupported, "cuda backend: architecture '{}' (attention sinks, sliding window, biased router "
            "or experts, clamped SwiGLU) is not supported on the GPU; run it on the CPU (no --vram)", s.arch_name);
+    // llama4 (chunked attention, NoPE layers with temperature tuning, weightless q/k norm, expert weights
+    // applied to the expert input, interleaved dense layers): CPU backend only.
+    if (s.n_chunk || s.no_rope_layer_step || s.attn_temp_scale != 0.0f || s.qk_l2_norm || s.gating.weight_before_ffn)
+      fail(ErrorCode::Unsupported, "cuda backend: architecture '{}' (chunked attention, NoPE layers, expert weights "
+           "before the FFN) is not supported on the GPU; run it on the CPU (no --vram)", s.arch_name);
     if (s.n_embd % 32 != 0) fail(ErrorCode::Unsupported, "cuda backend: n_embd {} is not a multiple of 32", s.n_embd);
 
     E_ = s.n_embd;

@@ -17,7 +17,8 @@ namespace {
 
 bool arch_supported(Arch a) {
   return a == Arch::Llama || a == Arch::Qwen2Moe || a == Arch::Qwen3Moe || a == Arch::Olmoe || a == Arch::GraniteMoe ||
-         a == Arch::Dbrx || a == Arch::Deepseek2 || a == Arch::GptOss || a == Arch::Arctic || a == Arch::Grok;
+         a == Arch::Dbrx || a == Arch::Deepseek2 || a == Arch::GptOss || a == Arch::Arctic || a == Arch::Grok ||
+         a == Arch::Llama4;
 }
 
 }  // namespace
@@ -39,7 +40,8 @@ void Model::bind() {
   const std::string& path = f.path();
   if (!arch_supported(s.arch))
     fail(ErrorCode::Unsupported, "{}: architecture '{}' is not supported by the CPU engine (supported: llama/"
-         "Mixtral, qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2, gpt-oss, arctic, grok)", path, s.arch_name);
+         "Mixtral, qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2, gpt-oss, llama4, arctic, grok)", path,
+         s.arch_name);
   if ((s.gating.has_bias || s.gating.n_group > 1) && s.gating.topk_before_norm)
     fail(ErrorCode::Unsupported, "{}: biased or group-limited selection on raw router logits is not supported", path);
   if (s.q_lora_rank && !s.kv_lora_rank)
@@ -47,9 +49,10 @@ void Model::bind() {
   // Implemented beyond the plain layout: LayerNorm without a bias (dbrx; phimoe's biased norms are not),
   // fused qkv + clamp (dbrx), the granite multipliers, latent attention (deepseek2), attention biases
   // (q/k/v and output), attention sinks, sliding-window layers, router bias, per-expert biases and the
-  // clamped SwiGLU (gpt-oss).
-  if ((s.layer_norm && s.arch != Arch::Dbrx) || s.qk_l2_norm || s.no_rope_layer_step ||
-      (s.fused_qkv && (s.kv_lora_rank || s.attn_bias)) || s.gating.weight_before_ffn)
+  // clamped SwiGLU (gpt-oss), chunked attention, NoPE layers with temperature tuning, q/k RMS norm without
+  // weights and expert weights applied to the expert input (llama4).
+  if ((s.layer_norm && s.arch != Arch::Dbrx) || (s.fused_qkv && (s.kv_lora_rank || s.attn_bias)) ||
+      (s.gating.weight_before_ffn && !s.gating.topk_before_norm))
     fail(ErrorCode::Unsupported, "{}: the spec of '{}' uses a feature the CPU engine does not implement", path,
          s.arch_name);
   if (s.n_head == 0 || s.n_head_kv == 0 || s.n_head % s.n_head_kv != 0 || s.head_dim_k == 0 || s.head_dim_v == 0)
@@ -58,6 +61,10 @@ void Model::bind() {
   if (s.n_rot % 2 != 0 || s.n_rot > s.head_dim_k)
     fail(ErrorCode::Corrupt, "{}: rope dimension count {} is odd or exceeds the head size {}", path, s.n_rot,
          s.head_dim_k);
+  // Llama-3-style RoPE frequency factors (rope_freqs.weight, written for rope_type llama3, e.g. Llama 4
+  // Scout): the rotation does not implement them, so such a file would run with the wrong positions.
+  if (f.find_tensor("rope_freqs.weight"))
+    fail(ErrorCode::Unsupported, "{}: RoPE frequency factors (tensor 'rope_freqs.weight') are not supported", path);
   if (s.layers.size() != s.n_layer)
     fail(ErrorCode::Corrupt, "{}: spec has {} layer entries for {} layers", path, s.layers.size(), s.n_layer);
 

@@ -4,7 +4,8 @@
 // Optional pieces, read from the spec and the bound weights (never from the architecture's name):
 // q/k/v and output biases, attention sinks and sliding-window layers (the KV cache keeps every
 // position; the window is a mask), router bias, per-expert biases and the clamped SwiGLU (gpt-oss),
-// fused qkv with a clamp (dbrx), the granite multipliers.
+// fused qkv with a clamp (dbrx), the granite multipliers, chunked attention, NoPE layers with attention
+// temperature tuning, weightless q/k RMS norm and expert weights applied to the expert input (llama4).
 // Prefill runs a batch of up to n_batch tokens through each weight once (matmul); the MoE block groups
 // the batch's tokens by expert so each chosen expert is acquired and read once per batch. Decode is
 // the same code with a batch of one. Every buffer is allocated in the constructor.
@@ -407,6 +408,7 @@ void Session::attention_block(uint32_t il, uint32_t n) {
   const ModelSpec& s = m_.spec();
   if (s.kv_lora_rank > 0) return attention_mla(il, n);
   const LayerWeights& L = m_.layer(il);
+  const LayerSpec& ls = s.layers[il];
   kernels::ThreadPool* pool = pool_.get();
   const int hk = static_cast<int>(s.head_dim_k), hv = static_cast<int>(s.head_dim_v);
   const size_t HQ = size_t(s.n_head) * hk, HK = size_t(s.n_head_kv) * hk, HV = size_t(s.n_head_kv) * hv,
@@ -451,9 +453,20 @@ void Session::attention_block(uint32_t il, uint32_t n) {
       ops::rmsnorm(q, L.q_norm.data(), q, HQ, s.rms_eps);
       ops::rmsnorm(k, L.k_norm.data(), k, HK, s.rms_eps);
     }
-    ops::rope_cos_sin(rp, pos_ + t, rope_cs_.data());
-    ops::rope_apply(rp, rope_cs_.data(), q, static_cast<int>(s.n_head), hk);
-    ops::rope_apply(rp, rope_cs_.data(), k, static_cast<int>(s.n_head_kv), hk);
+    if (ls.rope) {
+      ops::rope_cos_sin(rp, pos_ + t, rope_cs_.data());
+      ops::rope_apply(rp, rope_cs_.data(), q, static_cast<int>(s.n_head), hk);
+      ops::rope_apply(rp, rope_cs_.data(), k, static_cast<int>(s.n_head_kv), hk);
+      if (s.qk_l2_norm) {  // llama4: every rotated head RMS-normalised, no weight
+        for (uint32_t h = 0; h < s.n_head; ++h) ops::rmsnorm(q + h * hk, nullptr, q + h * hk, hk, s.rms_eps);
+        for (uint32_t h = 0; h < s.n_head_kv; ++h) ops::rmsnorm(k + h * hk, nullptr, k + h * hk, hk, s.rms_eps);
+      }
+    } else if (s.attn_temp_scale != 0.0f) {
+      // llama4 NoPE layer: attention temperature tuning, q scaled by a step function of the position.
+      const double steps = std::floor((double(pos_ + t) + s.attn_temp_offset) / s.attn_temp_length);
+      const float ts = static_cast<float>(std::log(steps + 1.0) * s.attn_temp_scale + 1.0);
+      for (size_t i = 0; i < HQ; ++i) q[i] *= ts;
+    }
     ops::f32_to_f16_row(k, k_cache_[il].data() + size_t(pos_ + t) * HK, HK);
     ops::f32_to_f16_row(v, v_cache_[il].data() + size_t(pos_ + t) * HV, HV);
   }
@@ -464,10 +477,13 @@ void Session::attention_block(uint32_t il, uint32_t n) {
   float* scores = scores_.data();
   const size_t n_ctx = n_ctx_;
   // Sliding-window layer: the query at position p sees keys p' with p - p' < n_swa.
-  const uint32_t window = s.layers[il].swa ? s.n_swa : 0;
+  // Chunked layer (llama4): it sees keys p' >= (p / n_chunk) * n_chunk, the start of its own chunk.
+  const uint32_t window = ls.swa ? s.n_swa : 0;
+  const uint32_t chunk = ls.chunked ? s.n_chunk : 0;
   const float* sinks = L.sinks.empty() ? nullptr : L.sinks.data();
   auto first_kv = [&](uint32_t t) -> uint32_t {
     const uint32_t end = p0 + t + 1;
+    if (chunk) return (p0 + t) / chunk * chunk;
     return window && end > window ? end - window : 0;
   };
   pool->parallel_for(size_t(n) * n_head, [&](size_t b, size_t e, int thread) {
@@ -544,6 +560,7 @@ void Session::ffn_block(uint32_t il, uint32_t n, FfnPart part) {
     route(il, n);
     if (observer_) observer_->after_routing(il, gi_.data(), n, ls.n_expert_used);
     const size_t F = ls.n_ff_expert;
+    const bool before = s.gating.weight_before_ffn;
     // Runs the experts es[0..m) (acquired, weights ew[]) on their slots (slot j: xg_ row j in, g_/u_
     // row j, ys_ row j out): one parallel dispatch for all their gate and up products, one for all
     // their down products. Each product gives matmul's bits whatever the grouping.
@@ -552,8 +569,14 @@ void Session::ffn_block(uint32_t il, uint32_t n, FfnPart part) {
       uint32_t nj = 0;
       for (uint32_t i = 0; i < m; ++i) {
         const uint32_t b = e_start_[es[i]], c = e_start_[es[i] + 1] - b;
-        for (uint32_t j = 0; j < c; ++j)
-          std::memcpy(xg_.data() + size_t(b + j) * E, xn_.data() + e_tok_[b + j] * E, E * 4);
+        for (uint32_t j = 0; j < c; ++j) {
+          float* xr = xg_.data() + size_t(b + j) * E;
+          std::memcpy(xr, xn_.data() + e_tok_[b + j] * E, E * 4);
+          if (before) {  // llama4: the routing weight scales the expert's input instead of its output
+            const float w = e_w_[b + j];
+            for (size_t i = 0; i < E; ++i) xr[i] *= w;
+          }
+        }
         const WeightView& g = ew[i].gate;
         const WeightView& u = ew[i].up;
         jobs[nj++] = {g.type, g.data, g.rows, g.cols, xg_.data() + size_t(b) * E, c, g_.data() + size_t(b) * F};
@@ -629,7 +652,8 @@ void Session::ffn_block(uint32_t il, uint32_t n, FfnPart part) {
     // grouping. Tokens' slots are disjoint rows of moe_out_, so the order across tokens does not matter.
     for (uint32_t e = 0; e < ls.n_expert; ++e)
       for (uint32_t j = e_start_[e]; j < e_start_[e + 1]; ++j)
-        ops::axpy(e_w_[j], ys_.data() + size_t(j) * E, moe_out_.data() + e_tok_[j] * E, static_cast<int64_t>(E));
+        ops::axpy(before ? 1.0f : e_w_[j], ys_.data() + size_t(j) * E, moe_out_.data() + e_tok_[j] * E,
+                  static_cast<int64_t>(E));
   }
   if (L.n_ff_sh > 0 && part != FfnPart::Routed) {
     // Shared expert (MoE layers), the dense FFN (dense layers) or the residual MLP (arctic).

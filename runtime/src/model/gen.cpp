@@ -1,6 +1,6 @@
 // Synthetic model generator (moe/gen.h): random weights written in the GGUF layout llama.cpp
 // expects for llama (Mixtral), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2 (DeepSeek-V2/V3),
-// gpt-oss, arctic and grok, streamed through GgufWriter in chunks
+// gpt-oss, llama4, arctic and grok, streamed through GgufWriter in chunks
 // so even a 50 GB preset is written in a few MiB of memory. Reentrant; each call spawns at most
 // opts.threads - 1 short-lived worker threads per chunk.
 //
@@ -59,13 +59,20 @@ constexpr Preset kPresets[] = {
     {"tiny-v3", "deepseek2", 4, 128, 64, 0, 16, 4, 4, 1, 0, 2048, 0, 10000.0f, 1e-6f, 0},
     {"deepseek-v2-lite", "deepseek2", 27, 2048, 1408, 0, 64, 6, 16, 1, 0, 163840, 102400, 10000.0f, 1e-6f, 0},
 };
-constexpr const char* kArchs[] = {"llama", "qwen2moe", "qwen3moe", "olmoe", "granitemoe", "dbrx", "deepseek2", "gpt-oss",
-                                  "arctic", "grok"};
+constexpr const char* kArchs[] = {"llama",     "qwen2moe", "qwen3moe", "olmoe",  "granitemoe", "dbrx",
+                                  "deepseek2", "gpt-oss",  "llama4",   "arctic", "grok"};
 // grok: grok-1's embedding multiplier and logit scale; the attention and final soft-caps are written
 // smaller than the release's (30, none) so that random unit-scale scores reach them, and the softmax
 // scale is 1/sqrt(head size) (grok-1's 0.0884 is that for its 128-wide heads).
 constexpr float kGrokEmbeddingScale = 78.38367176906169f, kGrokLogitScale = 0.5773502691896257f,
                 kGrokAttnSoftcap = 2.0f, kGrokFinalSoftcap = 10.0f;
+// llama4 (Llama 4 Scout/Maverick layout, llama.cpp src/models/llama4.cpp): MoE layers every second layer
+// (interleave_moe_layer_step 2, as Maverick; Scout uses 1) so dense and MoE layers both occur, a shared
+// expert of the routed size in each MoE layer, top-1 sigmoid routing, dense layers of twice the expert
+// size, RoPE base 500000 as the release.
+constexpr uint32_t kLlama4MoeStep = 2;
+constexpr float kLlama4RopeBase = 500000.0f;
+bool llama4_moe_layer(uint32_t il) { return (il + 1) % kLlama4MoeStep == 0; }
 // gpt-oss's YaRN as released: factor 32 over an original context of 4096 tokens, base 150000.
 constexpr float kGptOssRopeBase = 150000.0f, kGptOssYarnFactor = 32.0f;
 constexpr uint32_t kGptOssYarnOrigCtx = 4096;
@@ -372,6 +379,12 @@ void build_tensors(Plan& p, uint32_t n_vocab) {
       add_weight(p, n("ffn_down.weight"), {E, E}, out_scale);
       add_vec(p, n("ffn_norm_exps.weight"), E, Init::Norm);
     }
+    if (o.arch == "llama4" && !llama4_moe_layer(il)) {  // dense layer: ffn_gate/up/down of feed_forward_length
+      add_weight(p, n("ffn_gate.weight"), {E, 2 * F});
+      add_weight(p, n("ffn_up.weight"), {E, 2 * F});
+      add_weight(p, n("ffn_down.weight"), {2 * F, E}, out_scale);
+      continue;
+    }
     {
       TPlan t;
       t.name = n("ffn_gate_inp.weight");
@@ -399,6 +412,11 @@ void build_tensors(Plan& p, uint32_t n_vocab) {
       add_weight(p, n("ffn_gate_shexp.weight"), {E, FS});
       add_weight(p, n("ffn_up_shexp.weight"), {E, FS});
       add_weight(p, n("ffn_down_shexp.weight"), {FS, E}, out_scale);
+    }
+    if (o.arch == "llama4") {  // shared expert of the routed expert's size, no gate
+      add_weight(p, n("ffn_gate_shexp.weight"), {E, F});
+      add_weight(p, n("ffn_up_shexp.weight"), {E, F});
+      add_weight(p, n("ffn_down_shexp.weight"), {F, E}, out_scale);
     }
   }
 }
@@ -448,8 +466,8 @@ GenOptions resolve_gen_options(const GenOptions& in) {
   if (o.arch.empty()) o.arch = "qwen3moe";
   if (std::find_if(std::begin(kArchs), std::end(kArchs), [&](const char* a) { return o.arch == a; }) == std::end(kArchs))
     fail(ErrorCode::InvalidArgument,
-         "moe gen cannot write architecture '{}' (supported: llama, qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, arctic, grok, "
-         "deepseek2, gpt-oss)", o.arch);
+         "moe gen cannot write architecture '{}' (supported: llama, qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, "
+         "deepseek2, gpt-oss, llama4, arctic, grok)", o.arch);
   if (o.mla_kv_b && o.arch != "deepseek2")
     fail(ErrorCode::InvalidArgument, "the attn_kv_b layout is a deepseek2 option, not {}", o.arch);
   o.preset = p.name;
@@ -460,7 +478,7 @@ GenOptions resolve_gen_options(const GenOptions& in) {
   dflt(o.n_embd, p.n_embd);
   dflt(o.n_ff, p.n_ff);
   dflt(o.n_expert, p.n_expert);
-  dflt(o.n_expert_used, p.n_used);
+  dflt(o.n_expert_used, o.arch == "llama4" ? 1u : p.n_used);  // Llama 4 routes each token to one expert
   dflt(o.n_head, p.n_head);
   dflt(o.n_ctx, p.n_ctx);
   const DsShape* ds = o.arch == "deepseek2" ? &find_ds_shape(p.name) : nullptr;
@@ -517,6 +535,13 @@ GenOptions resolve_gen_options(const GenOptions& in) {
   } else if (o.n_swa) {
     fail(ErrorCode::InvalidArgument, "a sliding window (--swa) is a gpt-oss option, not {}", o.arch);
   }
+  if (o.arch == "llama4") {
+    if (o.n_layer < kLlama4MoeStep)
+      fail(ErrorCode::InvalidArgument, "llama4 needs at least {} layers (MoE every {}nd layer)", kLlama4MoeStep,
+           kLlama4MoeStep);
+  } else if (o.n_chunk) {
+    fail(ErrorCode::InvalidArgument, "an attention chunk (--chunk) is a llama4 option, not {}", o.arch);
+  }
   if (o.threads == 0) o.threads = 1;
   if (o.out.empty()) fail(ErrorCode::InvalidArgument, "no output path");
   return o;
@@ -563,7 +588,7 @@ GenResult generate_model(const GenOptions& opts) {
   w.set_u32(key("block_count"), o.n_layer);
   w.set_u32(key("context_length"), o.n_ctx);
   w.set_u32(key("embedding_length"), o.n_embd);
-  w.set_u32(key("feed_forward_length"), p.ds ? p.ds->n_ff_dense : o.n_ff);
+  w.set_u32(key("feed_forward_length"), p.ds ? p.ds->n_ff_dense : o.arch == "llama4" ? 2 * o.n_ff : o.n_ff);
   w.set_u32(key("attention.head_count"), o.n_head);
   w.set_u32(key("attention.head_count_kv"), o.n_head_kv);
   if (const DsShape* d = p.ds) {
@@ -615,7 +640,16 @@ GenResult generate_model(const GenOptions& opts) {
   } else {
     w.set_f32(key("attention.layer_norm_rms_epsilon"), p.preset->eps);
   }
-  w.set_f32(key("rope.freq_base"), oss ? kGptOssRopeBase : p.preset->rope_base);
+  w.set_f32(key("rope.freq_base"), oss ? kGptOssRopeBase : o.arch == "llama4" ? kLlama4RopeBase : p.preset->rope_base);
+  if (o.arch == "llama4") {
+    w.set_u32(key("interleave_moe_layer_step"), kLlama4MoeStep);
+    // llama.cpp fixes the chunk (8192) and the temperature floor (8192) and reads no key for them; these
+    // two are moe's own keys, written only when asked (--chunk), so that short prompts reach them.
+    if (o.n_chunk) {
+      w.set_u32(key("attention.chunk_size"), o.n_chunk);
+      w.set_u32(key("attention.temperature_length"), o.n_chunk);
+    }
+  }
   w.set_u32(key("expert_count"), o.n_expert);
   w.set_u32(key("expert_used_count"), o.n_expert_used);
   // llama, granitemoe and dbrx take the expert size from feed_forward_length.

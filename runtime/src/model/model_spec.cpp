@@ -12,7 +12,8 @@
 //   deepseek2   normal softmax (V2) / sigmoid + exp_probs_b (V3), leading_dense_block_count dense
 //                      group-limited top-k, expert_weights_scale
 //   gpt-oss     neox   softmax over top-k logits, router bias    all MoE, swiglu-oai, sinks, SWA
-//   llama4      normal sigmoid top-k, weight before the FFN      (il+1) % interleave step == 0
+//   llama4      normal sigmoid on top-k logits, weight before    (il+1) % interleave step == 0, shared
+//                      the FFN                                  expert, chunked attention, NoPE layers
 //   phimoe      neox   softmax over top-k logits                 all MoE, LayerNorm
 //   granitemoe  normal softmax over top-k logits                 all MoE, scale multipliers
 //   dbrx        neox   softmax over top-k logits                 all MoE, LayerNorm, fused qkv
@@ -353,7 +354,41 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
     fail(ErrorCode::Corrupt, "{}: missing tensor '{}' (per-head q norm)", path, blk(0, "attn_q_norm.weight"));
   if (A == Arch::Olmoe && s.qk_norm != QkNorm::Full)
     fail(ErrorCode::Corrupt, "{}: missing tensor '{}' (q norm over the projection)", path, blk(0, "attn_q_norm.weight"));
-  if (A == Arch::Llama4) s.no_rope_layer_step = 4;
+  uint32_t chunk_pattern = 0;
+  if (A == Arch::Llama4) {
+    // As llama.cpp runs llama4 (src/models/llama4.cpp): attention.sliding_window = 0 marks the variant
+    // without chunked attention (MobileLLM), which llama.cpp runs with a NoPE last layer and no
+    // temperature floor; not supported here. Otherwise the chunk (8192), the temperature tuning
+    // (scale 0.1, floor 8192, offset 1) are fixed in llama.cpp: it reads no key for them, whatever
+    // sliding_window says. moe reads two optional keys of its own so tests can make them small:
+    // llama4.attention.chunk_size and llama4.attention.temperature_length (files that carry them run
+    // differently in llama.cpp unless they equal 8192). Layer il is chunked when
+    // il % sliding_window_pattern < pattern - 1 (default 4: 3 chunked, 1 full) and uses no RoPE when
+    // (il + 1) % 4 == 0; the chunked layers' RoPE base is rope.freq_base_swa (default rope.freq_base).
+    if (auto w = m.opt_u32("attention.sliding_window"); w && *w == 0)
+      fail(ErrorCode::Unsupported, "{}: '{}' = 0 (llama4 without chunked attention) is not supported", path,
+           m.key("attention.sliding_window"));
+    const gguf::Value* pat = f.find(m.key("attention.sliding_window_pattern"));
+    if (pat && pat->type == gguf::ValueType::ARRAY)
+      fail(ErrorCode::Unsupported, "{}: a per-layer '{}' array is not supported", path,
+           m.key("attention.sliding_window_pattern"));
+    chunk_pattern = m.opt_u32("attention.sliding_window_pattern").value_or(4);
+    s.n_chunk = m.opt_u32("attention.chunk_size").value_or(8192);
+    s.attn_temp_length = m.opt_u32("attention.temperature_length").value_or(8192);
+    if (s.n_chunk == 0 || s.attn_temp_length == 0)
+      fail(ErrorCode::Corrupt, "{}: '{}' and '{}' must be positive", path, m.key("attention.chunk_size"),
+           m.key("attention.temperature_length"));
+    s.attn_temp_scale = 0.1f;
+    s.attn_temp_offset = 1.0f;
+    s.no_rope_layer_step = 4;
+    if (auto b = m.opt_f32("rope.freq_base_swa"); b && *b != s.rope_freq_base)
+      fail(ErrorCode::Unsupported,
+           "{}: '{}' = {} differs from '{}' = {} (a separate RoPE base for the chunked layers is not supported)",
+           path, m.key("rope.freq_base_swa"), *b, m.key("rope.freq_base"), s.rope_freq_base);
+    if (s.n_rot != s.head_dim_k || s.head_dim_v != s.head_dim_k)
+      fail(ErrorCode::Corrupt, "{}: llama4 needs rope.dimension_count = key_length = value_length ({} / {} / {})",
+           path, s.n_rot, s.head_dim_k, s.head_dim_v);
+  }
   if (!s.fused_qkv && s.kv_lora_rank == 0) {
     T.check(T.need(blk(0, "attn_q.weight")), {s.n_embd, uint64_t(s.n_head) * s.head_dim_k}, "n_head * key_length");
     T.check(T.need(blk(0, "attn_k.weight")), {s.n_embd, uint64_t(s.n_head_kv) * s.head_dim_k},
@@ -374,7 +409,7 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
            m.key("expert_count"), n_expert);
   }
   const uint32_t n_dense_lead = A == Arch::Deepseek2 ? m.opt_u32("leading_dense_block_count").value_or(0) : 0;
-  const uint32_t moe_step = A == Arch::Llama4 ? m.opt_u32("interleave_moe_layer_step").value_or(1) : 1;
+  const uint32_t moe_step = A == Arch::Llama4 ? m.req_u32("interleave_moe_layer_step") : 1;
   if (moe_step == 0) fail(ErrorCode::Corrupt, "{}: '{}' must be positive", path, m.key("interleave_moe_layer_step"));
   const auto ff_exp_key = m.opt_u32("expert_feed_forward_length");
   const auto ff_shexp_key = m.opt_u32("expert_shared_feed_forward_length");
@@ -384,6 +419,8 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
   for (uint32_t il = 0; il < s.n_layer; ++il) {
     LayerSpec& L = s.layers[il];
     L.swa = s.n_swa > 0 && (swa_pattern == 0 || il % swa_pattern < swa_pattern - 1);
+    L.chunked = s.n_chunk > 0 && (chunk_pattern == 0 || il % chunk_pattern < chunk_pattern - 1);
+    L.rope = !(s.no_rope_layer_step > 0 && (il + 1) % s.no_rope_layer_step == 0);
     L.is_moe = n_expert > 0 && il >= n_dense_lead && (il + 1) % moe_step == 0;
     if (!L.is_moe) {
       // Dense FFN: its size comes from feed_forward_length (possibly per layer) and the tensor.
@@ -513,9 +550,13 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
       s.ffn_act = FfnAct::SwigluOai;
       break;
     case Arch::Llama4:
+      // Top-k on the raw router logits, weights = sigmoid of the chosen logits (not renormalised), and
+      // each chosen expert's INPUT is multiplied by its weight (llama.cpp build_moe_ffn for llama4).
       g.func = GatingFunc::Sigmoid;
+      g.topk_before_norm = true;
       g.weight_before_ffn = true;
-      s.qk_l2_norm = s.n_expert != 128;  // Llama 4 Scout normalizes q/k; Maverick (128 experts) does not
+      // llama.cpp: use_kq_norm unless the model type is 17B_128E, i.e. expert_count == 128 (Maverick).
+      s.qk_l2_norm = s.n_expert != 128;
       break;
   }
   if (first_moe < s.n_layer) {
