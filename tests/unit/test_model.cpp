@@ -996,3 +996,85 @@ TEST_CASE("moe gen glm4moe: llama.cpp's tensor names and keys; NextN layers coun
   }
   CHECK(*tmpl == want);
 }
+
+TEST_CASE("glm4moe spec: NextN count, M-RoPE, the selection bias and the head sizes are checked") {
+  // 3 blocks: a dense one, a MoE one, and a NextN one (a MoE block by its tensors).
+  auto build = [](const std::string& file, const std::function<void(Mini&)>& tweak) {
+    Mini m("glm4moe");
+    m.base(3);
+    m.u32("attention.head_count_kv", 2);
+    m.u32("rope.dimension_count", 8);
+    m.u32("feed_forward_length", 48);
+    m.u32("expert_count", 4);
+    m.u32("expert_used_count", 2);
+    m.u32("expert_feed_forward_length", 16);
+    m.u32("expert_shared_count", 1);
+    m.u32("leading_dense_block_count", 1);
+    m.u32("nextn_predict_layers", 1);
+    for (uint32_t il = 0; il < 3; ++il) {
+      const std::string p = "blk." + std::to_string(il) + ".";
+      m.t(p + "post_attention_norm.weight", {32});
+      m.t(p + "attn_q.bias", {32});
+      if (il == 0) {
+        m.dense(0, 48);
+        continue;
+      }
+      m.stacked(il, 16, 4);
+      m.t(p + "exp_probs_b.bias", {4});
+      m.t(p + "ffn_gate_shexp.weight", {32, 16});
+      m.t(p + "ffn_up_shexp.weight", {32, 16});
+      m.t(p + "ffn_down_shexp.weight", {16, 32});
+    }
+    tweak(m);
+    return GgufFile::open(m.write(file));
+  };
+  {
+    auto f = build("glm_ok.gguf", [](Mini&) {});
+    ModelSpec s = load_model_spec(*f);
+    CHECK(s.n_layer == 2);
+    CHECK(s.n_layer_nextn == 1);
+    CHECK(s.n_rot == 8);
+    CHECK(s.rope_style == RopeStyle::NeoX);
+    CHECK(s.gating.func == GatingFunc::Sigmoid);  // absent expert_gating_func: sigmoid for glm4moe
+    CHECK(s.gating.has_bias);
+    CHECK_FALSE(s.gating.renormalize);
+    CHECK(s.n_moe_layer == 1);
+    ExpertTable t = ExpertTable::build(*f, s);
+    CHECK(t.at(2, 0) == nullptr);
+    CHECK(t.skipped_tensor_names().size() == 15);  // block 2: 7 attention/norm, router + 3 experts + bias, 3 shexp
+  }
+  ErrorCode code{};
+  auto f = build("glm_nextn.gguf", [](Mini& m) { m.u32("nextn_predict_layers", 3); });
+  CHECK(error_of([&] { load_model_spec(*f); }, &code).find("nextn_predict_layers") != std::string::npos);
+  CHECK(code == ErrorCode::Corrupt);
+  f = build("glm_mrope.gguf", [](Mini& m) {
+    std::vector<gguf::Value> sec = {gguf::Value::make_i32(4), gguf::Value::make_i32(2), gguf::Value::make_i32(2),
+                                    gguf::Value::make_i32(0)};
+    m.w.set("glm4moe.rope.dimension_sections", gguf::Value::make_array(gguf::ValueType::INT32, sec));
+  });
+  CHECK(error_of([&] { load_model_spec(*f); }, &code).find("M-RoPE") != std::string::npos);
+  CHECK(code == ErrorCode::Unsupported);
+  f = build("glm_kv.gguf", [](Mini& m) {
+    m.u32("attention.key_length", 16);
+    m.u32("attention.value_length", 8);
+  });
+  CHECK(error_of([&] { load_model_spec(*f); }, &code).find("one head size") != std::string::npos);
+  CHECK(code == ErrorCode::Corrupt);
+  {
+    // No exp_probs_b: llama.cpp requires it for glm4moe.
+    Mini m("glm4moe");
+    m.base(2);
+    m.u32("expert_count", 4);
+    m.u32("expert_used_count", 2);
+    m.u32("expert_shared_count", 0);
+    m.u32("leading_dense_block_count", 1);
+    m.u32("feed_forward_length", 48);
+    m.dense(0, 48);
+    m.stacked(1, 16, 4);
+    m.t("blk.0.post_attention_norm.weight", {32});
+    m.t("blk.1.post_attention_norm.weight", {32});
+    auto g = GgufFile::open(m.write("glm_nobias.gguf"));
+    CHECK(error_of([&] { load_model_spec(*g); }, &code).find("exp_probs_b") != std::string::npos);
+    CHECK(code == ErrorCode::Corrupt);
+  }
+}

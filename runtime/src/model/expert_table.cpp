@@ -10,6 +10,8 @@
 //   fused      blk.L.ffn_gate_up_exps.weight [n_embd, 2*n_ff, n_expert]: rows [0, n_ff) of slab e are
 //              the gate, rows [n_ff, 2*n_ff) the up projection (both contiguous).
 //   per-expert blk.L.ffn_{gate,up,down}.E.weight (older Mixtral conversions): one tensor per slice.
+// Tensors of blocks the spec does not run (blk.L.* with L >= spec.n_layer: glm4moe's NextN layers) are
+// neither experts nor dense: skipped_bytes() / skipped_tensor_names().
 #include <fmt/format.h>
 
 #include <algorithm>
