@@ -975,6 +975,17 @@ TEST_CASE("moe gen glm4moe: llama.cpp's tensor names and keys; NextN layers coun
   GenOptions bad = small("qwen3moe", "glm_opt_qwen.gguf");
   bad.qk_norm = true;
   CHECK_THROWS_AS(resolve_gen_options(bad), Error);
+  GenOptions air;
+  air.preset = "glm-4.5-air";
+  air.out = tmp("glm_air_unused.gguf");
+  const GenOptions ra = resolve_gen_options(air);  // GLM-4.5-Air's shapes (not written: ~100 GB)
+  CHECK(ra.arch == "glm4moe");
+  CHECK(ra.head_dim == 128);
+  CHECK(ra.n_head == 96);
+  CHECK(ra.n_head_kv == 8);
+  CHECK(ra.n_layer == 46);
+  CHECK(ra.n_nextn == 1);
+  CHECK(ra.n_ff_shared == 1408);
   GenOptions odd = small("glm4moe", "glm_odd.gguf");
   odd.head_dim = 18;  // half of it (9) is odd
   CHECK_THROWS_AS(resolve_gen_options(odd), Error);
