@@ -16,17 +16,19 @@ Registrar reg("gen", "Write a random-weight MoE model (GGUF) for tests and bench
   auto o = std::make_shared<GenOptions>();
   auto quiet = std::make_shared<bool>(false);
   app.add_option("--arch", o->arch,
-                 "llama (Mixtral layout), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2, gpt-oss, llama4, arctic, grok "
+                 "llama (Mixtral layout), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2, gpt-oss, llama4, glm4moe, arctic, "
+                 "grok "
                  "(gpt-oss: "
                  "experts mxfp4 by default; vocabulary gpt-2 with the gpt-2 pre-tokenizer, since gpt-oss's o200k "
                  "vocabulary is not in the shared data; chat template openai-gpt-oss-120b.jinja)");
   app.add_option("--out,-o", o->out, "Output GGUF path")->required();
   app.add_option("--preset", o->preset,
-                 "tiny, olmoe-1b-7b, qwen3-30b-a3b, mixtral-8x7b, deepseek-v2-lite, gpt-oss-20b (default tiny). "
+                 "tiny, olmoe-1b-7b, qwen3-30b-a3b, mixtral-8x7b, deepseek-v2-lite, gpt-oss-20b, glm-4.5-air (default tiny). "
                  "deepseek2: '--arch deepseek2 --preset tiny' is DeepSeek-V2-like (plain q, softmax routing), "
                  "'--preset tiny-v3' DeepSeek-V3-like (compressed q, sigmoid routing + exp_probs_b, group-limited "
                  "top-k, normalised weights); both with latent attention, a dense first layer, a shared expert, a "
-                 "routed scale, YaRN");
+                 "routed scale, YaRN. glm4moe: '--preset tiny' has a dense first layer, a shared expert, sigmoid "
+                 "routing + exp_probs_b, q/k/v biases, RoPE on half of each head, head size 64 and one NextN layer");
   app.add_option("--layers", o->n_layer, "Number of layers");
   app.add_option("--embd", o->n_embd, "Embedding size");
   app.add_option("--ff", o->n_ff, "Hidden size of one expert");
@@ -52,6 +54,8 @@ Registrar reg("gen", "Write a random-weight MoE model (GGUF) for tests and bench
   app.add_option("--threads", o->threads, "Generator threads (default 2)");
   app.add_flag("--mla-kv-b", o->mla_kv_b,
                "deepseek2: one attn_kv_b per layer (older files) instead of attn_k_b / attn_v_b");
+  app.add_flag("--qk-norm", o->qk_norm, "glm4moe: per-head q/k RMSNorm (use_qk_norm, as GLM-4.5 355B)");
+  app.add_option("--nextn", o->n_nextn, "glm4moe: NextN (MTP) layers after the run ones (default: the preset's, 1)");
   app.add_flag("--quiet,-q", *quiet, "No progress output");
   return [o, quiet] {
     int last = -1;

@@ -138,6 +138,7 @@ int run_inspect(const std::string& path, bool json) {
     kv("architecture", str(s.arch_name));
     kv("name", str(s.name));
     kv("n_layer", std::to_string(s.n_layer));
+    kv("n_layer_nextn", std::to_string(s.n_layer_nextn));
     kv("n_moe_layer", std::to_string(s.n_moe_layer));
     kv("n_expert", std::to_string(s.n_expert));
     kv("n_expert_used", std::to_string(s.n_expert_used));
@@ -160,6 +161,7 @@ int run_inspect(const std::string& path, bool json) {
     kv("expert_bytes", std::to_string(b.per_expert));
     kv("dense_bytes", std::to_string(b.dense));
     kv("experts_bytes", std::to_string(b.experts));
+    kv("skipped_bytes", std::to_string(b.skipped));
     kv("active_bytes_per_token", std::to_string(b.active_per_token));
     kv("tensor_bytes", std::to_string(b.tensors));
     o += fmt::format("  \"file_bytes\": {}\n}}\n", b.file);
@@ -168,7 +170,8 @@ int run_inspect(const std::string& path, bool json) {
   }
   fmt::print("file           {} ({})\n", path, human(b.file));
   fmt::print("architecture   {}{}\n", s.arch_name, s.name.empty() ? "" : fmt::format(" ({})", s.name));
-  fmt::print("layers         {} ({} MoE, {} dense)\n", s.n_layer, s.n_moe_layer, n_dense_layers);
+  fmt::print("layers         {} ({} MoE, {} dense){}\n", s.n_layer, s.n_moe_layer, n_dense_layers,
+             s.n_layer_nextn ? fmt::format(" + {} NextN (not run)", s.n_layer_nextn) : std::string());
   fmt::print("experts        {} routed, {} used per token, {} shared\n", s.n_expert, s.n_expert_used, s.n_expert_shared);
   fmt::print("dims           n_embd {}, n_ff_expert {}, heads {} (kv {}), head dim {}, vocab {}, ctx {}\n", s.n_embd,
              s.n_ff_expert, s.n_head, s.n_head_kv, s.head_dim_k, s.n_vocab, s.n_ctx_train);
@@ -195,6 +198,7 @@ int run_inspect(const std::string& path, bool json) {
   fmt::print("  dense (always resident)  {:>12}\n", human(b.dense));
   fmt::print("  one expert               {:>12}\n", human(b.per_expert));
   fmt::print("  all experts              {:>12}\n", human(b.experts));
+  if (b.skipped) fmt::print("  NextN layers (not read)  {:>12}\n", human(b.skipped));
   fmt::print("  active per token         {:>12}  (dense + {} experts x {} MoE layers)\n", human(b.active_per_token),
              s.n_expert_used, s.n_moe_layer);
   return 0;

@@ -5,9 +5,10 @@ Parses a GGUF file itself (numpy only: no code shared with the C++ engine, no gg
 dequantizes the tensors it needs (F32, F16, BF16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, MXFP4) and computes, in
 float64, the logits of every position of a token sequence for the architectures the engine runs:
 llama (Mixtral), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2 (DeepSeek-V2/V3,
-forward_deepseek2), gpt-oss (forward_gpt_oss) and llama4 (forward_llama4). Each family's rules are
-written out here from the models' published definitions, keyed by general.architecture, so a wrong
-flag in the C++ spec loader shows up as a mismatch rather than being copied.
+forward_deepseek2), gpt-oss (forward_gpt_oss), llama4 (forward_llama4) and glm4moe (GLM-4.5/4.6,
+forward_glm4moe). Each family's rules are written out here from the models' published definitions,
+keyed by general.architecture, so a wrong flag in the C++ spec loader shows up as a mismatch rather
+than being copied.
 
 Math is exact float64 with no KV-cache rounding: the C++ side states tolerances for its f16 KV cache
 and 8-bit activation quantization.
@@ -265,6 +266,117 @@ def silu_glu(h, gate, up, down):
     return (a / (1 + np.exp(-a)) * (h @ up.T)) @ down.T
 
 
+def select_biased(choice, n_used, n_group, topk_group, margins):
+    """DeepSeek-V3's expert choice (also GLM-4.5's): the n_used best of `choice` (scores + selection
+    bias), restricted, with n_group > 1 groups, to the topk_group groups whose two best choice scores sum
+    highest. Appends the relative gaps at each cut to `margins`; returns the chosen expert ids."""
+    n_expert = len(choice)
+    spread = max(1e-30, choice.max() - choice.min())
+    if n_group > 1:
+        per = n_expert // n_group
+        grp = np.sort(choice.reshape(n_group, per), axis=1)[:, ::-1]
+        gsc = grp[:, :2].sum(axis=1) if per >= 2 else grp[:, 0]
+        gs = np.sort(gsc)[::-1]
+        margins.append((gs[topk_group - 1] - gs[topk_group]) / spread)
+        keep = np.argsort(-gsc, kind="stable")[:topk_group]
+        masked = np.full(n_expert, -np.inf)
+        for gi in keep:
+            masked[gi * per:(gi + 1) * per] = choice[gi * per:(gi + 1) * per]
+        choice = masked
+    srt = np.sort(choice)[::-1]
+    if n_used < n_expert and np.isfinite(srt[n_used]):
+        margins.append((srt[n_used - 1] - srt[n_used]) / spread)
+    return np.argsort(-choice, kind="stable")[:n_used]
+
+
+def forward_glm4moe(g, tokens):
+    """GLM-4.5 / GLM-4.6 (zai-org, transformers' Glm4MoeForCausalLM), with the key and tensor names of
+    its GGUF conversion. Per block:
+      attention: h = rmsnorm(x) (attn_norm); q, k, v = linear with bias; if use_qk_norm, an RMSNorm over
+        each head's q and k (attn_q_norm / attn_k_norm, head_dim weights); RoPE on the first
+        rotary_dim = head_dim * partial_rotary_factor dims of each head (rope.dimension_count) with
+        rotate_half pairing (i, i + rotary_dim/2), inv_freq = base^(-2i/rotary_dim); the rest pass through;
+        scores q.k / sqrt(head_dim), causal; x += o_proj(attention) (no bias).
+      FFN: h = rmsnorm(x) (post_attention_norm); the first first_k_dense_replace layers
+        (leading_dense_block_count) are a SiLU-gated MLP; the others a MoE: scores = sigmoid(router(h));
+        the top-k by scores + e_score_correction_bias (exp_probs_b; group-limited if n_group > 1, as
+        DeepSeek-V3); weights = the unbiased scores of the chosen, divided by their sum if norm_topk_prob
+        (expert_weights_norm), times routed_scaling_factor (expert_weights_scale); plus the shared
+        experts' MLP on h. x += that.
+    Final rmsnorm, LM head. The checkpoint's trailing num_nextn_predict_layers (multi-token prediction)
+    layers are not part of the model's forward: block_count - nextn_predict_layers layers run."""
+    kv = g.kv
+
+    def key(k, default=None):
+        return kv.get(f"glm4moe.{k}", default)
+
+    E = int(key("embedding_length"))
+    n_layer = int(key("block_count")) - int(key("nextn_predict_layers", 0))
+    n_head = int(key("attention.head_count"))
+    n_kv = int(key("attention.head_count_kv", n_head))
+    hd = int(key("attention.key_length", E // n_head))
+    eps = float(key("attention.layer_norm_rms_epsilon"))
+    base = float(key("rope.freq_base", 10000.0))
+    n_rot = int(key("rope.dimension_count", hd))
+    n_dense = int(key("leading_dense_block_count", 0))
+    n_used = int(key("expert_used_count"))
+    gating = int(key("expert_gating_func", 2) or 2)  # GLM-4.5: sigmoid
+    norm_w = bool(key("expert_weights_norm", False))
+    w_scale = float(key("expert_weights_scale", 1.0) or 1.0)
+    n_group = int(key("expert_group_count", 0))
+    topk_group = int(key("expert_group_used_count", 0))
+
+    margins = []
+    T = len(tokens)
+    pos = np.arange(T, dtype=np.float64)
+    emb = g.get("token_embd.weight")
+    x = emb[np.array(tokens)]
+    mask = np.triu(np.full((T, T), -np.inf), 1)
+    group = n_head // n_kv
+    for il in range(n_layer):
+        p = f"blk.{il}."
+        h = rmsnorm(x, g.get(p + "attn_norm.weight"), eps)
+        q = (h @ g.get(p + "attn_q.weight").T + g.get(p + "attn_q.bias")).reshape(T, n_head, hd)
+        k = (h @ g.get(p + "attn_k.weight").T + g.get(p + "attn_k.bias")).reshape(T, n_kv, hd)
+        v = (h @ g.get(p + "attn_v.weight").T + g.get(p + "attn_v.bias")).reshape(T, n_kv, hd)
+        if g.has(p + "attn_q_norm.weight"):
+            q = rmsnorm(q, g.get(p + "attn_q_norm.weight"), eps)
+            k = rmsnorm(k, g.get(p + "attn_k_norm.weight"), eps)
+        q = rope(q, pos, n_rot, base, 1.0, True, None)
+        k = rope(k, pos, n_rot, base, 1.0, True, None)
+        out = np.empty((T, n_head, hd))
+        for hh in range(n_head):
+            sc = q[:, hh, :] @ k[:, hh // group, :].T / np.sqrt(hd) + mask
+            out[:, hh, :] = softmax(sc) @ v[:, hh // group, :]
+        x = x + out.reshape(T, n_head * hd) @ g.get(p + "attn_output.weight").T
+
+        h = rmsnorm(x, g.get(p + "post_attention_norm.weight"), eps)
+        if il < n_dense:
+            x = x + silu_glu(h, g.get(p + "ffn_gate.weight"), g.get(p + "ffn_up.weight"), g.get(p + "ffn_down.weight"))
+            continue
+        logits = h @ g.get(p + "ffn_gate_inp.weight").T
+        bias = g.get(p + "exp_probs_b.bias")
+        gate, up, down = (g.get(p + f"ffn_{n}_exps.weight") for n in ("gate", "up", "down"))
+        y = np.zeros_like(x)
+        if g.has(p + "ffn_gate_shexp.weight"):
+            y += silu_glu(h, g.get(p + "ffn_gate_shexp.weight"), g.get(p + "ffn_up_shexp.weight"),
+                          g.get(p + "ffn_down_shexp.weight"))
+        for t in range(T):
+            scores = 1 / (1 + np.exp(-logits[t])) if gating == 2 else softmax(logits[t])
+            sel = select_biased(scores + bias, n_used, n_group, topk_group, margins)
+            w = scores[sel]
+            if norm_w:
+                w = w / w.sum()
+            w = w * w_scale
+            for e, we in zip(sel, w):
+                y[t] += we * silu_glu(h[t:t + 1], gate[e], up[e], down[e])[0]
+        x = x + y
+
+    x = rmsnorm(x, g.get("output_norm.weight"), eps)
+    head = g.get("output.weight") if g.has("output.weight") else emb
+    return x @ head.T, (min(margins) if margins else 1.0)
+
+
 def forward_deepseek2(g, tokens):
     """DeepSeek-V2 / V3 (arXiv:2405.04434, arXiv:2412.19437) in the plain (non-absorbed) form: the
     latent c = RMSNorm(W_DKV x) is decompressed to per-head keys and values for every position;
@@ -366,23 +478,7 @@ def forward_deepseek2(g, tokens):
                      g.get(p + "ffn_down_shexp.weight"))
         for t in range(T):
             scores = softmax(logits[t]) if gating == 1 else 1 / (1 + np.exp(-logits[t]))
-            choice = scores + bias
-            spread = max(1e-30, choice.max() - choice.min())
-            if n_group > 1:
-                per = n_expert // n_group
-                grp = np.sort(choice.reshape(n_group, per), axis=1)[:, ::-1]
-                gsc = grp[:, :2].sum(axis=1) if per >= 2 else grp[:, 0]
-                gs = np.sort(gsc)[::-1]
-                margins.append((gs[topk_group - 1] - gs[topk_group]) / spread)
-                keep = np.argsort(-gsc, kind="stable")[:topk_group]
-                masked = np.full(n_expert, -np.inf)
-                for gi in keep:
-                    masked[gi * per:(gi + 1) * per] = choice[gi * per:(gi + 1) * per]
-                choice = masked
-            srt = np.sort(choice)[::-1]
-            if np.isfinite(srt[n_used]):
-                margins.append((srt[n_used - 1] - srt[n_used]) / spread)
-            sel = np.argsort(-choice, kind="stable")[:n_used]
+            sel = select_biased(scores + bias, n_used, n_group, topk_group, margins)
             w = scores[sel]
             if norm_w:
                 w = w / w.sum()
@@ -407,6 +503,8 @@ def forward(g, tokens):
         return forward_gpt_oss(g, tokens)
     if arch == "llama4":
         return forward_llama4(g, tokens)
+    if arch == "glm4moe":
+        return forward_glm4moe(g, tokens)
     if arch not in FAMILY:
         raise ValueError(f"architecture {arch} not supported by the reference")
     neox, qk_norm, attn_bias, (topk_logits, renorm), shared_gate = FAMILY[arch]

@@ -339,3 +339,47 @@ TEST_CASE("llama4 written by moe gen (f32, q8_0) matches the reference") {
     MESSAGE("moe gen llama4 ", std::string(type), ": max rel logit error ", err, " (tol ", tol, ")");
   }
 }
+
+// glm4moe (GLM-4.5/4.6) from moe gen: q/k/v biases, per-head q/k norms (one case each way), RoPE (NeoX) on
+// half of each 64-wide head (n_head * head_dim = 256 != n_embd 128), a dense first layer, sigmoid routing
+// with exp_probs_b, normalised weights times 2.5, a shared expert, and a trailing NextN layer in the
+// file that neither side runs (the reference reads nextn_predict_layers itself).
+TEST_CASE("glm4moe: engine logits match the numpy reference (f32, q8_0; with and without q/k norms)") {
+  if (!have_python()) {
+    MESSAGE("no python3 with numpy (MOE_TEST_PYTHON): reference comparison skipped");
+    std::exit(77);  // ctest: skipped
+  }
+  struct Case {
+    const char* type;
+    bool qk_norm;
+  };
+  for (Case c : {Case{"f32", false}, Case{"f32", true}, Case{"q8_0", true}}) {
+    const double tol = std::string(c.type) == "f32" ? 2e-3 : 3e-2;
+    GenOptions g;
+    g.arch = "glm4moe";
+    g.preset = "tiny";
+    g.type = c.type;
+    g.qk_norm = c.qk_norm;
+    g.vocab = "none";
+    g.n_vocab = 256;
+    g.out = tmp(std::string("gen-glm4moe-") + c.type + (c.qk_norm ? "-qk" : "") + ".gguf");
+    test::Reference ref;
+    for (g.seed = 1; g.seed < 40; ++g.seed) {
+      generate_model(g);
+      ref = test::run_reference(g.out, kShort, 256);
+      REQUIRE_MESSAGE(ref.ok, ref.error);
+      if (ref.min_margin >= 0.01) break;
+    }
+    REQUIRE(ref.min_margin >= 0.01);
+    auto m = Model::load(g.out);
+    REQUIRE(m->spec().n_layer_nextn == 1);
+    REQUIRE(m->spec().n_rot * 2 == m->spec().head_dim_k);
+    auto got = engine_logits(*m, kShort, 2, 64);
+    const double err = rel_err(got, ref.logits);
+    const std::string label = std::string(c.type) + (c.qk_norm ? " qk-norm" : "");
+    INFO("glm4moe ", label, " seed ", g.seed, " rel err ", err);
+    CHECK(err <= tol);
+    if (c.qk_norm) CHECK(engine_logits(*m, kShort, 1, 1) == got);  // decode token by token: the prefill's bits
+    MESSAGE("moe gen glm4moe ", label, ": max rel logit error ", err, " (tol ", tol, ")");
+  }
+}

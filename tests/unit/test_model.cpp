@@ -954,3 +954,207 @@ TEST_CASE("moe gen writes deepseek2 (V2 and V3 flavours) as llama.cpp's deepseek
     CHECK(t.dense_bytes() + t.total_bytes() == sum);
   }
 }
+
+// glm4moe (GLM-4.5/4.6) as llama.cpp's glm4moe loader reads it: q/k/v biases, optional per-head q/k
+// norms, post_attention_norm, a dense first layer, sigmoid routing with exp_probs_b, normalised weights
+// times a routed scale, a shared expert, RoPE (NeoX) on half of a head size other than n_embd / n_head,
+// and a trailing NextN layer that block_count counts but nobody runs.
+TEST_CASE("moe gen glm4moe: llama.cpp's tensor names and keys; NextN layers counted and skipped") {
+  for (bool qk : {false, true}) {
+    CAPTURE(qk);
+    GenOptions o;
+    o.arch = "glm4moe";
+    o.preset = "tiny";
+    o.qk_norm = qk;
+    o.type = "q8_0";
+    o.vocab = "none";
+    o.out = tmp(std::string("glm4moe") + (qk ? "-qk" : "") + ".gguf");
+    GenResult r = generate_model(o);
+    CHECK(r.resolved.n_nextn == 1);
+    CHECK(r.resolved.head_dim == 64);
+    auto f = GgufFile::open(o.out);
+    for (const char* k : {"leading_dense_block_count", "expert_shared_count", "expert_feed_forward_length",
+                          "expert_weights_scale", "expert_weights_norm", "expert_gating_func", "nextn_predict_layers",
+                          "rope.dimension_count", "attention.key_length", "feed_forward_length"})
+      CHECK_MESSAGE(f->find(std::string("glm4moe.") + k) != nullptr, k);
+    CHECK(f->get_uint("glm4moe.block_count") == 5u);  // 4 run layers + 1 NextN
+    ModelSpec s = load_model_spec(*f);
+    CHECK(s.arch == Arch::Glm4Moe);
+    CHECK(s.arch_name == "glm4moe");
+    CHECK(s.n_layer == 4);
+    CHECK(s.n_layer_nextn == 1);
+    CHECK(s.layers.size() == 4);
+    CHECK(s.head_dim_k == 64);
+    CHECK(s.head_dim_v == 64);
+    CHECK(uint64_t(s.n_head) * s.head_dim_k != s.n_embd);
+    CHECK(s.n_rot == 32);
+    CHECK(s.rope_style == RopeStyle::NeoX);
+    CHECK(s.attn_bias);
+    CHECK_FALSE(s.attn_out_bias);
+    CHECK(s.qk_norm == (qk ? QkNorm::PerHead : QkNorm::None));
+    CHECK(s.ffn_norm_post_attention);
+    CHECK_FALSE(s.layers[0].is_moe);
+    CHECK(s.layers[0].n_ff_dense == 256);
+    CHECK(s.n_moe_layer == 3);
+    CHECK(s.n_expert_shared == 1);
+    CHECK(s.layers[1].n_ff_shared == s.layers[1].n_ff_expert);
+    CHECK(s.gating.func == GatingFunc::Sigmoid);
+    CHECK(s.gating.has_bias);
+    CHECK(s.gating.renormalize);
+    CHECK_FALSE(s.gating.topk_before_norm);
+    CHECK_FALSE(s.gating.shared_gate);
+    CHECK(s.gating.n_group == 0);
+    CHECK(s.gating.scale == doctest::Approx(2.5f));
+    // The NextN layer: a full MoE block plus its own tensors, in the file but outside the model.
+    for (const char* t : {"blk.4.nextn.eh_proj.weight", "blk.4.nextn.enorm.weight", "blk.4.nextn.hnorm.weight",
+                          "blk.4.ffn_gate_exps.weight", "blk.4.exp_probs_b.bias", "blk.4.attn_q.bias"})
+      CHECK_MESSAGE(f->find_tensor(t) != nullptr, t);
+    CHECK(f->find_tensor("blk.3.nextn.eh_proj.weight") == nullptr);
+    CHECK(f->find_tensor("blk.0.ffn_norm.weight") == nullptr);
+    CHECK(f->find_tensor("blk.0.ffn_gate_inp.weight") == nullptr);
+    ExpertTable t = ExpertTable::build(*f, s);
+    CHECK(t.n_layer() == 4);
+    CHECK(t.at(0, 0) == nullptr);
+    CHECK(t.at(3, 0) != nullptr);
+    for (const auto& name : t.expert_tensor_names()) CHECK(name.rfind("blk.4.", 0) != 0);
+    uint64_t sum = 0, blk4 = 0;
+    for (const auto& ti : f->tensors()) {
+      sum += ti.nbytes;
+      if (ti.name.rfind("blk.4.", 0) == 0) blk4 += ti.nbytes;
+    }
+    CHECK(t.skipped_bytes() == blk4);
+    CHECK(t.skipped_tensor_names().size() >= 15);
+    CHECK(t.dense_bytes() + t.total_bytes() + t.skipped_bytes() == sum);
+    CHECK(model_bytes(*f, s, t).skipped == blk4);
+  }
+
+  // Without NextN layers; options of other archs are refused.
+  GenOptions o = small("glm4moe", "glm4moe-small.gguf");
+  o.preset = "tiny";
+  o.n_nextn = 0;
+  o.head_dim = 24;
+  generate_model(o);
+  auto f = GgufFile::open(o.out);
+  ModelSpec s = load_model_spec(*f);
+  CHECK(s.n_layer == 3);
+  CHECK(s.n_layer_nextn == 0);
+  CHECK(s.head_dim_k == 24);
+  CHECK(s.n_rot == 12);
+  CHECK(ExpertTable::build(*f, s).skipped_bytes() == 0);
+  GenOptions bad = small("qwen3moe", "glm_opt_qwen.gguf");
+  bad.qk_norm = true;
+  CHECK_THROWS_AS(resolve_gen_options(bad), Error);
+  GenOptions air;
+  air.preset = "glm-4.5-air";
+  air.out = tmp("glm_air_unused.gguf");
+  const GenOptions ra = resolve_gen_options(air);  // GLM-4.5-Air's shapes (not written: ~100 GB)
+  CHECK(ra.arch == "glm4moe");
+  CHECK(ra.head_dim == 128);
+  CHECK(ra.n_head == 96);
+  CHECK(ra.n_head_kv == 8);
+  CHECK(ra.n_layer == 46);
+  CHECK(ra.n_nextn == 1);
+  CHECK(ra.n_ff_shared == 1408);
+  GenOptions odd = small("glm4moe", "glm_odd.gguf");
+  odd.head_dim = 18;  // half of it (9) is odd
+  CHECK_THROWS_AS(resolve_gen_options(odd), Error);
+
+  // With a vocabulary, GLM-4.6's chat template is embedded.
+  GenOptions v = small("glm4moe", "glm4moe_vocab.gguf");
+  v.n_layer = 2;
+  v.vocab = "gpt-2";
+  v.n_vocab = 0;
+  v.data_dir = MOE_SHARED_DATA;
+  generate_model(v);
+  auto g = GgufFile::open(v.out);
+  auto tmpl = g->get_string("tokenizer.chat_template");
+  REQUIRE(tmpl);
+  std::string want;
+  {
+    std::ifstream in(std::string(MOE_SHARED_DATA) + "/chat-templates/GLM-4.6.jinja", std::ios::binary);
+    want.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  CHECK(*tmpl == want);
+}
+
+TEST_CASE("glm4moe spec: NextN count, M-RoPE, the selection bias and the head sizes are checked") {
+  // 3 blocks: a dense one, a MoE one, and a NextN one (a MoE block by its tensors).
+  auto build = [](const std::string& file, const std::function<void(Mini&)>& tweak) {
+    Mini m("glm4moe");
+    m.base(3);
+    m.u32("attention.head_count_kv", 2);
+    m.u32("rope.dimension_count", 8);
+    m.u32("feed_forward_length", 48);
+    m.u32("expert_count", 4);
+    m.u32("expert_used_count", 2);
+    m.u32("expert_feed_forward_length", 16);
+    m.u32("expert_shared_count", 1);
+    m.u32("leading_dense_block_count", 1);
+    m.u32("nextn_predict_layers", 1);
+    for (uint32_t il = 0; il < 3; ++il) {
+      const std::string p = "blk." + std::to_string(il) + ".";
+      m.t(p + "post_attention_norm.weight", {32});
+      m.t(p + "attn_q.bias", {32});
+      if (il == 0) {
+        m.dense(0, 48);
+        continue;
+      }
+      m.stacked(il, 16, 4);
+      m.t(p + "exp_probs_b.bias", {4});
+      m.t(p + "ffn_gate_shexp.weight", {32, 16});
+      m.t(p + "ffn_up_shexp.weight", {32, 16});
+      m.t(p + "ffn_down_shexp.weight", {16, 32});
+    }
+    tweak(m);
+    return GgufFile::open(m.write(file));
+  };
+  {
+    auto f = build("glm_ok.gguf", [](Mini&) {});
+    ModelSpec s = load_model_spec(*f);
+    CHECK(s.n_layer == 2);
+    CHECK(s.n_layer_nextn == 1);
+    CHECK(s.n_rot == 8);
+    CHECK(s.rope_style == RopeStyle::NeoX);
+    CHECK(s.gating.func == GatingFunc::Sigmoid);  // absent expert_gating_func: sigmoid for glm4moe
+    CHECK(s.gating.has_bias);
+    CHECK_FALSE(s.gating.renormalize);
+    CHECK(s.n_moe_layer == 1);
+    ExpertTable t = ExpertTable::build(*f, s);
+    CHECK(t.at(2, 0) == nullptr);
+    CHECK(t.skipped_tensor_names().size() == 15);  // block 2: 7 attention/norm, router + 3 experts + bias, 3 shexp
+  }
+  ErrorCode code{};
+  auto f = build("glm_nextn.gguf", [](Mini& m) { m.u32("nextn_predict_layers", 3); });
+  CHECK(error_of([&] { load_model_spec(*f); }, &code).find("nextn_predict_layers") != std::string::npos);
+  CHECK(code == ErrorCode::Corrupt);
+  f = build("glm_mrope.gguf", [](Mini& m) {
+    std::vector<gguf::Value> sec = {gguf::Value::make_i32(4), gguf::Value::make_i32(2), gguf::Value::make_i32(2),
+                                    gguf::Value::make_i32(0)};
+    m.w.set("glm4moe.rope.dimension_sections", gguf::Value::make_array(gguf::ValueType::INT32, sec));
+  });
+  CHECK(error_of([&] { load_model_spec(*f); }, &code).find("M-RoPE") != std::string::npos);
+  CHECK(code == ErrorCode::Unsupported);
+  f = build("glm_kv.gguf", [](Mini& m) {
+    m.u32("attention.key_length", 16);
+    m.u32("attention.value_length", 8);
+  });
+  CHECK(error_of([&] { load_model_spec(*f); }, &code).find("one head size") != std::string::npos);
+  CHECK(code == ErrorCode::Corrupt);
+  {
+    // No exp_probs_b: llama.cpp requires it for glm4moe.
+    Mini m("glm4moe");
+    m.base(2);
+    m.u32("expert_count", 4);
+    m.u32("expert_used_count", 2);
+    m.u32("expert_shared_count", 0);
+    m.u32("leading_dense_block_count", 1);
+    m.u32("feed_forward_length", 48);
+    m.dense(0, 48);
+    m.stacked(1, 16, 4);
+    m.t("blk.0.post_attention_norm.weight", {32});
+    m.t("blk.1.post_attention_norm.weight", {32});
+    auto g = GgufFile::open(m.write("glm_nobias.gguf"));
+    CHECK(error_of([&] { load_model_spec(*g); }, &code).find("exp_probs_b") != std::string::npos);
+    CHECK(code == ErrorCode::Corrupt);
+  }
+}

@@ -569,3 +569,31 @@ TEST_CASE("offloading never changes the output of a llama4 model (interleaved de
   CHECK(identical(greedy(*m, src, 16), ref));
   CHECK(src.stats().evictions > 0u);
 }
+
+TEST_CASE("glm4moe through the store: the NextN layer is neither dense nor cached; output unchanged") {
+  GenOptions g;
+  g.arch = "glm4moe";
+  g.preset = "tiny";  // dense first layer, 3 MoE layers x 8 experts (top-2) + shared expert, 1 NextN layer
+  g.vocab = "none";
+  g.n_vocab = 256;
+  g.type = "q8_0";
+  g.seed = 2;
+  g.out = std::string(MOE_TEST_TMP) + "/store_glm4moe.gguf";
+  generate_model(g);
+  auto m = Model::load(g.out);
+  REQUIRE(m->spec().n_layer_nextn == 1);
+  REQUIRE(m->experts().skipped_bytes() > 0);
+  Run ref;
+  {
+    MmapExpertSource src(*m);
+    ref = greedy(*m, src, 16);
+  }
+  const StoreMemoryPlan p0 = plan_store_memory(*m, base_opts(0));
+  CHECK(p0.n_experts == 24u);  // the NextN layer's 8 experts are not in the cache
+  CHECK(p0.dense == m->experts().dense_bytes() + m->file().data_offset());
+  StoreOptions o = base_opts(budget_for_slots(*m, p0.min_slots));
+  CachedExpertSource src(*m, o);
+  REQUIRE(src.plan().slots == p0.min_slots);
+  CHECK(identical(greedy(*m, src, 16), ref));
+  CHECK(src.stats().evictions > 0u);
+}

@@ -10,16 +10,21 @@
 namespace moe {
 
 struct GenOptions {
-  // llama (Mixtral layout), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2, gpt-oss, llama4, arctic,
-  // grok; empty = from the preset (else qwen3moe). llama4: MoE every 2nd layer (top-1, sigmoid, shared expert), chunked attention on
-  // 3 of 4 layers, NoPE every 4th layer, vocabulary gpt-2 by default (llama.cpp's converter writes gpt2).
+  // llama (Mixtral layout), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2, gpt-oss, llama4, glm4moe,
+  // arctic, grok; empty = from the preset (else qwen3moe). llama4: MoE every 2nd layer (top-1, sigmoid,
+  // shared expert), chunked attention on 3 of 4 layers, NoPE every 4th layer, vocabulary gpt-2 by default
+  // (llama.cpp's converter writes gpt2).
   std::string arch;
   std::string out;     // output path (required)
-  // "", "tiny", "tiny-v3", "olmoe-1b-7b", "qwen3-30b-a3b", "mixtral-8x7b", "deepseek-v2-lite", "gpt-oss-20b".
+  // "", "tiny", "tiny-v3", "olmoe-1b-7b", "qwen3-30b-a3b", "mixtral-8x7b", "deepseek-v2-lite", "gpt-oss-20b",
+  // "glm-4.5-air".
   // deepseek2: "tiny" is a DeepSeek-V2(-Lite)-like model (plain attn_q, softmax gating, no groups);
   // "tiny-v3" a DeepSeek-V3-like one (compressed q, sigmoid gating + exp_probs_b, group-limited top-k,
   // normalised weights); both with MLA, a leading dense layer, one shared expert, a routed scaling
   // factor and YaRN. The MLA sizes (q/kv LoRA ranks, rope/nope/v head sizes) come from the preset.
+  // glm4moe (GLM-4.5/4.6): "tiny" has a dense first layer, one shared expert, sigmoid routing with
+  // exp_probs_b, normalised weights times a routed scale, q/k/v biases, RoPE on half of each head
+  // (NeoX), a head size (64) other than n_embd / n_head, and one trailing NextN layer.
   std::string preset;
   // Dimensions; 0 = from the preset (or the tiny defaults).
   uint32_t n_layer = 0, n_embd = 0;
@@ -54,6 +59,11 @@ struct GenOptions {
   // deepseek2: write one attn_kv_b per layer (older files; llama.cpp runs them without the absorbed
   // cache) instead of attn_k_b / attn_v_b with key_length_mla / value_length_mla.
   bool mla_kv_b = false;
+  // glm4moe: per-head q/k RMSNorm (attn_q_norm / attn_k_norm, as GLM-4.5 355B's use_qk_norm).
+  bool qk_norm = false;
+  // glm4moe: NextN (multi-token prediction) layers written after the n_layer run ones (block_count =
+  // n_layer + n_nextn; llama.cpp and moe skip them); -1 = the preset's (1).
+  int32_t n_nextn = -1;
   unsigned threads = 2;
   std::function<void(uint64_t bytes_done, uint64_t bytes_total)> progress;  // optional, called per chunk
 };

@@ -15,7 +15,8 @@
 
 namespace moe {
 
-enum class Arch { Llama, Qwen2Moe, Qwen3Moe, Olmoe, Deepseek2, GptOss, Llama4, PhiMoe, GraniteMoe, Dbrx, Arctic, Grok };
+enum class Arch { Llama, Qwen2Moe, Qwen3Moe, Olmoe, Deepseek2, GptOss, Llama4, PhiMoe, GraniteMoe, Dbrx, Glm4Moe,
+                  Arctic, Grok };
 const char* arch_gguf_name(Arch a) noexcept;  // "llama", "qwen2moe", ...
 
 enum class RopeStyle { Normal, NeoX };              // adjacent pairs vs. halves
@@ -125,6 +126,10 @@ struct ModelSpec {
   float embedding_scale = 0.0f, residual_scale = 0.0f, attention_scale = 0.0f, logit_scale = 0.0f;
   uint32_t n_ff_dense = 0;        // feed_forward_length: hidden size of dense FFN layers
   uint32_t n_moe_layer = 0;       // number of layers with routed experts
+  // glm4moe: trailing NextN / multi-token-prediction layers stored after the n_layer run ones
+  // (nextn_predict_layers; block_count = n_layer + n_layer_nextn). Their tensors are in the file but
+  // are never run (as llama.cpp loads and skips them); the ExpertTable counts them as skipped bytes.
+  uint32_t n_layer_nextn = 0;
 };
 
 // Reads and validates the spec. Throws moe::Error: Unsupported naming the architecture when it is
@@ -162,8 +167,13 @@ class ExpertTable {
   uint64_t total_bytes() const noexcept { return total_bytes_; }
   bool is_moe_layer(uint32_t layer) const noexcept { return layer < n_layer_ && moe_layer_[layer]; }
   // Bytes of every file tensor that belongs to no expert (always resident: attention, norms,
-  // routers, shared experts, embeddings). dense_bytes() + total_bytes() == sum of tensor sizes.
+  // routers, shared experts, embeddings) and is read by the forward pass.
+  // dense_bytes() + total_bytes() + skipped_bytes() == sum of tensor sizes.
   uint64_t dense_bytes() const noexcept { return dense_bytes_; }
+  // Bytes of the tensors of layers the engine never runs (blk.L.* with L >= spec.n_layer: glm4moe's
+  // NextN layers), and their names: neither dense nor experts, never read.
+  uint64_t skipped_bytes() const noexcept { return skipped_bytes_; }
+  const std::vector<std::string>& skipped_tensor_names() const noexcept { return skipped_tensors_; }
   // Names of the tensors whose bytes are expert slices (stacked *_exps and their biases, or
   // per-expert tensors); everything else is dense.
   const std::vector<std::string>& expert_tensor_names() const noexcept { return expert_tensors_; }
@@ -173,8 +183,8 @@ class ExpertTable {
   std::vector<ExpertSlices> e_;  // n_layer x n_expert, empty slices for dense layers
   std::vector<bool> moe_layer_;
   uint64_t max_bytes_ = 0, total_bytes_ = 0;
-  uint64_t dense_bytes_ = 0;
-  std::vector<std::string> expert_tensors_;
+  uint64_t dense_bytes_ = 0, skipped_bytes_ = 0;
+  std::vector<std::string> expert_tensors_, skipped_tensors_;
 };
 
 // Byte accounting of a model as `moe inspect` reports it.
@@ -185,6 +195,7 @@ struct ModelBytes {
   uint64_t experts = 0;           // all routed experts
   uint64_t per_expert = 0;        // one expert (the largest)
   uint64_t active_per_token = 0;  // dense + n_expert_used experts in every MoE layer
+  uint64_t skipped = 0;           // tensors of layers never run (glm4moe NextN layers)
 };
 ModelBytes model_bytes(const gguf::GgufFile& f, const ModelSpec& spec, const ExpertTable& t);
 

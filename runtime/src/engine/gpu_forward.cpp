@@ -111,7 +111,9 @@ class CudaForward final : public GpuForward {
         s.embedding_scale != 0.0f || s.residual_scale != 0.0f || s.logit_scale != 0.0f || s.moe_parallel_dense ||
         s.attn_softcap != 0.0f || s.attn_post_norm || s.ffn_post_norm || s.logit_mul != 0.0f ||
         s.final_softcap != 0.0f)
-      fail(ErrorCode::Unsupported, "cuda backend: this architecture's gating or layout is not supported on the GPU");
+      fail(ErrorCode::Unsupported, "cuda backend: architecture '{}' (biased or group-limited expert selection, "
+           "LayerNorm, output bias, fused qkv or multipliers) is not supported on the GPU; run it on the CPU (no --vram)",
+           s.arch_name);
     // gpt-oss (attention sinks, sliding-window layers, router and per-expert biases, clamped SwiGLU) runs on
     // the CPU backend only: the kernels here implement none of these.
     bool expert_bias = false;

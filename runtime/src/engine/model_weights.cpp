@@ -18,7 +18,7 @@ namespace {
 bool arch_supported(Arch a) {
   return a == Arch::Llama || a == Arch::Qwen2Moe || a == Arch::Qwen3Moe || a == Arch::Olmoe || a == Arch::GraniteMoe ||
          a == Arch::Dbrx || a == Arch::Deepseek2 || a == Arch::GptOss || a == Arch::Arctic || a == Arch::Grok ||
-         a == Arch::Llama4;
+         a == Arch::Llama4 || a == Arch::Glm4Moe;
 }
 
 }  // namespace
@@ -40,8 +40,8 @@ void Model::bind() {
   const std::string& path = f.path();
   if (!arch_supported(s.arch))
     fail(ErrorCode::Unsupported, "{}: architecture '{}' is not supported by the CPU engine (supported: llama/"
-         "Mixtral, qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2, gpt-oss, llama4, arctic, grok)", path,
-         s.arch_name);
+         "Mixtral, qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2, gpt-oss, llama4, glm4moe, arctic, grok)",
+         path, s.arch_name);
   if ((s.gating.has_bias || s.gating.n_group > 1) && s.gating.topk_before_norm)
     fail(ErrorCode::Unsupported, "{}: biased or group-limited selection on raw router logits is not supported", path);
   if (s.q_lora_rank && !s.kv_lora_rank)

@@ -10,6 +10,8 @@
 //   fused      blk.L.ffn_gate_up_exps.weight [n_embd, 2*n_ff, n_expert]: rows [0, n_ff) of slab e are
 //              the gate, rows [n_ff, 2*n_ff) the up projection (both contiguous).
 //   per-expert blk.L.ffn_{gate,up,down}.E.weight (older Mixtral conversions): one tensor per slice.
+// Tensors of blocks the spec does not run (blk.L.* with L >= spec.n_layer: glm4moe's NextN layers) are
+// neither experts nor dense: skipped_bytes() / skipped_tensor_names().
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -132,14 +134,27 @@ ExpertTable ExpertTable::build(const gguf::GgufFile& f, const ModelSpec& spec) {
     }
   }
 
+  // Tensors of layers the spec does not run (blk.L.* with L >= n_layer: glm4moe's NextN layers).
+  auto skipped_layer = [&](const std::string& n) {
+    if (n.rfind("blk.", 0) != 0) return false;
+    uint64_t il = 0;
+    size_t i = 4;
+    for (; i < n.size() && n[i] >= '0' && n[i] <= '9' && il <= UINT32_MAX; ++i) il = il * 10 + uint64_t(n[i] - '0');
+    return i > 4 && i < n.size() && n[i] == '.' && il >= spec.n_layer;
+  };
   uint64_t all = 0, in_experts = 0;
   std::unordered_set<std::string> expert_set(tab.expert_tensors_.begin(), tab.expert_tensors_.end());
   for (const auto& t : f.tensors()) {
     all += t.nbytes;
-    if (expert_set.count(t.name)) in_experts += t.nbytes;
+    if (expert_set.count(t.name)) {
+      in_experts += t.nbytes;
+    } else if (skipped_layer(t.name)) {
+      tab.skipped_bytes_ += t.nbytes;
+      tab.skipped_tensors_.push_back(t.name);
+    }
   }
   MOE_ASSERT(in_experts == tab.total_bytes_, "expert slices partition the expert tensors");
-  tab.dense_bytes_ = all - in_experts;
+  tab.dense_bytes_ = all - in_experts - tab.skipped_bytes_;
   return tab;
 }
 
@@ -154,6 +169,7 @@ ModelBytes model_bytes(const gguf::GgufFile& f, const ModelSpec& spec, const Exp
   for (const auto& ti : f.tensors()) b.tensors += ti.nbytes;
   b.dense = t.dense_bytes();
   b.experts = t.total_bytes();
+  b.skipped = t.skipped_bytes();
   b.per_expert = t.max_expert_bytes();
   b.active_per_token = b.dense;
   for (uint32_t il = 0; il < spec.n_layer; ++il) {

@@ -1,6 +1,6 @@
 // Synthetic model generator (moe/gen.h): random weights written in the GGUF layout llama.cpp
 // expects for llama (Mixtral), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2 (DeepSeek-V2/V3),
-// gpt-oss, llama4, arctic and grok, streamed through GgufWriter in chunks
+// gpt-oss, llama4, glm4moe (GLM-4.5/4.6), arctic and grok, streamed through GgufWriter in chunks
 // so even a 50 GB preset is written in a few MiB of memory. Reentrant; each call spawns at most
 // opts.threads - 1 short-lived worker threads per chunk.
 //
@@ -18,6 +18,12 @@
 // expert gate/up weights 3x the usual scale so the clamped SwiGLU's limit of 7 is reached by a few
 // percent of the activations; YaRN RoPE as the release (factor 32 over an original context of 4096,
 // base 150000); sliding_window n_swa (llama.cpp: the even layers).
+// glm4moe (llama.cpp's loader, src/models/glm4-moe.cpp): q/k/v biases, optional per-head q/k norms,
+// post_attention_norm, dense ffn_gate/up/down in the leading_dense_block_count first layers, then
+// router + exp_probs_b (std 0.1, so it changes choices), stacked experts and the shared expert
+// (expert_shared_count x the expert size); rope.dimension_count = half the head size; NextN layers
+// after the run ones: a full MoE block plus nextn.eh_proj [2 n_embd, n_embd], nextn.enorm, nextn.hnorm
+// and nextn.shared_head_norm (the optional vocabulary-sized nextn tensors are not written).
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -58,9 +64,10 @@ constexpr Preset kPresets[] = {
     {"gpt-oss-20b", "gpt-oss", 24, 2880, 2880, 0, 32, 4, 64, 8, 64, 131072, 0, 150000.0f, 1e-5f, 128},
     {"tiny-v3", "deepseek2", 4, 128, 64, 0, 16, 4, 4, 1, 0, 2048, 0, 10000.0f, 1e-6f, 0},
     {"deepseek-v2-lite", "deepseek2", 27, 2048, 1408, 0, 64, 6, 16, 1, 0, 163840, 102400, 10000.0f, 1e-6f, 0},
+    {"glm-4.5-air", "glm4moe", 46, 4096, 1408, 0, 128, 8, 96, 8, 128, 131072, 151552, 1000000.0f, 1e-5f, 0},
 };
-constexpr const char* kArchs[] = {"llama",     "qwen2moe", "qwen3moe", "olmoe",  "granitemoe", "dbrx",
-                                  "deepseek2", "gpt-oss",  "llama4",   "arctic", "grok"};
+constexpr const char* kArchs[] = {"llama",     "qwen2moe", "qwen3moe", "olmoe",   "granitemoe", "dbrx",
+                                  "deepseek2", "gpt-oss",  "llama4",   "glm4moe", "arctic",     "grok"};
 // grok: grok-1's embedding multiplier and logit scale; the attention and final soft-caps are written
 // smaller than the release's (30, none) so that random unit-scale scores reach them, and the softmax
 // scale is 1/sqrt(head size) (grok-1's 0.0884 is that for its 128-wide heads).
@@ -108,6 +115,24 @@ const DsShape& find_ds_shape(const std::string& preset) {
   fail(ErrorCode::InvalidArgument, "preset '{}' has no deepseek2 shape (use tiny, tiny-v3 or deepseek-v2-lite)", preset);
 }
 
+// glm4moe shapes beyond Preset, keyed by preset name. n_layer in Preset counts the run layers; the
+// NextN layers come after them.
+struct GlmShape {
+  const char* preset;
+  uint32_t head_dim;      // tiny: != n_embd / n_head, as in the releases
+  uint32_t n_shared, n_dense_lead, n_ff_dense, n_nextn;
+  float scale;            // routed scaling factor
+};
+constexpr GlmShape kGlmShapes[] = {
+    {"tiny", 64, 1, 1, 256, 1, 2.5f},
+    {"glm-4.5-air", 128, 1, 1, 10944, 1, 1.0f},
+};
+const GlmShape& find_glm_shape(const std::string& preset) {
+  for (const auto& d : kGlmShapes)
+    if (preset == d.preset) return d;
+  fail(ErrorCode::InvalidArgument, "preset '{}' has no glm4moe shape (use tiny or glm-4.5-air)", preset);
+}
+
 const Preset& find_preset(const std::string& name) {
   const std::string n = name.empty() ? "tiny" : name;
   for (const auto& p : kPresets)
@@ -153,6 +178,7 @@ struct Plan {
   GenOptions o;
   const Preset* preset = nullptr;
   const DsShape* ds = nullptr;  // deepseek2 only
+  const GlmShape* glm = nullptr;  // glm4moe only
   TensorType req = TensorType::F32;
   TensorType req_exp = TensorType::F32;  // routed experts' weights
   std::vector<TPlan> tensors;
@@ -310,6 +336,55 @@ void build_deepseek2_layers(Plan& p) {
   }
 }
 
+// glm4moe layers (run ones, then the NextN ones), as llama.cpp's glm4moe loader names and shapes them.
+void build_glm4moe_layers(Plan& p) {
+  const GenOptions& o = p.o;
+  const GlmShape& d = *p.glm;
+  const uint64_t E = o.n_embd, F = o.n_ff, X = o.n_expert, HD = o.head_dim;
+  const uint64_t q_dim = uint64_t(o.n_head) * HD, kv_dim = uint64_t(o.n_head_kv) * HD;
+  const float out_scale = 1.0f / std::sqrt(2.0f * static_cast<float>(o.n_layer));
+  const uint32_t n_block = o.n_layer + static_cast<uint32_t>(o.n_nextn);
+  for (uint32_t il = 0; il < n_block; ++il) {
+    auto n = [il](const char* what) { return fmt::format("blk.{}.{}", il, what); };
+    add_vec(p, n("attn_norm.weight"), E, Init::Norm);
+    add_weight(p, n("attn_q.weight"), {E, q_dim});
+    add_weight(p, n("attn_k.weight"), {E, kv_dim});
+    add_weight(p, n("attn_v.weight"), {E, kv_dim});
+    add_vec(p, n("attn_q.bias"), q_dim, Init::Bias, 0.1f);
+    add_vec(p, n("attn_k.bias"), kv_dim, Init::Bias, 0.1f);
+    add_vec(p, n("attn_v.bias"), kv_dim, Init::Bias, 0.1f);
+    if (o.qk_norm) {
+      add_vec(p, n("attn_q_norm.weight"), HD, Init::Norm);
+      add_vec(p, n("attn_k_norm.weight"), HD, Init::Norm);
+    }
+    add_weight(p, n("attn_output.weight"), {q_dim, E}, out_scale);
+    add_vec(p, n("post_attention_norm.weight"), E, Init::Norm);
+    if (il < d.n_dense_lead) {
+      add_weight(p, n("ffn_gate.weight"), {E, d.n_ff_dense});
+      add_weight(p, n("ffn_up.weight"), {E, d.n_ff_dense});
+      add_weight(p, n("ffn_down.weight"), {d.n_ff_dense, E}, out_scale);
+      continue;
+    }
+    add_router(p, n("ffn_gate_inp.weight"), E, X, il);
+    add_vec(p, n("exp_probs_b.bias"), X, Init::Bias, 0.1f);  // comparable to the spread of sigmoid scores
+    add_weight(p, n("ffn_gate_exps.weight"), {E, F, X});
+    add_weight(p, n("ffn_up_exps.weight"), {E, F, X});
+    add_weight(p, n("ffn_down_exps.weight"), {F, E, X}, out_scale);
+    if (d.n_shared > 0) {
+      const uint64_t FS = uint64_t(d.n_shared) * F;
+      add_weight(p, n("ffn_gate_shexp.weight"), {E, FS});
+      add_weight(p, n("ffn_up_shexp.weight"), {E, FS});
+      add_weight(p, n("ffn_down_shexp.weight"), {FS, E}, out_scale);
+    }
+    if (il >= o.n_layer) {  // NextN layer extras
+      add_weight(p, n("nextn.eh_proj.weight"), {2 * E, E});
+      add_vec(p, n("nextn.enorm.weight"), E, Init::Norm);
+      add_vec(p, n("nextn.hnorm.weight"), E, Init::Norm);
+      add_vec(p, n("nextn.shared_head_norm.weight"), E, Init::Norm);
+    }
+  }
+}
+
 void build_tensors(Plan& p, uint32_t n_vocab) {
   const GenOptions& o = p.o;
   const uint64_t E = o.n_embd, F = o.n_ff, X = o.n_expert, HD = o.head_dim;
@@ -334,6 +409,7 @@ void build_tensors(Plan& p, uint32_t n_vocab) {
   // engine also read; a tied head on random weights mostly repeats the last token).
   add_weight(p, "output.weight", {E, n_vocab}, 3.0f);
   if (p.ds) return build_deepseek2_layers(p);
+  if (p.glm) return build_glm4moe_layers(p);
   for (uint32_t il = 0; il < o.n_layer; ++il) {
     auto n = [il](const char* what) { return fmt::format("blk.{}.{}", il, what); };
     add_vec(p, n("attn_norm.weight"), E, Init::Norm);
@@ -467,9 +543,11 @@ GenOptions resolve_gen_options(const GenOptions& in) {
   if (std::find_if(std::begin(kArchs), std::end(kArchs), [&](const char* a) { return o.arch == a; }) == std::end(kArchs))
     fail(ErrorCode::InvalidArgument,
          "moe gen cannot write architecture '{}' (supported: llama, qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, "
-         "deepseek2, gpt-oss, llama4, arctic, grok)", o.arch);
+         "deepseek2, gpt-oss, llama4, glm4moe, arctic, grok)", o.arch);
   if (o.mla_kv_b && o.arch != "deepseek2")
     fail(ErrorCode::InvalidArgument, "the attn_kv_b layout is a deepseek2 option, not {}", o.arch);
+  if (o.arch != "glm4moe" && (o.qk_norm || o.n_nextn > 0))
+    fail(ErrorCode::InvalidArgument, "--qk-norm and --nextn are glm4moe options, not {}", o.arch);
   o.preset = p.name;
   auto dflt = [](uint32_t& v, uint32_t d) {
     if (v == 0) v = d;
@@ -482,13 +560,25 @@ GenOptions resolve_gen_options(const GenOptions& in) {
   dflt(o.n_head, p.n_head);
   dflt(o.n_ctx, p.n_ctx);
   const DsShape* ds = o.arch == "deepseek2" ? &find_ds_shape(p.name) : nullptr;
+  const GlmShape* glm = o.arch == "glm4moe" ? &find_glm_shape(p.name) : nullptr;
   if (o.arch == "qwen2moe") dflt(o.n_ff_shared, p.n_ff_shared ? p.n_ff_shared : 2 * o.n_ff);
-  else if (ds) {
-    if (o.n_ff_shared && o.n_ff_shared != ds->n_shared * o.n_ff)
-      fail(ErrorCode::InvalidArgument, "deepseek2: the shared experts' size is {} x the expert size ({})", ds->n_shared,
-           ds->n_shared * o.n_ff);
-    o.n_ff_shared = ds->n_shared * o.n_ff;
+  else if (ds || glm) {
+    const uint32_t n_shared = ds ? ds->n_shared : glm->n_shared;
+    if (o.n_ff_shared && o.n_ff_shared != n_shared * o.n_ff)
+      fail(ErrorCode::InvalidArgument, "{}: the shared experts' size is {} x the expert size ({})", o.arch, n_shared,
+           n_shared * o.n_ff);
+    o.n_ff_shared = n_shared * o.n_ff;
   } else o.n_ff_shared = 0;
+  if (glm) {
+    if (o.n_nextn < 0) o.n_nextn = static_cast<int32_t>(glm->n_nextn);
+    if (o.n_nextn > 8) fail(ErrorCode::InvalidArgument, "glm4moe: {} NextN layers (0..8)", o.n_nextn);
+    if (o.n_layer <= glm->n_dense_lead)
+      fail(ErrorCode::InvalidArgument, "glm4moe preset '{}' needs more than {} layers (the leading dense ones)", p.name,
+           glm->n_dense_lead);
+    if (o.head_dim == 0 && !in.n_embd && !in.n_head) o.head_dim = glm->head_dim;
+  } else {
+    o.n_nextn = 0;
+  }
   if (o.vocab != "none") dflt(o.n_vocab, p.n_vocab);  // 0 stays "from the file"
   else dflt(o.n_vocab, 256);
   // llama.cpp: q (and the output projection) are [n_embd, n_embd]
@@ -522,6 +612,9 @@ GenOptions resolve_gen_options(const GenOptions& in) {
   if (o.head_dim == 0) o.head_dim = (in.n_embd || in.n_head || !p.head_dim) ? o.n_embd / o.n_head : p.head_dim;
   if (o.n_head_kv == 0) o.n_head_kv = std::min(o.n_head, p.n_head_kv ? p.n_head_kv : o.n_head);
   if (o.head_dim == 0 || o.head_dim % 2) fail(ErrorCode::InvalidArgument, "head size {} must be even and positive", o.head_dim);
+  if (glm && o.head_dim % 4)
+    fail(ErrorCode::InvalidArgument, "glm4moe rotates half of each head: the head size {} must be a multiple of 4",
+         o.head_dim);
   if (o.n_head % o.n_head_kv) fail(ErrorCode::InvalidArgument, "{} kv heads do not divide {} heads", o.n_head_kv, o.n_head);
   if (o.n_expert_used == 0 || o.n_expert_used > o.n_expert)
     fail(ErrorCode::InvalidArgument, "top-k {} must be in 1..{} experts", o.n_expert_used, o.n_expert);
@@ -552,14 +645,16 @@ GenResult generate_model(const GenOptions& opts) {
   p.o = resolve_gen_options(opts);
   p.preset = &find_preset(p.o.preset);
   if (p.o.arch == "deepseek2") p.ds = &find_ds_shape(p.o.preset);
+  if (p.o.arch == "glm4moe") p.glm = &find_glm_shape(p.o.preset);
   p.req = *type_from_name(p.o.type);
   p.req_exp = *type_from_name(p.o.expert_type);
   const GenOptions& o = p.o;
   const Vocab vocab = load_vocab(o);
 
   // Router row scales per layer (see the file comment).
-  p.router_scale.resize(o.n_layer);
-  for (uint32_t il = 0; il < o.n_layer; ++il) {
+  const uint32_t n_block = o.n_layer + (p.glm ? static_cast<uint32_t>(o.n_nextn) : 0u);  // + NextN layers
+  p.router_scale.resize(n_block);
+  for (uint32_t il = 0; il < n_block; ++il) {
     std::vector<uint32_t> rank(o.n_expert);
     for (uint32_t e = 0; e < o.n_expert; ++e) rank[e] = e;
     uint64_t s = row_seed(o.seed, fnv1a("router_rank"), il);
@@ -585,10 +680,11 @@ GenResult generate_model(const GenOptions& opts) {
   w.set_string("general.architecture", o.arch);
   w.set_string("general.name", fmt::format("moe-gen {} {} seed {}", o.preset, o.arch, o.seed));
   w.set_string("general.type", "model");
-  w.set_u32(key("block_count"), o.n_layer);
+  w.set_u32(key("block_count"), o.n_layer + static_cast<uint32_t>(std::max(0, o.n_nextn)));
   w.set_u32(key("context_length"), o.n_ctx);
   w.set_u32(key("embedding_length"), o.n_embd);
-  w.set_u32(key("feed_forward_length"), p.ds ? p.ds->n_ff_dense : o.arch == "llama4" ? 2 * o.n_ff : o.n_ff);
+  w.set_u32(key("feed_forward_length"),
+            p.ds ? p.ds->n_ff_dense : p.glm ? p.glm->n_ff_dense : o.arch == "llama4" ? 2 * o.n_ff : o.n_ff);
   w.set_u32(key("attention.head_count"), o.n_head);
   w.set_u32(key("attention.head_count_kv"), o.n_head_kv);
   if (const DsShape* d = p.ds) {
@@ -622,6 +718,18 @@ GenResult generate_model(const GenOptions& opts) {
       w.set_u32(key("expert_group_count"), d->n_group);
       w.set_u32(key("expert_group_used_count"), d->topk_group);
     }
+  } else if (const GlmShape* d = p.glm) {
+    // GLM-4.5/4.6 as llama.cpp's converter writes them: partial_rotary_factor 0.5 (RoPE on half of
+    // each head), sigmoid routing with exp_probs_b, normalised top-k weights times the routed scale.
+    w.set_u32(key("attention.key_length"), o.head_dim);
+    w.set_u32(key("attention.value_length"), o.head_dim);
+    w.set_u32(key("rope.dimension_count"), o.head_dim / 2);
+    w.set_u32(key("leading_dense_block_count"), d->n_dense_lead);
+    w.set_u32(key("expert_shared_count"), d->n_shared);
+    w.set_f32(key("expert_weights_scale"), d->scale);
+    w.set_bool(key("expert_weights_norm"), true);
+    w.set_u32(key("expert_gating_func"), 2);  // sigmoid
+    w.set_u32(key("nextn_predict_layers"), static_cast<uint32_t>(o.n_nextn));
   } else {
     w.set_u32(key("attention.key_length"), o.head_dim);
     w.set_u32(key("attention.value_length"), o.head_dim);
@@ -680,18 +788,19 @@ GenResult generate_model(const GenOptions& opts) {
   w.set_u32("moe.gen.seed", static_cast<uint32_t>(o.seed));
   w.set_f32("moe.gen.router_skew", o.router_skew);
   for (const auto& [k, v] : vocab.kv) w.set(k, v);
-  if (oss && o.vocab != "none") {
-    // The released chat template (harmony format); the gpt-2 vocabulary has no harmony special tokens,
-    // so they tokenize as text: enough for a random-weight model.
-    const std::string tpath = resolve_data_dir(o) + "/chat-templates/openai-gpt-oss-120b.jinja";
+  if ((oss || p.glm) && o.vocab != "none") {
+    // The released chat template (gpt-oss: harmony format; glm4moe: GLM-4.6's); the gpt-2 vocabulary has
+    // none of their special tokens, so they tokenize as text: enough for a random-weight model.
+    const std::string tpath =
+        resolve_data_dir(o) + (oss ? "/chat-templates/openai-gpt-oss-120b.jinja" : "/chat-templates/GLM-4.6.jinja");
     std::FILE* tf = std::fopen(tpath.c_str(), "rb");
-    if (!tf) fail(ErrorCode::InvalidArgument, "{}: cannot open the gpt-oss chat template", tpath);
+    if (!tf) fail(ErrorCode::InvalidArgument, "{}: cannot open the {} chat template", tpath, o.arch);
     std::string tmpl;
     char buf[4096];
     for (size_t got; (got = std::fread(buf, 1, sizeof buf, tf)) > 0;) tmpl.append(buf, got);
     const bool bad = std::ferror(tf);
     std::fclose(tf);
-    if (bad || tmpl.empty()) fail(ErrorCode::Io, "{}: cannot read the gpt-oss chat template", tpath);
+    if (bad || tmpl.empty()) fail(ErrorCode::Io, "{}: cannot read the {} chat template", tpath, o.arch);
     w.set_string("tokenizer.chat_template", tmpl);
   }
 

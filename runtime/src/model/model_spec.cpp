@@ -17,6 +17,8 @@
 //   phimoe      neox   softmax over top-k logits                 all MoE, LayerNorm
 //   granitemoe  normal softmax over top-k logits                 all MoE, scale multipliers
 //   dbrx        neox   softmax over top-k logits                 all MoE, LayerNorm, fused qkv
+//   glm4moe     neox   sigmoid (default) + exp_probs_b,          leading_dense_block_count dense;
+//               (partial: rope.dimension_count)  renorm, scale    trailing nextn_predict_layers not run
 //   arctic      normal softmax over top-k logits                 all MoE + a dense residual MLP beside it
 //   grok        neox   softmax over top-k logits                 all MoE, GELU experts, soft-capped attention,
 //                                                                post-attention / post-MoE norms
@@ -40,7 +42,8 @@ constexpr ArchName kArchNames[] = {
     {Arch::Llama, "llama"},         {Arch::Qwen2Moe, "qwen2moe"}, {Arch::Qwen3Moe, "qwen3moe"},
     {Arch::Olmoe, "olmoe"},         {Arch::Deepseek2, "deepseek2"}, {Arch::GptOss, "gpt-oss"},
     {Arch::Llama4, "llama4"},       {Arch::PhiMoe, "phimoe"},     {Arch::GraniteMoe, "granitemoe"},
-    {Arch::Dbrx, "dbrx"},           {Arch::Arctic, "arctic"},     {Arch::Grok, "grok"},
+    {Arch::Dbrx, "dbrx"},           {Arch::Glm4Moe, "glm4moe"},   {Arch::Arctic, "arctic"},
+    {Arch::Grok, "grok"},
 };
 
 std::string shape_str(const gguf::TensorInfo& t) {
@@ -160,12 +163,19 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
   const Arch A = s.arch;
 
   // --- dimensions -------------------------------------------------------------------------------
-  s.n_layer = m.req_pos_u32("block_count");
+  const uint32_t n_block = m.req_pos_u32("block_count");
   // Every layer has tensors: a block count above the tensor count is corrupt (and would drive the
   // per-layer loops and allocations below with a number from the file).
-  if (s.n_layer > f.tensors().size())
-    fail(ErrorCode::Corrupt, "{}: '{}' = {} but the file has only {} tensors", path, m.key("block_count"), s.n_layer,
+  if (n_block > f.tensors().size())
+    fail(ErrorCode::Corrupt, "{}: '{}' = {} but the file has only {} tensors", path, m.key("block_count"), n_block,
          f.tensors().size());
+  // glm4moe: the last nextn_predict_layers blocks are NextN (multi-token prediction) layers, which
+  // llama.cpp loads and never runs; block_count includes them.
+  s.n_layer_nextn = A == Arch::Glm4Moe ? m.opt_u32("nextn_predict_layers").value_or(0) : 0;
+  if (s.n_layer_nextn >= n_block)
+    fail(ErrorCode::Corrupt, "{}: '{}' = {} leaves no layer of '{}' = {}", path, m.key("nextn_predict_layers"),
+         s.n_layer_nextn, m.key("block_count"), n_block);
+  s.n_layer = n_block - s.n_layer_nextn;
   s.n_embd = m.req_pos_u32("embedding_length");
   s.n_ctx_train = m.req_pos_u32("context_length");
   s.n_head = m.req_pos_u32("attention.head_count");
@@ -196,7 +206,7 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
   // --- RoPE -------------------------------------------------------------------------------------
   switch (A) {
     case Arch::Qwen2Moe: case Arch::Qwen3Moe: case Arch::Olmoe: case Arch::GptOss: case Arch::PhiMoe:
-    case Arch::Dbrx: case Arch::Grok:
+    case Arch::Dbrx: case Arch::Grok: case Arch::Glm4Moe:
       s.rope_style = RopeStyle::NeoX;
       break;
     default:
@@ -224,6 +234,21 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
       m.opt_f32("rope.scaling.yarn_attn_factor").value_or(m.opt_f32("rope.scaling.attn_factor").value_or(1.0f));
   s.yarn_beta_fast = m.opt_f32("rope.scaling.yarn_beta_fast").value_or(32.0f);
   s.yarn_beta_slow = m.opt_f32("rope.scaling.yarn_beta_slow").value_or(1.0f);
+  if (A == Arch::Glm4Moe) {
+    // rope.dimension_sections (M-RoPE, multimodal GLM files): llama.cpp then uses multi-section RoPE.
+    if (const gguf::Value* sec = f.find(m.key("rope.dimension_sections"))) {
+      auto at = [&](size_t i) -> uint64_t {
+        if (sec->type != gguf::ValueType::ARRAY || i >= sec->arr.size()) return 0;
+        return sec->arr.as_uint(i).value_or(0);
+      };
+      if (at(0) > 0 && at(1) > 0)
+        fail(ErrorCode::Unsupported, "{}: '{}' asks for multi-section RoPE (M-RoPE), which is not supported", path,
+             m.key("rope.dimension_sections"));
+    }
+    if (s.head_dim_k != s.head_dim_v)
+      fail(ErrorCode::Corrupt, "{}: '{}' = {} differs from '{}' = {} (glm4moe has one head size)", path,
+           m.key("attention.key_length"), s.head_dim_k, m.key("attention.value_length"), s.head_dim_v);
+  }
   // DeepSeek's mscale rule (0.1 * mscale_all_dim); llama.cpp reads it for deepseek2 only among these archs.
   if (A == Arch::Deepseek2) s.yarn_log_mul = m.opt_f32("rope.scaling.yarn_log_multiplier").value_or(0.0f);
 
@@ -337,6 +362,7 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
            path);
     s.ffn_act = FfnAct::GeluGlu;
   }
+  if (A == Arch::Glm4Moe) s.ffn_norm_post_attention = true;  // the pre-FFN norm is post_attention_norm
   if (A == Arch::GraniteMoe) {
     s.embedding_scale = m.opt_f32("embedding_scale").value_or(0.0f);
     s.residual_scale = m.opt_f32("residual_scale").value_or(0.0f);
@@ -352,6 +378,9 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
   }
   if (A == Arch::Qwen3Moe && s.qk_norm != QkNorm::PerHead)
     fail(ErrorCode::Corrupt, "{}: missing tensor '{}' (per-head q norm)", path, blk(0, "attn_q_norm.weight"));
+  if (A == Arch::Glm4Moe && s.qk_norm == QkNorm::Full)
+    fail(ErrorCode::Corrupt, "{}: tensor '{}' must have the head size {} (glm4moe normalises q/k per head)", path,
+         blk(0, "attn_q_norm.weight"), s.head_dim_k);
   if (A == Arch::Olmoe && s.qk_norm != QkNorm::Full)
     fail(ErrorCode::Corrupt, "{}: missing tensor '{}' (q norm over the projection)", path, blk(0, "attn_q_norm.weight"));
   uint32_t chunk_pattern = 0;
@@ -408,7 +437,8 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
       fail(ErrorCode::Corrupt, "{}: '{}' = {} must be in 1..'{}' = {}", path, m.key("expert_used_count"), n_used,
            m.key("expert_count"), n_expert);
   }
-  const uint32_t n_dense_lead = A == Arch::Deepseek2 ? m.opt_u32("leading_dense_block_count").value_or(0) : 0;
+  const uint32_t n_dense_lead = A == Arch::Deepseek2 || A == Arch::Glm4Moe
+                                    ? m.opt_u32("leading_dense_block_count").value_or(0) : 0;
   const uint32_t moe_step = A == Arch::Llama4 ? m.req_u32("interleave_moe_layer_step") : 1;
   if (moe_step == 0) fail(ErrorCode::Corrupt, "{}: '{}' must be positive", path, m.key("interleave_moe_layer_step"));
   const auto ff_exp_key = m.opt_u32("expert_feed_forward_length");
@@ -471,7 +501,7 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
       L.n_expert_shared = n_shared_key.value_or(1);
       if (L.n_expert_shared == 0)
         fail(ErrorCode::Corrupt, "{}: '{}' is 0 but tensor '{}' exists", path, m.key("expert_shared_count"), su->name);
-      if (A == Arch::Deepseek2 && uint64_t(L.n_expert_shared) * L.n_ff_expert != L.n_ff_shared)
+      if ((A == Arch::Deepseek2 || A == Arch::Glm4Moe) && uint64_t(L.n_expert_shared) * L.n_ff_expert != L.n_ff_shared)
         fail(ErrorCode::Corrupt, "{}: tensor '{}' has {} rows but '{}' x expert size = {}", path, su->name,
              L.n_ff_shared, m.key("expert_shared_count"), uint64_t(L.n_expert_shared) * L.n_ff_expert);
       if (ff_shexp_key && *ff_shexp_key != L.n_ff_shared)
@@ -516,9 +546,11 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
       g.func = GatingFunc::Softmax;
       g.renormalize = m.opt_bool("expert_weights_norm").value_or(false);
       break;
-    case Arch::Deepseek2: {
-      uint32_t func = m.opt_u32("expert_gating_func").value_or(1);  // absent in V2 files: softmax
-      if (func == 0) func = 1;
+    case Arch::Deepseek2: case Arch::Glm4Moe: {
+      // deepseek2: absent in V2 files = softmax; glm4moe (GLM-4.5/4.6): absent or 0 = sigmoid.
+      const uint32_t dflt = A == Arch::Glm4Moe ? 2 : 1;
+      uint32_t func = m.opt_u32("expert_gating_func").value_or(dflt);
+      if (func == 0) func = dflt;
       if (func == 1) g.func = GatingFunc::Softmax;
       else if (func == 2) g.func = GatingFunc::Sigmoid;
       else
@@ -540,6 +572,9 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
         if (const auto* b = T.find(blk(first_moe, "exp_probs_b.bias"))) {
           g.has_bias = true;
           T.check(*b, {s.n_expert}, "expert_count");
+        } else if (A == Arch::Glm4Moe) {
+          fail(ErrorCode::Corrupt, "{}: missing tensor '{}' (glm4moe's expert selection bias)", path,
+               blk(first_moe, "exp_probs_b.bias"));
         }
       }
       break;

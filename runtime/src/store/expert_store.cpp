@@ -399,12 +399,15 @@ CachedExpertSource::CachedExpertSource(const Model& m, const StoreOptions& o) : 
   // they would be charged to the process's memory and never used (experts are read with O_DIRECT).
   const auto bytes = m.file().bytes();
   const uintptr_t map0 = reinterpret_cast<uintptr_t>(bytes.data());
+  // Tensors of layers never run (glm4moe's NextN layers) are treated like the experts' ranges: not read.
   const auto& names = t.expert_tensor_names();
+  const auto& skipped = t.skipped_tensor_names();
   const bool page_aligned_map = map0 % kPage == 0 && !bytes.empty();
   if (page_aligned_map) ::madvise(const_cast<uint8_t*>(bytes.data()), bytes.size(), MADV_RANDOM);
   for (const gguf::TensorInfo& ti : m.file().tensors()) {
     if (ti.nbytes == 0) continue;
-    if (std::find(names.begin(), names.end(), ti.name) != names.end()) {
+    if (std::find(names.begin(), names.end(), ti.name) != names.end() ||
+        std::find(skipped.begin(), skipped.end(), ti.name) != skipped.end()) {
       // Whole pages inside the tensor only: a boundary page may hold dense bytes.
       const uint64_t b = (ti.offset + kPage - 1) & ~(kPage - 1), e = (ti.offset + ti.nbytes) & ~(kPage - 1);
       if (e > b) ::posix_fadvise(I.reader->fd(), off_t(b), off_t(e - b), POSIX_FADV_DONTNEED);
