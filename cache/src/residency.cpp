@@ -202,7 +202,7 @@ EntryState ResidencyManager::access_locked(ExpertKey k, uint32_t* slot_out) {
 }
 
 Handle ResidencyManager::Lookup(ExpertKey k) {
-  std::lock_guard<std::mutex> lock(mu_);
+  Guard lock(*this);
   uint32_t s = kNoSlot;
   const EntryState e = access_locked(k, &s);
   if (e == EntryState::Absent) return Handle();
@@ -212,26 +212,26 @@ Handle ResidencyManager::Lookup(ExpertKey k) {
 }
 
 EntryState ResidencyManager::Touch(ExpertKey k) {
-  std::lock_guard<std::mutex> lock(mu_);
+  Guard lock(*this);
   uint32_t s = kNoSlot;
   return access_locked(k, &s);
 }
 
 void ResidencyManager::Touch(const ExpertKey* keys, uint32_t n, EntryState* states) {
-  std::lock_guard<std::mutex> lock(mu_);
+  Guard lock(*this);
   uint32_t s = kNoSlot;
   for (uint32_t i = 0; i < n; ++i) states[i] = access_locked(keys[i], &s);
 }
 
 EntryState ResidencyManager::Peek(ExpertKey k) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  Guard lock(*this);
   const uint32_t ki = key_index(k);
   if (ki == kNoSlot || slot_of_key_[ki] == kNoSlot) return EntryState::Absent;
   return state_[slot_of_key_[ki]] == SlotState::Resident ? EntryState::Resident : EntryState::InFlight;
 }
 
 void ResidencyManager::release_slot(uint32_t s) noexcept {
-  std::lock_guard<std::mutex> lock(mu_);
+  Guard lock(*this);
   CACHE_ASSERT(s < n_slots_total_ && pins_[s] > 0);
   if (--pins_[s] != 0) return;
   if (state_[s] == SlotState::Zombie) free_slot_locked(s);
@@ -337,7 +337,7 @@ Reservation ResidencyManager::reserve_locked(ExpertKey k, FetchKind kind, bool p
 }
 
 Reservation ResidencyManager::BeginFetch(ExpertKey k, FetchKind kind, bool pin, uint64_t bytes) {
-  std::lock_guard<std::mutex> lock(mu_);
+  Guard lock(*this);
   return reserve_locked(k, kind, pin, bytes);
 }
 
@@ -353,13 +353,13 @@ bool ResidencyManager::complete_locked(uint32_t ki) {
 }
 
 bool ResidencyManager::CompleteFetch(ExpertKey k) {
-  std::lock_guard<std::mutex> lock(mu_);
+  Guard lock(*this);
   const uint32_t ki = key_index(k);
   return ki != kNoSlot && complete_locked(ki);
 }
 
 bool ResidencyManager::AbortFetch(ExpertKey k) {
-  std::lock_guard<std::mutex> lock(mu_);
+  Guard lock(*this);
   const uint32_t ki = key_index(k);
   if (ki == kNoSlot) return false;
   const uint32_t s = slot_of_key_[ki];
@@ -375,7 +375,7 @@ bool ResidencyManager::AbortFetch(ExpertKey k) {
 }
 
 Reservation ResidencyManager::Insert(ExpertKey k, FetchKind kind, bool pin, uint64_t bytes) {
-  std::lock_guard<std::mutex> lock(mu_);
+  Guard lock(*this);
   Reservation r = reserve_locked(k, kind, pin, bytes);
   if (r.status == ReserveStatus::Reserved) {
     complete_locked(key_index(k));
@@ -385,7 +385,7 @@ Reservation ResidencyManager::Insert(ExpertKey k, FetchKind kind, bool pin, uint
 }
 
 bool ResidencyManager::Erase(ExpertKey k) {
-  std::lock_guard<std::mutex> lock(mu_);
+  Guard lock(*this);
   const uint32_t ki = key_index(k);
   if (ki == kNoSlot) return false;
   const uint32_t s = slot_of_key_[ki];
@@ -407,7 +407,7 @@ EntryState ResidencyManager::state(const Handle& h) const {
 }
 
 EntryState ResidencyManager::slot_state(uint32_t slot, ExpertKey* key) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  Guard lock(*this);
   if (slot >= n_slots_total_) return EntryState::Absent;
   const uint32_t ki = key_of_slot_[slot];
   if (key && ki != kNoSlot) *key = ExpertKey{ki / cfg_.n_expert, ki % cfg_.n_expert};
@@ -421,7 +421,7 @@ EntryState ResidencyManager::slot_state(uint32_t slot, ExpertKey* key) const {
 }
 
 TierStats ResidencyManager::stats() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  Guard lock(*this);
   TierStats t;
   t.tier = cfg_.name;
   t.slot_bytes = cfg_.slot_bytes;
@@ -436,12 +436,12 @@ TierStats ResidencyManager::stats() const {
 }
 
 void ResidencyManager::reset_stats() {
-  std::lock_guard<std::mutex> lock(mu_);
+  Guard lock(*this);
   for (LayerStats& s : stats_) s = LayerStats{};
 }
 
 std::string ResidencyManager::check_invariants() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  Guard lock(*this);
   auto bad = [](uint32_t s, const char* what) {
     return "slot " + std::to_string(s) + ": " + what;
   };

@@ -476,3 +476,43 @@ TEST_CASE("Invalid configurations are a status") {
   CHECK(ResidencyManager::create(cfg, "lru", {}, &st));
   CHECK(st.ok());
 }
+
+TEST_CASE("a single-threaded manager (thread_safe = false) makes the same decisions") {
+  // The simulator's configuration skips the mutex; everything else must be the same code path.
+  for (const char* policy : {"lru", "lfu", "arc"}) {
+    CAPTURE(policy);
+    std::unique_ptr<ResidencyManager> m[2];
+    for (int i = 0; i < 2; ++i) {
+      TierConfig cfg;
+      cfg.name = "test";
+      cfg.budget_bytes = 8 * kSlot;
+      cfg.slot_bytes = kSlot;
+      cfg.n_layer = 2;
+      cfg.n_expert = 32;
+      cfg.thread_safe = i == 0;
+      CacheStatus st;
+      m[i] = ResidencyManager::create(cfg, policy, PolicyParams{}, &st);
+      REQUIRE_MESSAGE(m[i], st.message);
+    }
+    uint64_t x = 12345;
+    for (int step = 0; step < 2000; ++step) {
+      x = x * 6364136223846793005ull + 1442695040888963407ull;
+      const ExpertKey k{static_cast<uint32_t>((x >> 33) % 2), static_cast<uint32_t>((x >> 40) % 32)};
+      const bool prefetch = (x >> 20) % 4 == 0;
+      EntryState s[2];
+      for (int i = 0; i < 2; ++i) {
+        s[i] = prefetch ? m[i]->Peek(k) : m[i]->Touch(k);
+        if (s[i] == EntryState::Absent) {
+          Reservation r = m[i]->BeginFetch(k, prefetch ? FetchKind::Prefetch : FetchKind::Demand);
+          if (r.status == ReserveStatus::Reserved) m[i]->CompleteFetch(k);
+        }
+      }
+      REQUIRE(s[0] == s[1]);
+    }
+    const TierStats a = m[0]->stats(), b = m[1]->stats();
+    CHECK(a.total().hits == b.total().hits);
+    CHECK(a.total().misses == b.total().misses);
+    CHECK(a.total().evictions == b.total().evictions);
+    CHECK(m[1]->check_invariants().empty());
+  }
+}

@@ -220,6 +220,7 @@ SimResult Replay::run() {
   tc.n_expert = E_;
   tc.moe_layers = moe_layer;
   tc.scope = c_.scope;
+  tc.thread_safe = false;  // the replay is one thread
   cache::PolicyParams pp = c_.policy_params;
   std::unique_ptr<cache::AccessFuture> future;
   const bool belady = c_.policy == "belady";
