@@ -342,14 +342,15 @@ void Session::attention_mla(uint32_t il, uint32_t n) {
     for (size_t h = 0; h < H; ++h)
       std::memcpy(mla_hin_.data() + h * hin_stride + t * nope, q + h * dk, nope * sizeof(float));
   }
-  // Absorb: q_lat,h = wk_b[h] q_nope,h for every head (one fork; each product has matmul's bits).
-  pool->parallel_for(H, [&](size_t b, size_t e, int) {
-    for (size_t h = b; h < e; ++h) {
-      const WeightView& w = L.wk_b[h];
-      kernels::matmul(w.type, w.data, w.rows, w.cols, mla_hin_.data() + h * hin_stride, n,
-                      mla_hout_.data() + h * hout_stride, nullptr);
-    }
-  });
+  // One matmul per head, mla_hin_ (head h's rows) -> mla_hout_, in one fork; each product has matmul's bits.
+  auto per_head = [&](const std::vector<WeightView>& ws) {
+    pool->parallel_for(H, [&](size_t b, size_t e, int) {
+      for (size_t h = b; h < e; ++h)
+        kernels::matmul(ws[h].type, ws[h].data, ws[h].rows, ws[h].cols, mla_hin_.data() + h * hin_stride, n,
+                        mla_hout_.data() + h * hout_stride, nullptr);
+    });
+  };
+  per_head(L.wk_b);  // absorb: q_lat,h = wk_b[h] q_nope,h
   for (uint32_t t = 0; t < n; ++t)
     for (size_t h = 0; h < H; ++h) {
       float* qh = q_.data() + (t * H + h) * row;
@@ -374,13 +375,7 @@ void Session::attention_mla(uint32_t il, uint32_t n) {
   for (uint32_t t = 0; t < n; ++t)
     for (size_t h = 0; h < H; ++h)
       std::memcpy(mla_hin_.data() + h * hin_stride + t * r, att_.data() + (t * H + h) * r, r * sizeof(float));
-  pool->parallel_for(H, [&](size_t b, size_t e, int) {
-    for (size_t h = b; h < e; ++h) {
-      const WeightView& w = L.wv_b[h];
-      kernels::matmul(w.type, w.data, w.rows, w.cols, mla_hin_.data() + h * hin_stride, n,
-                      mla_hout_.data() + h * hout_stride, nullptr);
-    }
-  });
+  per_head(L.wv_b);
   for (uint32_t t = 0; t < n; ++t)
     for (size_t h = 0; h < H; ++h)
       std::memcpy(mla_o_.data() + t * H * dv + h * dv, mla_hout_.data() + h * hout_stride + t * dv,

@@ -287,6 +287,23 @@ void add_router(Plan& p, std::string name, uint64_t E, uint64_t X, uint32_t il) 
   p.tensors.push_back(std::move(t));
 }
 
+// A dense SwiGLU FFN of hidden size F: blk.L.ffn_{gate,up,down}.weight (layer prefix `pre`).
+void add_dense_ffn(Plan& p, const std::string& pre, uint64_t E, uint64_t F, float out_scale) {
+  add_weight(p, pre + "ffn_gate.weight", {E, F});
+  add_weight(p, pre + "ffn_up.weight", {E, F});
+  add_weight(p, pre + "ffn_down.weight", {F, E}, out_scale);
+}
+// X stacked routed experts of hidden size F, then (FS > 0) the shared expert block of hidden size FS.
+void add_expert_ffn(Plan& p, const std::string& pre, uint64_t E, uint64_t F, uint64_t X, uint64_t FS, float out_scale) {
+  add_weight(p, pre + "ffn_gate_exps.weight", {E, F, X});
+  add_weight(p, pre + "ffn_up_exps.weight", {E, F, X});
+  add_weight(p, pre + "ffn_down_exps.weight", {F, E, X}, out_scale);
+  if (FS == 0) return;
+  add_weight(p, pre + "ffn_gate_shexp.weight", {E, FS});
+  add_weight(p, pre + "ffn_up_shexp.weight", {E, FS});
+  add_weight(p, pre + "ffn_down_shexp.weight", {FS, E}, out_scale);
+}
+
 // deepseek2 layers, as llama.cpp's deepseek2 loader names and shapes them (ne[0] first).
 void build_deepseek2_layers(Plan& p) {
   const GenOptions& o = p.o;
@@ -316,9 +333,7 @@ void build_deepseek2_layers(Plan& p) {
     add_weight(p, n("attn_output.weight"), {H * d.v, E}, out_scale);
     add_vec(p, n("ffn_norm.weight"), E, Init::Norm);
     if (il < d.n_dense_lead) {
-      add_weight(p, n("ffn_gate.weight"), {E, d.n_ff_dense});
-      add_weight(p, n("ffn_up.weight"), {E, d.n_ff_dense});
-      add_weight(p, n("ffn_down.weight"), {d.n_ff_dense, E}, out_scale);
+      add_dense_ffn(p, n(""), E, d.n_ff_dense, out_scale);
       continue;
     }
     add_router(p, n("ffn_gate_inp.weight"), E, X, il);
@@ -326,13 +341,7 @@ void build_deepseek2_layers(Plan& p) {
       add_vec(p, n("exp_probs_b.bias"), X, Init::Bias);
       p.tensors.back().std = 0.1f;  // comparable to the spread of sigmoid scores: it changes choices
     }
-    add_weight(p, n("ffn_gate_exps.weight"), {E, F, X});
-    add_weight(p, n("ffn_up_exps.weight"), {E, F, X});
-    add_weight(p, n("ffn_down_exps.weight"), {F, E, X}, out_scale);
-    const uint64_t FS = uint64_t(d.n_shared) * F;
-    add_weight(p, n("ffn_gate_shexp.weight"), {E, FS});
-    add_weight(p, n("ffn_up_shexp.weight"), {E, FS});
-    add_weight(p, n("ffn_down_shexp.weight"), {FS, E}, out_scale);
+    add_expert_ffn(p, n(""), E, F, X, uint64_t(d.n_shared) * F, out_scale);
   }
 }
 
@@ -360,22 +369,12 @@ void build_glm4moe_layers(Plan& p) {
     add_weight(p, n("attn_output.weight"), {q_dim, E}, out_scale);
     add_vec(p, n("post_attention_norm.weight"), E, Init::Norm);
     if (il < d.n_dense_lead) {
-      add_weight(p, n("ffn_gate.weight"), {E, d.n_ff_dense});
-      add_weight(p, n("ffn_up.weight"), {E, d.n_ff_dense});
-      add_weight(p, n("ffn_down.weight"), {d.n_ff_dense, E}, out_scale);
+      add_dense_ffn(p, n(""), E, d.n_ff_dense, out_scale);
       continue;
     }
     add_router(p, n("ffn_gate_inp.weight"), E, X, il);
     add_vec(p, n("exp_probs_b.bias"), X, Init::Bias, 0.1f);  // comparable to the spread of sigmoid scores
-    add_weight(p, n("ffn_gate_exps.weight"), {E, F, X});
-    add_weight(p, n("ffn_up_exps.weight"), {E, F, X});
-    add_weight(p, n("ffn_down_exps.weight"), {F, E, X}, out_scale);
-    if (d.n_shared > 0) {
-      const uint64_t FS = uint64_t(d.n_shared) * F;
-      add_weight(p, n("ffn_gate_shexp.weight"), {E, FS});
-      add_weight(p, n("ffn_up_shexp.weight"), {E, FS});
-      add_weight(p, n("ffn_down_shexp.weight"), {FS, E}, out_scale);
-    }
+    add_expert_ffn(p, n(""), E, F, X, uint64_t(d.n_shared) * F, out_scale);
     if (il >= o.n_layer) {  // NextN layer extras
       add_weight(p, n("nextn.eh_proj.weight"), {2 * E, E});
       add_vec(p, n("nextn.enorm.weight"), E, Init::Norm);
@@ -450,15 +449,11 @@ void build_tensors(Plan& p, uint32_t n_vocab) {
       add_vec(p, n("attn_output_norm.weight"), E, Init::Norm);
     }
     if (o.arch == "arctic") {  // the dense residual MLP (n_embd wide, as llama.cpp loads it) and the MoE's norm
-      add_weight(p, n("ffn_gate.weight"), {E, E});
-      add_weight(p, n("ffn_up.weight"), {E, E});
-      add_weight(p, n("ffn_down.weight"), {E, E}, out_scale);
+      add_dense_ffn(p, n(""), E, E, out_scale);
       add_vec(p, n("ffn_norm_exps.weight"), E, Init::Norm);
     }
     if (o.arch == "llama4" && !llama4_moe_layer(il)) {  // dense layer: ffn_gate/up/down of feed_forward_length
-      add_weight(p, n("ffn_gate.weight"), {E, 2 * F});
-      add_weight(p, n("ffn_up.weight"), {E, 2 * F});
-      add_weight(p, n("ffn_down.weight"), {2 * F, E}, out_scale);
+      add_dense_ffn(p, n(""), E, 2 * F, out_scale);
       continue;
     }
     {
