@@ -345,7 +345,7 @@ TEST_CASE("llama4 written by moe gen (f32, q8_0) matches the reference") {
 // LM-head bias, top-2 softmax routing, NeoX RoPE with LongRoPE factors and rope.scaling.attn_factor. The
 // factors depend on the session's context (llama.cpp's rule: long when the context rounded up to 256
 // exceeds the original 256): n_ctx 64 runs the short ones, 512 the long ones; the reference is told the
-// same context (--ctx). f32 short and long, q8_0 short.
+// same context (--ctx). f32 and q8_0, short and long.
 TEST_CASE("phimoe written by moe gen (f32, q8_0; short and long LongRoPE factors) matches the reference") {
   if (!have_python()) {
     MESSAGE("no python3 with numpy (MOE_TEST_PYTHON): reference comparison skipped");
@@ -355,7 +355,7 @@ TEST_CASE("phimoe written by moe gen (f32, q8_0; short and long LongRoPE factors
     const char* type;
     uint32_t n_ctx;
   };
-  for (Case c : {Case{"f32", 64}, Case{"f32", 512}, Case{"q8_0", 64}}) {
+  for (Case c : {Case{"f32", 64}, Case{"f32", 512}, Case{"q8_0", 64}, Case{"q8_0", 512}}) {
     const double tol = std::string(c.type) == "f32" ? 2e-3 : 3e-2;
     GenOptions g;
     g.arch = "phimoe";
