@@ -5,7 +5,8 @@
 // q/k/v and output biases, attention sinks and sliding-window layers (the KV cache keeps every
 // position; the window is a mask), router bias, per-expert biases and the clamped SwiGLU (gpt-oss),
 // fused qkv with a clamp (dbrx), the granite multipliers, chunked attention, NoPE layers with attention
-// temperature tuning, weightless q/k RMS norm and expert weights applied to the expert input (llama4).
+// temperature tuning, weightless q/k RMS norm and expert weights applied to the expert input (llama4),
+// norm and LM-head biases and LongRoPE factors (phimoe).
 // Prefill runs a batch of up to n_batch tokens through each weight once (matmul); the MoE block groups
 // the batch's tokens by expert so each chosen expert is acquired and read once per batch. Decode is
 // the same code with a batch of one. Every buffer is allocated in the constructor.
@@ -131,10 +132,13 @@ Session::Session(const Model& m, ExpertSource& src, SessionOptions o) : m_(m), s
   const ModelSpec& s = m.spec();
   if (o_.n_batch == 0) fail(ErrorCode::InvalidArgument, "session: n_batch must be at least 1");
   n_ctx_ = o_.n_ctx ? o_.n_ctx : std::min<uint32_t>(s.n_ctx_train ? s.n_ctx_train : 4096, 4096);
-  // LongRoPE: llama.cpp picks the long factors when its context exceeds the original training context
-  // (its context is padded to a multiple of 256, which changes no decision when the original context
-  // is such a multiple, as Phi-3.5's 4096 is).
-  if (s.rope_factors) rope_ff_ = m.rope_factors(float(n_ctx_) > s.yarn_orig_ctx).data();
+  // LongRoPE: llama.cpp picks the long factors when its context, rounded up to a multiple of 256,
+  // exceeds the original training context; the same rule here so both run the same factors (the
+  // rounding changes no decision when the original context is such a multiple, as Phi-3.5's 4096 is).
+  if (s.rope_factors) {
+    const uint64_t padded = (uint64_t(n_ctx_) + 255) / 256 * 256;
+    rope_ff_ = m.rope_factors(double(padded) > double(s.yarn_orig_ctx)).data();
+  }
   pool_ = std::make_unique<kernels::ThreadPool>(std::max(1, o_.n_threads));
   const size_t B = o_.n_batch, E = s.n_embd;
   const size_t HQ = size_t(s.n_head) * s.head_dim_k, HK = size_t(s.n_head_kv) * s.head_dim_k,
