@@ -17,7 +17,7 @@ Registrar reg("gen", "Write a random-weight MoE model (GGUF) for tests and bench
   auto quiet = std::make_shared<bool>(false);
   app.add_option("--arch", o->arch,
                  "llama (Mixtral layout), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2, gpt-oss, llama4, glm4moe, arctic, "
-                 "grok "
+                 "grok, phimoe "
                  "(gpt-oss: "
                  "experts mxfp4 by default; vocabulary gpt-2 with the gpt-2 pre-tokenizer, since gpt-oss's o200k "
                  "vocabulary is not in the shared data; chat template openai-gpt-oss-120b.jinja)");

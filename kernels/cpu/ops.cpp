@@ -116,6 +116,7 @@ void rope_cos_sin(const RopeParams& p, int64_t pos, float* cs) noexcept {
     // theta_extrap = pos * base^(-2i/n_rot); computed in double so long contexts keep precision.
     double inv_freq = std::pow(static_cast<double>(p.freq_base), -2.0 * i / p.n_rot);
     double theta_extrap = static_cast<double>(pos) * inv_freq;
+    if (p.freq_factors) theta_extrap /= p.freq_factors[i];
     double theta_interp = p.freq_scale * theta_extrap;
     double theta = theta_interp;
     if (p.ext_factor != 0.0f) {

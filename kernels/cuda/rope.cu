@@ -75,6 +75,8 @@ void rope(const RopeParams& p, const int32_t* pos, float* x, int64_t n_tokens, i
     fail_invalid_argument("cuda::rope: n_rot " + std::to_string(p.n_rot) + ", head_dim " + std::to_string(head_dim) +
                           ", n_heads " + std::to_string(n_heads) + ", n_tokens " + std::to_string(n_tokens) +
                           ", token_stride " + std::to_string(token_stride) + " break the preconditions");
+  if (p.freq_factors)  // LongRoPE factors live in host memory and the kernel has no such term
+    fail_invalid_argument("cuda::rope: LongRoPE frequency factors are not supported on the GPU");
   if (n_tokens == 0 || n_heads == 0 || p.n_rot == 0) return;
   RopeArgs a{};
   a.mode_neox = p.mode == RopeMode::NeoX ? 1 : 0;

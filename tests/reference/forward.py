@@ -5,8 +5,9 @@ Parses a GGUF file itself (numpy only: no code shared with the C++ engine, no gg
 dequantizes the tensors it needs (F32, F16, BF16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, MXFP4) and computes, in
 float64, the logits of every position of a token sequence for the architectures the engine runs:
 llama (Mixtral), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2 (DeepSeek-V2/V3,
-forward_deepseek2), gpt-oss (forward_gpt_oss), llama4 (forward_llama4) and glm4moe (GLM-4.5/4.6,
-forward_glm4moe). Each family's rules are written out here from the models' published definitions,
+forward_deepseek2), gpt-oss (forward_gpt_oss), llama4 (forward_llama4), glm4moe (GLM-4.5/4.6,
+forward_glm4moe) and phimoe (Phi-3.5-MoE as GGUF runtimes run it, forward_phimoe: see its docstring
+for where that differs from the release). Each family's rules are written out here from the models' published definitions,
 keyed by general.architecture, so a wrong flag in the C++ spec loader shows up as a mismatch rather
 than being copied.
 
@@ -494,9 +495,11 @@ def forward_deepseek2(g, tokens):
     return x @ head.T, (min(margins) if margins else 1.0)
 
 
-def forward(g, tokens):
+def forward(g, tokens, n_ctx=0):
     kv = g.kv
     arch = kv["general.architecture"]
+    if arch == "phimoe":
+        return forward_phimoe(g, tokens, n_ctx)
     if arch == "deepseek2":
         return forward_deepseek2(g, tokens)
     if arch == "gpt-oss":
@@ -764,6 +767,108 @@ def forward_gpt_oss(g, tokens):
     return x @ g.get("output.weight").T, (min(margins) if margins else 1.0)
 
 
+def forward_phimoe(g, tokens, n_ctx=0):
+    """Phi-3.5-MoE (phimoe) AS GGUF RUNTIMES RUN IT (llama.cpp src/models/phi3.cpp graph with the phimoe
+    loader), not exactly as Microsoft released it. The model's published definition (HF modeling_phimoe /
+    the Phi-3.5-MoE release) differs in two places, and this reference follows the GGUF semantics on
+    purpose, because the engine must give llama.cpp's tokens on these files:
+      - norms: the release uses LayerNorm (x - mean) / sqrt(var + eps) * w + b (nn.LayerNorm, eps =
+        rms_norm_eps); here RMSNorm: x / sqrt(mean(x^2) + eps) * w + b, with the same weight and bias
+        tensors, eps from phimoe.attention.layer_norm_rms_epsilon (what llama.cpp's converter writes).
+      - routing: the release routes with "sparsemixer" at inference (expert 1 = argmax of the router
+        logits, weight = softmax over the logits within a 2 * jitter_eps relative band of the max;
+        expert 2 likewise with expert 1 masked; the two weights are not renormalised); here softmax
+        over all logits, top-2, renormalised over the two (= softmax over the two chosen logits).
+    Everything else follows the release: per block
+      attention: t = norm(x) (attn_norm + bias); q, k, v = linear with bias; RoPE (NeoX halves) with
+        Phi-3 LongRoPE: theta_i = pos * base^(-2i/n_rot) / factor[i], factors rope_factors_short, or
+        rope_factors_long when the context is longer than rope.scaling.original_context_length, cos and
+        sin times rope.scaling.attn_factor; scores q.k / sqrt(head size), causal; x += linear(attention,
+        with bias) (attn_output).
+      MoE: t = norm(x) (ffn_norm + bias); top-2 of the router logits as above; SwiGLU experts
+        down(silu(gate t) * up t); x += sum of weight * expert output.
+    Final norm (output_norm + bias), LM head with a bias (output.bias).
+    The long/short choice: the release decides per forward by the sequence length; llama.cpp by its
+    context size rounded up to a multiple of 256 (n_ctx here, as the engine's session does; 0 = the
+    number of tokens)."""
+    kv = g.kv
+
+    def key(k, default=None):
+        return kv.get(f"phimoe.{k}", default)
+
+    E = int(key("embedding_length"))
+    n_layer = int(key("block_count"))
+    n_head = int(key("attention.head_count"))
+    n_kv = int(key("attention.head_count_kv", n_head))
+    hd = E // n_head
+    eps = float(key("attention.layer_norm_rms_epsilon"))
+    base = float(key("rope.freq_base", 10000.0))
+    n_rot = int(key("rope.dimension_count", hd))
+    n_used = int(key("expert_used_count"))
+    attn_factor = float(key("rope.scaling.attn_factor", 1.0))
+    factors = None
+    if g.has("rope_factors_long.weight"):
+        orig = int(key("rope.scaling.original_context_length", key("context_length")))
+        ctx = n_ctx or len(tokens)
+        ctx = (ctx + 255) // 256 * 256
+        factors = g.get("rope_factors_long.weight" if ctx > orig else "rope_factors_short.weight")[: n_rot // 2]
+        STATS["rope_factors"] = "long" if ctx > orig else "short"
+
+    def norm(v, w, b):
+        return v / np.sqrt(np.mean(v * v, axis=-1, keepdims=True) + eps) * w + b
+
+    def rot(x, pos):  # (T, H, D), NeoX halves
+        half = n_rot // 2
+        inv = base ** (-2.0 * np.arange(half) / n_rot)
+        if factors is not None:
+            inv = inv / factors
+        th = pos[:, None] * inv[None, :]
+        c = (np.cos(th) * attn_factor)[:, None, :]
+        s = (np.sin(th) * attn_factor)[:, None, :]
+        y = x.copy()
+        a, b = x[..., 0:half], x[..., half:n_rot]
+        y[..., 0:half] = a * c - b * s
+        y[..., half:n_rot] = a * s + b * c
+        return y
+
+    T = len(tokens)
+    pos = np.arange(T, dtype=np.float64)
+    x = g.get("token_embd.weight")[np.array(tokens)]
+    mask = np.triu(np.full((T, T), -np.inf), 1)
+    group = n_head // n_kv
+    margins = []
+    for il in range(n_layer):
+        p = f"blk.{il}."
+        t = norm(x, g.get(p + "attn_norm.weight"), g.get(p + "attn_norm.bias"))
+        q = (t @ g.get(p + "attn_q.weight").T + g.get(p + "attn_q.bias")).reshape(T, n_head, hd)
+        k = (t @ g.get(p + "attn_k.weight").T + g.get(p + "attn_k.bias")).reshape(T, n_kv, hd)
+        v = (t @ g.get(p + "attn_v.weight").T + g.get(p + "attn_v.bias")).reshape(T, n_kv, hd)
+        q, k = rot(q, pos), rot(k, pos)
+        out = np.empty((T, n_head, hd))
+        for hh in range(n_head):
+            sc = q[:, hh, :] @ k[:, hh // group, :].T / np.sqrt(hd) + mask
+            out[:, hh, :] = softmax(sc) @ v[:, hh // group, :]
+        x = x + out.reshape(T, E) @ g.get(p + "attn_output.weight").T + g.get(p + "attn_output.bias")
+
+        t = norm(x, g.get(p + "ffn_norm.weight"), g.get(p + "ffn_norm.bias"))
+        logits = t @ g.get(p + "ffn_gate_inp.weight").T
+        gate, up, down = (g.get(p + f"ffn_{n}_exps.weight") for n in ("gate", "up", "down"))
+        y = np.zeros_like(x)
+        for tt in range(T):
+            srt = np.sort(logits[tt])[::-1]
+            if len(srt) > n_used:
+                margins.append((srt[n_used - 1] - srt[n_used]) / max(1e-30, srt[0] - srt[-1]))
+            sel = np.argsort(-logits[tt], kind="stable")[:n_used]
+            w = softmax(logits[tt, sel])
+            for e, we in zip(sel, w):
+                a = gate[e] @ t[tt]
+                y[tt] += we * (down[e] @ (a / (1 + np.exp(-a)) * (up[e] @ t[tt])))
+        x = x + y
+
+    x = norm(x, g.get("output_norm.weight"), g.get("output_norm.bias"))
+    return x @ g.get("output.weight").T + g.get("output.bias"), (min(margins) if margins else 1.0)
+
+
 def forward_llama4(g, tokens):
     """Llama 4 (Scout/Maverick text model), from the published definition (transformers'
     modeling_llama4.py, meta-llama/llama-models' llama4), with the GGUF conversion's names. Per layer il:
@@ -884,13 +989,15 @@ def main():
     ap.add_argument("model", nargs="?")
     ap.add_argument("--tokens", help="comma-separated token ids")
     ap.add_argument("--out", help="write n_tokens x n_vocab float32 logits here")
+    ap.add_argument("--ctx", type=int, default=0, help="the context size a runtime would use (phimoe's LongRoPE "
+                    "choice; 0 = the number of tokens)")
     ap.add_argument("--check-quant", help="folder of quant-vectors/*.gguf to check the dequantizers on")
     a = ap.parse_args()
     if a.check_quant:
         sys.exit(1 if check_quant(a.check_quant) else 0)
     g = Gguf(a.model)
     tokens = [int(t) for t in a.tokens.split(",")]
-    logits, margin = forward(g, tokens)
+    logits, margin = forward(g, tokens, a.ctx)
     print(f"min_margin {margin:.6g}")
     for k, v in STATS.items():
         print(f"{k} {v}")

@@ -4,9 +4,11 @@ a ctest: llama.cpp is not part of the build).
 
 Usage: llama_cpp_greedy.py MOE LLAMA_SIMPLE MODEL.gguf N "PROMPT"
 Runs `MOE run -m MODEL -p PROMPT -n N --temp 0 --ignore-eos --json` and `LLAMA_SIMPLE -m MODEL -n N PROMPT`
-(greedy), turns moe's generated token ids into bytes with the file's byte-level BPE vocabulary
-(tokenizer.ggml.tokens, GPT-2 byte-to-unicode map) and compares them with the bytes llama-simple
-printed after the prompt: bytes, not text, because single tokens may be partial UTF-8 sequences.
+(greedy), turns moe's generated token ids into bytes with the file's vocabulary (tokenizer.ggml.tokens:
+byte-level BPE through the GPT-2 byte-to-unicode map, or SentencePiece (tokenizer.ggml.model "llama")
+with U+2581 as the space and <0xHH> byte tokens) and compares them with the bytes llama-simple printed
+after the prompt (which it may print after "<s> "): bytes, not text, because single tokens may be
+partial UTF-8 sequences.
 Prints whether they are equal and, if not, the first generated token whose bytes differ.
 Exit status: 0 equal, 1 different.
 """
@@ -37,15 +39,25 @@ def main():
     d = json.loads(subprocess.run([moe, "run", "-m", model, "-p", prompt, "-n", n, "--temp", "0", "--ignore-eos",
                                    "--json"], capture_output=True, check=True).stdout)
     out = subprocess.run([llama, "-m", model, "-n", n, prompt], capture_output=True, check=True, timeout=600).stdout
-    vocab = forward.Gguf(model).kv["tokenizer.ggml.tokens"]
+    kv = forward.Gguf(model).kv
+    vocab = kv["tokenizer.ggml.tokens"]
+    spm = kv.get("tokenizer.ggml.model") == "llama"
     dec = byte_decoder()
 
+    def piece(s):
+        if spm:
+            if len(s) == 6 and s.startswith("<0x") and s.endswith(">"):
+                return bytes([int(s[3:5], 16)])
+            return s.replace("\u2581", " ").encode()
+        return bytes(dec[ch] for ch in s)
+
     def detok(ids):
-        return b"".join(bytes(dec[ch] for ch in vocab[i]) for i in ids)
+        return b"".join(piece(vocab[i]) for i in ids)
 
     got = detok(d["generated_tokens"])
     p = prompt.encode()
-    want = (out[len(p):] if out.startswith(p) else out).rstrip(b"\n")
+    at = out.find(p)
+    want = (out[at + len(p):] if at >= 0 else out).rstrip(b"\n")
     print(f"{model}: prompt tokens {d['prompt_tokens']}")
     print(f"  moe generated {len(d['generated_tokens'])}: {d['generated_tokens']}")
     if want == got:

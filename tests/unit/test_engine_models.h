@@ -160,13 +160,15 @@ struct Reference {
 
 // Runs tests/reference/forward.py with MOE_TEST_PYTHON. Returns ok=false (with the output in error)
 // when it fails.
-inline Reference run_reference(const std::string& model, const std::vector<int32_t>& tokens, uint32_t n_vocab) {
+// extra: more forward.py arguments (e.g. " --ctx 512").
+inline Reference run_reference(const std::string& model, const std::vector<int32_t>& tokens, uint32_t n_vocab,
+                               const std::string& extra = "") {
   Reference r;
   const std::string out = model + ".ref.f32";
   std::string ids;
   for (size_t i = 0; i < tokens.size(); ++i) ids += (i ? "," : "") + std::to_string(tokens[i]);
   const std::string cmd = std::string(MOE_TEST_PYTHON) + " " + MOE_REFERENCE_DIR + "/forward.py " + model +
-                          " --tokens " + ids + " --out " + out + " 2>&1";
+                          " --tokens " + ids + " --out " + out + extra + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) {
     r.error = "popen failed";

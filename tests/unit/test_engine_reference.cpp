@@ -53,10 +53,11 @@ double rel_err(const std::vector<float>& a, const std::vector<float>& ref) {
   return mx / std::max(ref_mx, 1e-30);
 }
 
-std::vector<float> engine_logits(const Model& m, const std::vector<int32_t>& toks, int threads, uint32_t n_batch) {
+std::vector<float> engine_logits(const Model& m, const std::vector<int32_t>& toks, int threads, uint32_t n_batch,
+                                 uint32_t n_ctx = 64) {
   MmapExpertSource src(m);
   SessionOptions o;
-  o.n_ctx = 64;
+  o.n_ctx = n_ctx;
   o.n_threads = threads;
   o.n_batch = n_batch;
   Session s(m, src, o);
@@ -324,6 +325,52 @@ TEST_CASE("llama4 written by moe gen (f32, q8_0) matches the reference") {
     // Token by token (the chunk boundary and the temperature per step) gives the prefill's bits.
     CHECK(engine_logits(*m, kPrompt, 1, 1) == got);
     MESSAGE("moe gen llama4 ", std::string(type), ": max rel logit error ", err, " (tol ", tol, ")");
+  }
+}
+
+// phimoe (Phi-3.5-MoE as llama.cpp runs it) from moe gen: RMSNorm + bias on every norm, q/k/v/o biases, an
+// LM-head bias, top-2 softmax routing, NeoX RoPE with LongRoPE factors and rope.scaling.attn_factor. The
+// factors depend on the session's context (llama.cpp's rule: long when the context rounded up to 256
+// exceeds the original 256): n_ctx 64 runs the short ones, 512 the long ones; the reference is told the
+// same context (--ctx). f32 and q8_0, short and long.
+TEST_CASE("phimoe written by moe gen (f32, q8_0; short and long LongRoPE factors) matches the reference") {
+  if (!have_python()) {
+    MESSAGE("no python3 with numpy (MOE_TEST_PYTHON): reference comparison skipped");
+    std::exit(77);  // ctest: skipped
+  }
+  struct Case {
+    const char* type;
+    uint32_t n_ctx;
+  };
+  for (Case c : {Case{"f32", 64}, Case{"f32", 512}, Case{"q8_0", 64}, Case{"q8_0", 512}}) {
+    const double tol = std::string(c.type) == "f32" ? 2e-3 : 3e-2;
+    GenOptions g;
+    g.arch = "phimoe";
+    g.preset = "tiny";
+    g.type = c.type;
+    g.vocab = "none";
+    g.n_vocab = 256;
+    g.out = tmp(std::string("gen-phimoe-") + c.type + ".gguf");
+    const std::string ctx = " --ctx " + std::to_string(c.n_ctx);
+    test::Reference ref;
+    for (g.seed = 1; g.seed < 40; ++g.seed) {
+      generate_model(g);
+      ref = test::run_reference(g.out, kShort, 256, ctx);
+      REQUIRE_MESSAGE(ref.ok, ref.error);
+      if (ref.min_margin >= 0.01) break;
+    }
+    REQUIRE(ref.min_margin >= 0.01);
+    auto m = Model::load(g.out);
+    const ModelSpec& s = m->spec();
+    CHECK((s.norm_bias && s.output_bias && s.attn_bias && s.attn_out_bias && s.rope_factors && !s.layer_norm));
+    CHECK(s.rope_attn_factor > 1.0f);
+    CHECK(m->rope_factors(true) != m->rope_factors(false));
+    auto got = engine_logits(*m, kShort, 2, 64, c.n_ctx);
+    const double err = rel_err(got, ref.logits);
+    INFO("phimoe ", std::string(c.type), " n_ctx ", c.n_ctx, " seed ", g.seed, " rel err ", err);
+    CHECK(err <= tol);
+    MESSAGE("moe gen phimoe ", std::string(c.type), " n_ctx ", c.n_ctx, ": max rel logit error ", err, " (tol ", tol,
+            ")");
   }
 }
 

@@ -170,7 +170,7 @@ struct JsonParser {
 }  // namespace
 
 TEST_CASE("generated models of every generator architecture read back as asked") {
-  for (const char* arch : {"llama", "qwen2moe", "qwen3moe", "olmoe", "granitemoe", "dbrx", "arctic", "grok"}) {
+  for (const char* arch : {"llama", "qwen2moe", "qwen3moe", "olmoe", "granitemoe", "dbrx", "arctic", "grok", "phimoe"}) {
     INFO(std::string(arch));
     GenOptions o = small(arch, std::string("spec_") + arch + ".gguf");
     if (std::string(arch) == "qwen3moe") o.head_dim = 32;  // qwen3 allows n_head * head_dim != n_embd
@@ -214,10 +214,23 @@ TEST_CASE("generated models of every generator architecture read back as asked")
     CHECK(s.fused_qkv == dbrx);
     CHECK(s.clamp_kqv == (dbrx ? 2.0f : 0.0f));
     CHECK(s.qk_norm == (a == "qwen3moe" ? QkNorm::PerHead : a == "olmoe" ? QkNorm::Full : QkNorm::None));
-    CHECK(s.attn_bias == (a == "qwen2moe"));
+    const bool phi = a == "phimoe";
+    CHECK(s.attn_bias == (a == "qwen2moe" || phi));
+    CHECK(s.attn_out_bias == phi);
+    CHECK(s.norm_bias == phi);
+    CHECK(s.output_bias == phi);
+    CHECK(s.rope_factors == phi);
+    if (phi) {  // LongRoPE as the Phi-3 converter writes it: original context 256 of 2048
+      CHECK(s.yarn_orig_ctx == 256.0f);
+      CHECK(s.rope_attn_factor == doctest::Approx(std::sqrt(1.0 + std::log(8.0) / std::log(256.0))));
+      CHECK(s.rope_scaling == RopeScaling::None);
+      CHECK(s.n_swa == 0);  // attention.sliding_window is written (as the converter does) and ignored
+    } else {
+      CHECK(s.rope_attn_factor == 1.0f);
+    }
     CHECK(s.gating.func == GatingFunc::Softmax);
     const bool arctic = a == "arctic";
-    CHECK(s.gating.topk_before_norm == (a == "llama" || granite || dbrx || arctic || is_grok));
+    CHECK(s.gating.topk_before_norm == (a == "llama" || granite || dbrx || arctic || is_grok || phi));
     CHECK(s.moe_parallel_dense == arctic);
     CHECK(s.attn_post_norm == is_grok);
     CHECK(s.ffn_post_norm == is_grok);
@@ -480,8 +493,8 @@ TEST_CASE("specs of the architectures read but not generated") {
     CHECK(error_of([&] { load_model_spec(*f0); }, &code).find("sliding_window") != std::string::npos);
     CHECK(code == ErrorCode::Unsupported);
   }
-  SUBCASE("dbrx, phimoe, granitemoe") {
-    for (const char* a : {"dbrx", "phimoe", "granitemoe"}) {
+  SUBCASE("dbrx, granitemoe") {
+    for (const char* a : {"dbrx", "granitemoe"}) {
       INFO(std::string(a));
       const bool ln = std::string(a) != "granitemoe";
       Mini m(a);
@@ -497,6 +510,53 @@ TEST_CASE("specs of the architectures read but not generated") {
       CHECK(s.rope_style == (std::string(a) == "granitemoe" ? RopeStyle::Normal : RopeStyle::NeoX));
       CHECK(s.n_ff_expert == 64);
     }
+  }
+  SUBCASE("phimoe: llama.cpp's loader (RMSNorm + bias, biased LM head, LongRoPE factors)") {
+    // A Phi-3.5-MoE-shaped file: every bias llama.cpp's phimoe loader requires, the rms epsilon key.
+    auto phi = [&](bool ffn_norm_bias, bool out_bias, int factors) {
+      Mini m("phimoe");
+      m.base(1);
+      m.u32("feed_forward_length", 64);
+      m.u32("expert_count", 4);
+      m.u32("expert_used_count", 2);
+      m.u32("context_length", 4096);
+      m.u32("rope.scaling.original_context_length", 1024);
+      m.f32("rope.scaling.attn_factor", 1.25f);
+      m.stacked(0, 64, 4);
+      m.t("output.weight", {32, 40});
+      if (out_bias) m.t("output.bias", {40});
+      m.t("output_norm.bias", {32});
+      m.t("blk.0.attn_norm.bias", {32});
+      if (ffn_norm_bias) m.t("blk.0.ffn_norm.bias", {32});
+      m.t("blk.0.ffn_norm.weight", {32});
+      for (const char* b : {"attn_q.bias", "attn_k.bias", "attn_v.bias", "attn_output.bias"})
+        m.t(std::string("blk.0.") + b, {32});
+      if (factors >= 1) m.t("rope_factors_long.weight", {8});
+      if (factors >= 2) m.t("rope_factors_short.weight", {factors == 3 ? 16u : 8u});
+      return GgufFile::open(m.write("phimoe.gguf"));
+    };
+    auto f = phi(true, true, 2);
+    ModelSpec s = load_model_spec(*f);
+    CHECK(!s.layer_norm);  // RMSNorm + bias, as llama.cpp runs phimoe (the HF release: LayerNorm)
+    CHECK(s.rms_eps == doctest::Approx(1e-5f));
+    CHECK((s.norm_bias && s.output_bias && s.attn_bias && s.attn_out_bias));
+    CHECK(s.rope_style == RopeStyle::NeoX);
+    CHECK(s.rope_factors);
+    CHECK(s.yarn_orig_ctx == 1024.0f);
+    CHECK(s.rope_attn_factor == 1.25f);
+    CHECK(s.gating.topk_before_norm);  // softmax over the top-2 logits (the HF release: sparsemixer)
+    CHECK(s.n_ff_expert == 64);
+    ErrorCode code{};
+    auto g = phi(false, true, 2);
+    CHECK(error_of([&] { load_model_spec(*g); }, &code).find("ffn_norm.bias") != std::string::npos);
+    CHECK(code == ErrorCode::Corrupt);
+    g = phi(true, false, 2);
+    CHECK(error_of([&] { load_model_spec(*g); }, &code).find("output.bias") != std::string::npos);
+    g = phi(true, true, 1);  // a long factor tensor without the short one
+    CHECK(error_of([&] { load_model_spec(*g); }, &code).find("rope_factors_short") != std::string::npos);
+    g = phi(true, true, 3);  // short factors of the wrong size
+    CHECK(error_of([&] { load_model_spec(*g); }, &code).find("rope_factors_short") != std::string::npos);
+    CHECK(code == ErrorCode::Corrupt);
   }
 }
 
@@ -563,8 +623,8 @@ TEST_CASE("bad files give errors naming the file and the cause") {
     o.n_expert_used = 7;
     CHECK(error_of([&] { generate_model(o); }, &code).find("top-k") != std::string::npos);
     CHECK(code == ErrorCode::InvalidArgument);
-    o = small("phimoe", "never.gguf");  // not one moe gen writes
-    CHECK(error_of([&] { generate_model(o); }).find("phimoe") != std::string::npos);
+    o = small("phi3", "never.gguf");  // not one moe gen writes
+    CHECK(error_of([&] { generate_model(o); }).find("phi3") != std::string::npos);
     o = small("deepseek2", "never.gguf");  // grouped kv heads do not exist in latent attention
     CHECK(error_of([&] { generate_model(o); }).find("deepseek2") != std::string::npos);
     o.n_head_kv = 0;

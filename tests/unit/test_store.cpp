@@ -570,6 +570,29 @@ TEST_CASE("offloading never changes the output of a llama4 model (interleaved de
   CHECK(src.stats().evictions > 0u);
 }
 
+TEST_CASE("offloading never changes the output of a phimoe model (biased norms and LM head, LongRoPE)") {
+  GenOptions g;
+  g.arch = "phimoe";
+  g.preset = "tiny";
+  g.vocab = "none";
+  g.n_vocab = 256;
+  g.type = "q8_0";
+  g.seed = 3;
+  g.out = std::string(MOE_TEST_TMP) + "/store_phimoe.gguf";
+  generate_model(g);
+  auto m = Model::load(g.out);
+  REQUIRE(m->spec().norm_bias);
+  for (const auto& name : m->experts().expert_tensor_names()) CHECK(name.find("_exps.weight") != std::string::npos);
+  MmapExpertSource mm(*m);
+  const Run ref = greedy(*m, mm, 16);
+  const StoreMemoryPlan p0 = plan_store_memory(*m, base_opts(0));
+  StoreOptions o = base_opts(budget_for_slots(*m, p0.min_slots));
+  CachedExpertSource src(*m, o);
+  REQUIRE(src.plan().slots == p0.min_slots);
+  CHECK(identical(greedy(*m, src, 16), ref));
+  CHECK(src.stats().evictions > 0u);
+}
+
 TEST_CASE("glm4moe through the store: the NextN layer is neither dense nor cached; output unchanged") {
   GenOptions g;
   g.arch = "glm4moe";

@@ -93,6 +93,7 @@ class MmapExpertSource final : public ExpertSource {
 
 struct LayerWeights {
   std::vector<float> attn_norm;                  // (n_embd)
+  std::vector<float> attn_norm_b, ffn_norm_b;    // (n_embd) norm biases (phimoe); empty when absent
   WeightView wq, wk, wv, wo;                     // q: (n_head*hd_k, n_embd) ... o: (n_embd, n_head*hd_v)
   WeightView wqkv;                               // fused (HQ + HK + HV, n_embd) in that row order (dbrx);
                                                  // then wq/wk/wv are empty
@@ -138,13 +139,23 @@ class Model {
   const WeightView& tok_embd() const noexcept { return tok_embd_; }  // (n_vocab, n_embd)
   const WeightView& output() const noexcept { return output_; }      // tied: same as tok_embd
   const std::vector<float>& output_norm() const noexcept { return output_norm_; }
-  // The norm weights in front of layer il's router: ffn_norm_exps (arctic) or ffn_norm.
+  const std::vector<float>& output_norm_b() const noexcept { return output_norm_b_; }  // empty: none
+  const std::vector<float>& output_b() const noexcept { return output_b_; }  // (n_vocab) LM head bias; empty: none
+  // The norm weights (and bias, empty when none) in front of layer il's router: ffn_norm_exps (arctic)
+  // or ffn_norm.
   const std::vector<float>& router_norm(uint32_t il) const noexcept {
     return layers_[il].ffn_norm_exps.empty() ? layers_[il].ffn_norm : layers_[il].ffn_norm_exps;
   }
-  // The model's normalization of one row of n_embd: RMSNorm, or LayerNorm (no bias) when
-  // spec().layer_norm, with weight w and epsilon spec().rms_eps. x and y may alias.
-  void norm(const float* x, const std::vector<float>& w, float* y) const noexcept;
+  const std::vector<float>& router_norm_b(uint32_t il) const noexcept {
+    return layers_[il].ffn_norm_exps.empty() ? layers_[il].ffn_norm_b : no_bias_;
+  }
+  // LongRoPE factors (spec().rope_factors; n_rot / 2 divisors each, empty otherwise): the long ones
+  // apply to sessions whose context exceeds spec().yarn_orig_ctx.
+  const std::vector<float>& rope_factors(bool long_ctx) const noexcept { return long_ctx ? rope_long_ : rope_short_; }
+  // The model's normalization of one row of n_embd: RMSNorm, or LayerNorm when spec().layer_norm,
+  // with weight w, epsilon spec().rms_eps, then + b when b is not empty. x and y may alias.
+  void norm(const float* x, const std::vector<float>& w, float* y) const noexcept { norm(x, w, no_bias_, y); }
+  void norm(const float* x, const std::vector<float>& w, const std::vector<float>& b, float* y) const noexcept;
   // Bytes of non-expert weights one decoded token reads (attention, norms, routers, shared experts,
   // LM head, one embedding row).
   uint64_t dense_bytes_per_token() const noexcept { return dense_bytes_; }
@@ -157,7 +168,9 @@ class Model {
   ExpertTable experts_;
   std::vector<LayerWeights> layers_;
   WeightView tok_embd_, output_;
-  std::vector<float> output_norm_;
+  std::vector<float> output_norm_, output_norm_b_, output_b_;
+  std::vector<float> rope_long_, rope_short_;
+  std::vector<float> no_bias_;  // always empty
   uint64_t dense_bytes_ = 0;
 };
 
@@ -246,6 +259,7 @@ class Session {
   SessionOptions o_;
   std::unique_ptr<kernels::ThreadPool> pool_;
   uint32_t n_ctx_ = 0, pos_ = 0;
+  const float* rope_ff_ = nullptr;  // LongRoPE factors in use (the model's long or short ones), or none
   SessionStats stats_;
   // KV cache, per layer (n_ctx, n_head_kv, hd) f16.
   std::vector<std::vector<uint16_t>> k_cache_, v_cache_;

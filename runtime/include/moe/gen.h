@@ -11,9 +11,10 @@ namespace moe {
 
 struct GenOptions {
   // llama (Mixtral layout), qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2, gpt-oss, llama4, glm4moe,
-  // arctic, grok; empty = from the preset (else qwen3moe). llama4: MoE every 2nd layer (top-1, sigmoid,
+  // arctic, grok, phimoe; empty = from the preset (else qwen3moe). llama4: MoE every 2nd layer (top-1, sigmoid,
   // shared expert), chunked attention on 3 of 4 layers, NoPE every 4th layer, vocabulary gpt-2 by default
-  // (llama.cpp's converter writes gpt2).
+  // (llama.cpp's converter writes gpt2). phimoe: biased norms and LM head, q/k/v/o biases, LongRoPE
+  // factors (original context 256), vocabulary phi-3 by default.
   std::string arch;
   std::string out;     // output path (required)
   // "", "tiny", "tiny-v3", "olmoe-1b-7b", "qwen3-30b-a3b", "mixtral-8x7b", "deepseek-v2-lite", "gpt-oss-20b",

@@ -84,7 +84,18 @@ struct ModelSpec {
   std::optional<uint32_t> bos_id, eos_id;
 
   // Additions (model helper); defaults mean "not used by this architecture".
-  bool layer_norm = false;        // LayerNorm (phimoe, dbrx) instead of RMSNorm; epsilon in rms_eps
+  bool layer_norm = false;        // LayerNorm (dbrx) instead of RMSNorm; epsilon in rms_eps
+  // phimoe (as llama.cpp runs it): attn_norm, ffn_norm and output_norm carry a bias added after the
+  // weight (RMSNorm(x) * w + b), and the LM head a bias (output.bias).
+  bool norm_bias = false;
+  bool output_bias = false;
+  // Phi-3 LongRoPE (phimoe): rope_factors_long / rope_factors_short hold one divisor per rotated pair
+  // (theta_i = pos * base^(-2i/n_rot) / factor[i]); the long ones are used when the session's context
+  // exceeds yarn_orig_ctx (rope.scaling.original_context_length), as llama.cpp decides by its n_ctx.
+  bool rope_factors = false;
+  // cos/sin multiplier of RoPE without YaRN (rope.scaling.attn_factor; llama.cpp applies it to every
+  // rotation; the Phi-3 converter writes sqrt(1 + ln(ctx/orig_ctx) / ln(orig_ctx)) with LongRoPE).
+  float rope_attn_factor = 1.0f;
   bool attn_out_bias = false;     // attn_output carries a bias (gpt-oss, phimoe)
   bool fused_qkv = false;         // one attn_qkv projection (dbrx) instead of attn_q/k/v
   bool qk_l2_norm = false;        // llama4: each head of q and k RMS-normalised (no weight, rms_eps) after

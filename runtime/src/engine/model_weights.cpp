@@ -3,6 +3,7 @@
 // as a view into the mapping, checking each tensor's shape and type against the spec. Expert bytes
 // are not bound here: they are reached through ExpertSource only.
 // Immutable after load; thread-safe to share.
+#include <cmath>
 #include <cstring>
 
 #include "moe/engine.h"
@@ -18,7 +19,7 @@ namespace {
 bool arch_supported(Arch a) {
   return a == Arch::Llama || a == Arch::Qwen2Moe || a == Arch::Qwen3Moe || a == Arch::Olmoe || a == Arch::GraniteMoe ||
          a == Arch::Dbrx || a == Arch::Deepseek2 || a == Arch::GptOss || a == Arch::Arctic || a == Arch::Grok ||
-         a == Arch::Llama4 || a == Arch::Glm4Moe;
+         a == Arch::Llama4 || a == Arch::Glm4Moe || a == Arch::PhiMoe;
 }
 
 }  // namespace
@@ -40,13 +41,15 @@ void Model::bind() {
   const std::string& path = f.path();
   if (!arch_supported(s.arch))
     fail(ErrorCode::Unsupported, "{}: architecture '{}' is not supported by the CPU engine (supported: llama/"
-         "Mixtral, qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2, gpt-oss, llama4, glm4moe, arctic, grok)",
+         "Mixtral, qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, deepseek2, gpt-oss, llama4, glm4moe, arctic, grok, "
+         "phimoe)",
          path, s.arch_name);
   if ((s.gating.has_bias || s.gating.n_group > 1) && s.gating.topk_before_norm)
     fail(ErrorCode::Unsupported, "{}: biased or group-limited selection on raw router logits is not supported", path);
   if (s.q_lora_rank && !s.kv_lora_rank)
     fail(ErrorCode::Unsupported, "{}: a compressed q (q_lora_rank) without latent attention is not supported", path);
-  // Implemented beyond the plain layout: LayerNorm without a bias (dbrx; phimoe's biased norms are not),
+  // Implemented beyond the plain layout: LayerNorm without a bias (dbrx), RMSNorm with a bias, an LM-head
+  // bias and LongRoPE factors (phimoe),
   // fused qkv + clamp (dbrx), the granite multipliers, latent attention (deepseek2), attention biases
   // (q/k/v and output), attention sinks, sliding-window layers, router bias, per-expert biases and the
   // clamped SwiGLU (gpt-oss), chunked attention, NoPE layers with temperature tuning, q/k RMS norm without
@@ -189,7 +192,21 @@ void Model::bind() {
   if (!traits(tok_embd_.type).dequantizable)
     fail(ErrorCode::Unsupported, "{}: token_embd.weight type {} cannot be decoded", path, type_name(tok_embd_.type));
   output_norm_ = vec("output_norm.weight", E, true);
+  output_norm_b_ = vec("output_norm.bias", E, s.norm_bias);
   output_ = mat("output.weight", s.n_vocab, E, false);
+  output_b_ = vec("output.bias", s.n_vocab, s.output_bias);
+  if (s.rope_factors) {
+    // One divisor per rotated pair; the file holds head size / 2 of them (llama.cpp's shape).
+    rope_long_ = vec("rope_factors_long.weight", s.head_dim_k / 2, true);
+    rope_short_ = vec("rope_factors_short.weight", s.head_dim_k / 2, true);
+    for (const auto* v : {&rope_long_, &rope_short_})
+      for (float x : *v)
+        if (!(x > 0.0f) || !std::isfinite(x))
+          fail(ErrorCode::Corrupt, "{}: RoPE factor {} in '{}' is not positive", path, x,
+               v == &rope_long_ ? "rope_factors_long.weight" : "rope_factors_short.weight");
+    rope_long_.resize(s.n_rot / 2);
+    rope_short_.resize(s.n_rot / 2);
+  }
   if (!output_) output_ = tok_embd_;  // tied embeddings
   dense_bytes_ = output_.nbytes + *row_bytes(tok_embd_.type, E);
 
@@ -199,6 +216,7 @@ void Model::bind() {
     const LayerSpec& ls = s.layers[il];
     const std::string p = "blk." + std::to_string(il) + ".";
     L.attn_norm = vec(p + "attn_norm.weight", E, true);
+    L.attn_norm_b = vec(p + "attn_norm.bias", E, s.norm_bias);
     uint64_t bytes = 0;
     if (s.kv_lora_rank > 0) {
       bytes += bind_mla(il, L);
@@ -230,6 +248,7 @@ void Model::bind() {
                           : s.ffn_norm_post_attention ? "post_attention_norm.weight"
                                                       : "ffn_norm.weight"),
                      E, true);
+    L.ffn_norm_b = vec(p + "ffn_norm.bias", E, s.norm_bias);
     if (s.attn_post_norm) L.attn_post_norm = vec(p + "attn_output_norm.weight", E, true);
     if (s.ffn_post_norm)
       L.ffn_post_norm = vec(p + (find(p + "layer_output_norm.weight") ? "layer_output_norm.weight" : "post_ffw_norm.weight"),
@@ -298,11 +317,15 @@ void Model::bind() {
   }
 }
 
-void Model::norm(const float* x, const std::vector<float>& w, float* y) const noexcept {
-  if (spec_.layer_norm)
-    kernels::ops::layernorm(x, w.data(), nullptr, y, spec_.n_embd, spec_.rms_eps);
-  else
+void Model::norm(const float* x, const std::vector<float>& w, const std::vector<float>& b, float* y) const noexcept {
+  const float* bp = b.empty() ? nullptr : b.data();
+  if (spec_.layer_norm) {
+    kernels::ops::layernorm(x, w.data(), bp, y, spec_.n_embd, spec_.rms_eps);
+  } else {
     kernels::ops::rmsnorm(x, w.data(), y, spec_.n_embd, spec_.rms_eps);
+    if (bp)
+      for (uint32_t i = 0; i < spec_.n_embd; ++i) y[i] += bp[i];
+  }
 }
 
 ExpertWeights MmapExpertSource::acquire(uint32_t layer, uint32_t expert) {

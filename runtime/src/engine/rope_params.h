@@ -29,6 +29,8 @@ inline kernels::ops::RopeParams rope_params_for(const ModelSpec& s) {
       // attn_factor * (1 + 0.1 ln(1/freq_scale)), which this cancels.
       p.attn_factor = s.yarn_attn_factor / (1.0f + 0.1f * std::log(1.0f / s.rope_freq_scale));
     }
+  } else {
+    p.attn_factor = s.rope_attn_factor;  // rope.scaling.attn_factor (Phi-3 LongRoPE's), 1 when absent
   }
   return p;
 }

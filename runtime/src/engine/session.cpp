@@ -5,7 +5,8 @@
 // q/k/v and output biases, attention sinks and sliding-window layers (the KV cache keeps every
 // position; the window is a mask), router bias, per-expert biases and the clamped SwiGLU (gpt-oss),
 // fused qkv with a clamp (dbrx), the granite multipliers, chunked attention, NoPE layers with attention
-// temperature tuning, weightless q/k RMS norm and expert weights applied to the expert input (llama4).
+// temperature tuning, weightless q/k RMS norm and expert weights applied to the expert input (llama4),
+// norm and LM-head biases and LongRoPE factors (phimoe).
 // Prefill runs a batch of up to n_batch tokens through each weight once (matmul); the MoE block groups
 // the batch's tokens by expert so each chosen expert is acquired and read once per batch. Decode is
 // the same code with a batch of one. Every buffer is allocated in the constructor.
@@ -131,6 +132,13 @@ Session::Session(const Model& m, ExpertSource& src, SessionOptions o) : m_(m), s
   const ModelSpec& s = m.spec();
   if (o_.n_batch == 0) fail(ErrorCode::InvalidArgument, "session: n_batch must be at least 1");
   n_ctx_ = o_.n_ctx ? o_.n_ctx : std::min<uint32_t>(s.n_ctx_train ? s.n_ctx_train : 4096, 4096);
+  // LongRoPE: llama.cpp picks the long factors when its context, rounded up to a multiple of 256,
+  // exceeds the original training context; the same rule here so both run the same factors (the
+  // rounding changes no decision when the original context is such a multiple, as Phi-3.5's 4096 is).
+  if (s.rope_factors) {
+    const uint64_t padded = (uint64_t(n_ctx_) + 255) / 256 * 256;
+    rope_ff_ = m.rope_factors(double(padded) > double(s.yarn_orig_ctx)).data();
+  }
   pool_ = std::make_unique<kernels::ThreadPool>(std::max(1, o_.n_threads));
   const size_t B = o_.n_batch, E = s.n_embd;
   const size_t HQ = size_t(s.n_head) * s.head_dim_k, HK = size_t(s.n_head_kv) * s.head_dim_k,
@@ -257,7 +265,7 @@ void Session::forward(const int32_t* tokens, uint32_t n, float* all_logits) {
     const bool parallel = s.moe_parallel_dense && s.layers[il].is_moe;
     if (parallel) std::copy_n(x_.data(), size_t(n) * E, x0_.data());
     for (uint32_t t = 0; t < n; ++t)
-      m_.norm(x_.data() + t * E, L.attn_norm, xn_.data() + t * E);
+      m_.norm(x_.data() + t * E, L.attn_norm, L.attn_norm_b, xn_.data() + t * E);
     attention_block(il, n);
     if (!L.attn_post_norm.empty())  // grok: the attention output is normalized before the residual add
       for (uint32_t t = 0; t < n; ++t) m_.norm(tmp_.data() + t * E, L.attn_post_norm, tmp_.data() + t * E);
@@ -269,7 +277,7 @@ void Session::forward(const int32_t* tokens, uint32_t n, float* all_logits) {
     if (parallel) {
       // arctic: the residual MLP on ffn_norm(x), then the experts on ffn_norm_exps(layer input).
       for (uint32_t t = 0; t < n; ++t)
-        m_.norm(x_.data() + t * E, L.ffn_norm, xn_.data() + t * E);
+        m_.norm(x_.data() + t * E, L.ffn_norm, L.ffn_norm_b, xn_.data() + t * E);
       ffn_block(il, n, FfnPart::Dense);
       for (size_t i = 0; i < n * E; ++i) x_[i] += moe_out_[i];
       for (uint32_t t = 0; t < n; ++t)
@@ -277,7 +285,7 @@ void Session::forward(const int32_t* tokens, uint32_t n, float* all_logits) {
       ffn_block(il, n, FfnPart::Routed);
     } else {
       for (uint32_t t = 0; t < n; ++t)
-        m_.norm(x_.data() + t * E, L.ffn_norm, xn_.data() + t * E);
+        m_.norm(x_.data() + t * E, L.ffn_norm, L.ffn_norm_b, xn_.data() + t * E);
       ffn_block(il, n);
     }
     if (!L.ffn_post_norm.empty())  // grok: so is the MoE output
@@ -290,13 +298,19 @@ void Session::forward(const int32_t* tokens, uint32_t n, float* all_logits) {
   }
 
   for (uint32_t t = 0; t < n; ++t)
-    m_.norm(x_.data() + t * E, m_.output_norm(), xn_.data() + t * E);
+    m_.norm(x_.data() + t * E, m_.output_norm(), m_.output_norm_b(), xn_.data() + t * E);
+  const std::vector<float>& ob = m_.output_b();  // LM head bias (phimoe), added before any scaling
   if (all_logits) {
     mm(m_.output(), xn_.data(), n, all_logits, pool_.get());
+    if (!ob.empty())
+      for (uint32_t t = 0; t < n; ++t)
+        for (uint32_t i = 0; i < s.n_vocab; ++i) all_logits[size_t(t) * s.n_vocab + i] += ob[i];
     scale_logits(all_logits, size_t(n) * s.n_vocab);
     std::memcpy(logits_.data(), all_logits + size_t(n - 1) * s.n_vocab, s.n_vocab * sizeof(float));
   } else {
     mm(m_.output(), xn_.data() + size_t(n - 1) * E, 1, logits_.data(), pool_.get());
+    if (!ob.empty())
+      for (uint32_t i = 0; i < s.n_vocab; ++i) logits_[i] += ob[i];
     scale_logits(logits_.data(), s.n_vocab);
   }
   pos_ += n;
@@ -430,7 +444,8 @@ void Session::attention_block(uint32_t il, uint32_t n) {
       for (size_t i = 0; i < cnt; ++i) a[i] = std::clamp(a[i], -c, c);
     }
   }
-  const ops::RopeParams rp = detail::rope_params_for(s);
+  ops::RopeParams rp = detail::rope_params_for(s);
+  rp.freq_factors = rope_ff_;  // LongRoPE (phimoe), chosen by the context size; nullptr otherwise
   for (uint32_t t = 0; t < n; ++t) {
     float* q = q_.data() + t * HQ;
     float* k = k_.data() + t * HK;

@@ -24,6 +24,13 @@
 // (expert_shared_count x the expert size); rope.dimension_count = half the head size; NextN layers
 // after the run ones: a full MoE block plus nextn.eh_proj [2 n_embd, n_embd], nextn.enorm, nextn.hnorm
 // and nextn.shared_head_norm (the optional vocabulary-sized nextn tensors are not written).
+// phimoe (llama.cpp's loader, src/models/phimoe.cpp): biases on attn_norm, ffn_norm, output_norm, q/k/v,
+// attn_output and the LM head (output.bias); q/k/v of n_embd rows; expert size from feed_forward_length;
+// Phi-3 LongRoPE as the converter writes it: rope_factors_long / rope_factors_short (head size / 2
+// each; short 1 +- 0.05, long 1 +- 0.9 so they visibly change positions),
+// rope.scaling.original_context_length 256 (llama.cpp then uses the long factors from a context of
+// 257, the short ones below), rope.scaling.attn_factor sqrt(1 + ln(ctx / orig) / ln(orig)),
+// attention.sliding_window = the context (llama.cpp ignores it for phimoe); vocabulary phi-3.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -67,7 +74,10 @@ constexpr Preset kPresets[] = {
     {"glm-4.5-air", "glm4moe", 46, 4096, 1408, 0, 128, 8, 96, 8, 128, 131072, 151552, 1000000.0f, 1e-5f, 0},
 };
 constexpr const char* kArchs[] = {"llama",     "qwen2moe", "qwen3moe", "olmoe",   "granitemoe", "dbrx",
-                                  "deepseek2", "gpt-oss",  "llama4",   "glm4moe", "arctic",     "grok"};
+                                  "deepseek2", "gpt-oss",  "llama4",   "glm4moe", "arctic",     "grok",
+                                  "phimoe"};
+// phimoe's LongRoPE original context (Phi-3.5-MoE: 4096 of 131072); small so tests reach both sides.
+constexpr uint32_t kPhiMoeOrigCtx = 256;
 // grok: grok-1's embedding multiplier and logit scale; the attention and final soft-caps are written
 // smaller than the release's (30, none) so that random unit-scale scores reach them, and the softmax
 // scale is 1/sqrt(head size) (grok-1's 0.0884 is that for its 128-wide heads).
@@ -216,7 +226,10 @@ Vocab load_vocab(const GenOptions& o) {
     v.kv.emplace_back("tokenizer.ggml.model", gguf::Value::make_string("none"));
     return v;
   }
-  std::string name = o.vocab.empty() ? (o.arch == "llama" || o.arch == "arctic" || o.arch == "grok" ? "llama-spm" : o.arch == "deepseek2" ? "deepseek-llm" : "gpt-2")
+  std::string name = o.vocab.empty() ? (o.arch == "llama" || o.arch == "arctic" || o.arch == "grok" ? "llama-spm"
+                                       : o.arch == "phimoe"                                       ? "phi-3"
+                                       : o.arch == "deepseek2"                                    ? "deepseek-llm"
+                                                                                                  : "gpt-2")
                                      : o.vocab;
   std::string path = name;
   if (name.find('/') == std::string::npos && name.find(".gguf") == std::string::npos) {
@@ -407,11 +420,19 @@ void build_tensors(Plan& p, uint32_t n_vocab) {
   // An own LM head for every arch (granite releases tie it to the embeddings, which llama.cpp and the
   // engine also read; a tied head on random weights mostly repeats the last token).
   add_weight(p, "output.weight", {E, n_vocab}, 3.0f);
+  const bool phi = o.arch == "phimoe";
+  if (phi) {
+    add_vec(p, "output_norm.bias", E, Init::Bias, 0.1f);
+    add_vec(p, "output.bias", n_vocab, Init::Bias, 0.5f);
+    add_vec(p, "rope_factors_long.weight", HD / 2, Init::Norm, 0.9f);
+    add_vec(p, "rope_factors_short.weight", HD / 2, Init::Norm, 0.05f);
+  }
   if (p.ds) return build_deepseek2_layers(p);
   if (p.glm) return build_glm4moe_layers(p);
   for (uint32_t il = 0; il < o.n_layer; ++il) {
     auto n = [il](const char* what) { return fmt::format("blk.{}.{}", il, what); };
     add_vec(p, n("attn_norm.weight"), E, Init::Norm);
+    if (phi) add_vec(p, n("attn_norm.bias"), E, Init::Bias, 0.1f);
     if (o.arch == "dbrx") {
       add_weight(p, n("attn_qkv.weight"), {E, q_dim + 2 * kv_dim});  // rows [q | k | v]
     } else {
@@ -420,7 +441,7 @@ void build_tensors(Plan& p, uint32_t n_vocab) {
       add_weight(p, n("attn_v.weight"), {E, kv_dim});
     }
     const bool oss = o.arch == "gpt-oss";
-    if (oss) {
+    if (oss || phi) {
       add_vec(p, n("attn_q.bias"), q_dim, Init::Bias, 0.1f);
       add_vec(p, n("attn_k.bias"), kv_dim, Init::Bias, 0.1f);
       add_vec(p, n("attn_v.bias"), kv_dim, Init::Bias, 0.1f);
@@ -439,12 +460,11 @@ void build_tensors(Plan& p, uint32_t n_vocab) {
       add_vec(p, n("attn_k_norm.weight"), kv_dim, Init::Norm);
     }
     add_weight(p, n("attn_output.weight"), {q_dim, E}, out_scale);
-    if (oss) {
-      add_vec(p, n("attn_output.bias"), E, Init::Bias, 0.1f);
-      add_vec(p, n("attn_sinks.weight"), o.n_head, Init::Bias, 1.0f);
-    }
+    if (oss || phi) add_vec(p, n("attn_output.bias"), E, Init::Bias, 0.1f);
+    if (oss) add_vec(p, n("attn_sinks.weight"), o.n_head, Init::Bias, 1.0f);
     add_vec(p, n(oss ? "post_attention_norm.weight" : o.arch == "dbrx" ? "attn_output_norm.weight" : "ffn_norm.weight"), E,
             Init::Norm);
+    if (phi) add_vec(p, n("ffn_norm.bias"), E, Init::Bias, 0.1f);
     if (o.arch == "grok") {  // norms of the attention output (the MoE input's norm is ffn_norm above)
       add_vec(p, n("attn_output_norm.weight"), E, Init::Norm);
     }
@@ -538,7 +558,7 @@ GenOptions resolve_gen_options(const GenOptions& in) {
   if (std::find_if(std::begin(kArchs), std::end(kArchs), [&](const char* a) { return o.arch == a; }) == std::end(kArchs))
     fail(ErrorCode::InvalidArgument,
          "moe gen cannot write architecture '{}' (supported: llama, qwen2moe, qwen3moe, olmoe, granitemoe, dbrx, "
-         "deepseek2, gpt-oss, llama4, glm4moe, arctic, grok)", o.arch);
+         "deepseek2, gpt-oss, llama4, glm4moe, arctic, grok, phimoe)", o.arch);
   if (o.mla_kv_b && o.arch != "deepseek2")
     fail(ErrorCode::InvalidArgument, "the attn_kv_b layout is a deepseek2 option, not {}", o.arch);
   if (o.arch != "glm4moe" && (o.qk_norm || o.n_nextn > 0))
@@ -578,7 +598,7 @@ GenOptions resolve_gen_options(const GenOptions& in) {
   else dflt(o.n_vocab, 256);
   // llama.cpp: q (and the output projection) are [n_embd, n_embd]
   const bool full_width = o.arch == "olmoe" || o.arch == "qwen2moe" || o.arch == "dbrx" || o.arch == "arctic" ||
-                          o.arch == "grok";
+                          o.arch == "grok" || o.arch == "phimoe";
   if (ds) {
     // The head sizes are the preset's MLA shape: q/k heads of nope + rope, one latent "kv head".
     if (o.head_dim && o.head_dim != ds->nope + ds->rope)
@@ -737,6 +757,13 @@ GenResult generate_model(const GenOptions& opts) {
     w.set_u32(key("rope.scaling.original_context_length"), kGptOssYarnOrigCtx);
     w.set_u32(key("attention.sliding_window"), o.n_swa);
   }
+  if (o.arch == "phimoe") {  // Phi-3 LongRoPE keys as llama.cpp's converter writes them
+    w.set_u32(key("rope.scaling.original_context_length"), kPhiMoeOrigCtx);
+    const double sc = double(o.n_ctx) / kPhiMoeOrigCtx;
+    w.set_f32(key("rope.scaling.attn_factor"),
+              sc > 1.0 ? static_cast<float>(std::sqrt(1.0 + std::log(sc) / std::log(double(kPhiMoeOrigCtx)))) : 1.0f);
+    w.set_u32(key("attention.sliding_window"), o.n_ctx);
+  }
   if (o.arch == "dbrx") {  // LayerNorm
     w.set_f32(key("attention.layer_norm_epsilon"), p.preset->eps);
     w.set_f32(key("attention.clamp_kqv"), kDbrxClampKqv);
@@ -757,7 +784,7 @@ GenResult generate_model(const GenOptions& opts) {
   w.set_u32(key("expert_used_count"), o.n_expert_used);
   // llama, granitemoe and dbrx take the expert size from feed_forward_length.
   if (o.arch != "llama" && o.arch != "granitemoe" && o.arch != "dbrx" && o.arch != "arctic" &&
-      o.arch != "grok")
+      o.arch != "grok" && o.arch != "phimoe")
     w.set_u32(key("expert_feed_forward_length"), o.n_ff);
   if (o.arch == "grok") {
     w.set_f32(key("embedding_scale"), kGrokEmbeddingScale);

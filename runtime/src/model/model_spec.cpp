@@ -14,7 +14,8 @@
 //   gpt-oss     neox   softmax over top-k logits, router bias    all MoE, swiglu-oai, sinks, SWA
 //   llama4      normal sigmoid on top-k logits, weight before    (il+1) % interleave step == 0, shared
 //                      the FFN                                  expert, chunked attention, NoPE layers
-//   phimoe      neox   softmax over top-k logits                 all MoE, LayerNorm
+//   phimoe      neox   softmax over top-k logits (= softmax,     all MoE, RMSNorm + bias, biased LM head,
+//                      top-2, renormalised)                     q/k/v/o biases, LongRoPE factors
 //   granitemoe  normal softmax over top-k logits                 all MoE, scale multipliers
 //   dbrx        neox   softmax over top-k logits                 all MoE, LayerNorm, fused qkv
 //   glm4moe     neox   sigmoid (default) + exp_probs_b,          leading_dense_block_count dense;
@@ -22,6 +23,17 @@
 //   arctic      normal softmax over top-k logits                 all MoE + a dense residual MLP beside it
 //   grok        neox   softmax over top-k logits                 all MoE, GELU experts, soft-capped attention,
 //                                                                post-attention / post-MoE norms
+//
+// phimoe vs. Microsoft's release (Phi-3.5-MoE, HF modeling_phimoe): the table follows llama.cpp, which
+// is what every GGUF user of phimoe runs today; the release differs in two places, so these files do
+// not reproduce the HF model exactly (a later HF-exact variant would change exactly these):
+//   - norms: HF uses nn.LayerNorm (mean subtracted, weight and bias, eps = rms_norm_eps); llama.cpp
+//     runs RMSNorm(x) * w + b on the same tensors (attn_norm, ffn_norm, output_norm with .bias), with
+//     the epsilon from attention.layer_norm_rms_epsilon (the key llama.cpp's converter writes).
+//   - routing: HF routes with "sparsemixer" at inference (top-1 = argmax; softmax over the logits
+//     within a 2 * jitter_eps relative band of it gives its weight; the same again with the top-1
+//     masked for the second expert; weights not renormalised); llama.cpp uses softmax over all
+//     logits, top-2, renormalised over the two (= softmax over the two chosen logits).
 #include <fmt/format.h>
 
 #include <cstring>
@@ -198,7 +210,7 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
   s.n_ff_dense = m.opt_u32("feed_forward_length").value_or(0);
 
   // --- norms ------------------------------------------------------------------------------------
-  s.layer_norm = A == Arch::PhiMoe || A == Arch::Dbrx;
+  s.layer_norm = A == Arch::Dbrx;  // phimoe: RMSNorm + bias as llama.cpp runs it (see the file comment)
   s.rms_eps = s.layer_norm ? m.req_f32("attention.layer_norm_epsilon") : m.req_f32("attention.layer_norm_rms_epsilon");
   if (!(s.rms_eps > 0.0f && s.rms_eps < 1.0f))
     fail(ErrorCode::Corrupt, "{}: norm epsilon {} is out of range", path, s.rms_eps);
@@ -248,6 +260,29 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
     if (s.head_dim_k != s.head_dim_v)
       fail(ErrorCode::Corrupt, "{}: '{}' = {} differs from '{}' = {} (glm4moe has one head size)", path,
            m.key("attention.key_length"), s.head_dim_k, m.key("attention.value_length"), s.head_dim_v);
+  }
+  // llama.cpp multiplies every rotation's cos/sin by rope.scaling.attn_factor (YaRN folds it into
+  // yarn_attn_factor above).
+  if (s.rope_scaling != RopeScaling::Yarn) {
+    s.rope_attn_factor = m.opt_f32("rope.scaling.attn_factor").value_or(1.0f);
+    if (!(s.rope_attn_factor > 0.0f && s.rope_attn_factor < 100.0f))
+      fail(ErrorCode::Corrupt, "{}: '{}' = {} is out of range", path, m.key("rope.scaling.attn_factor"),
+           s.rope_attn_factor);
+  }
+  if (A == Arch::PhiMoe) {
+    // Phi-3 LongRoPE: both factor tensors or neither (llama.cpp loads either as optional; a file with
+    // one would run without factors on one side of the context threshold). One factor per pair of
+    // the head (llama.cpp's phimoe loader: n_embd_head / 2; the rotation reads the first n_rot / 2).
+    const auto* fl = T.find("rope_factors_long.weight");
+    const auto* fs = T.find("rope_factors_short.weight");
+    if ((fl == nullptr) != (fs == nullptr))
+      fail(ErrorCode::Corrupt, "{}: tensor '{}' without '{}'", path, fl ? fl->name : fs->name,
+           fl ? "rope_factors_short.weight" : "rope_factors_long.weight");
+    if (fl) {
+      T.check(*fl, {s.head_dim_k / 2}, "the head size / 2");
+      T.check(*fs, {s.head_dim_k / 2}, "the head size / 2");
+      s.rope_factors = true;
+    }
   }
   // DeepSeek's mscale rule (0.1 * mscale_all_dim); llama.cpp reads it for deepseek2 only among these archs.
   if (A == Arch::Deepseek2) s.yarn_log_mul = m.opt_f32("rope.scaling.yarn_log_multiplier").value_or(0.0f);
@@ -343,6 +378,20 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
     s.ffn_norm_post_attention = true;
   }
   if (A == Arch::Dbrx) s.clamp_kqv = m.opt_f32("attention.clamp_kqv").value_or(0.0f);
+  if (A == Arch::PhiMoe) {
+    // llama.cpp's phimoe loader requires every norm bias, the LM head and its bias, and q/k/v of
+    // n_embd rows each (head size = n_embd / n_head).
+    for (const char* t : {"output_norm.bias", "output.weight", "output.bias"}) T.need(t);
+    T.need(blk(0, "attn_norm.bias"));
+    T.need(blk(0, "ffn_norm.bias"));
+    T.need(blk(0, "attn_output.bias"));
+    s.norm_bias = true;
+    s.output_bias = true;
+    T.check(T.need("output.bias"), {s.n_vocab}, "the vocabulary size");
+    if (uint64_t(s.n_head) * s.head_dim_k != s.n_embd || s.head_dim_v != s.head_dim_k)
+      fail(ErrorCode::Corrupt, "{}: phimoe needs n_head * head size = n_embd ({} * {} / {} != {})", path, s.n_head,
+           s.head_dim_k, s.head_dim_v, s.n_embd);
+  }
   s.moe_parallel_dense = A == Arch::Arctic;
   if (A == Arch::Grok) {
     // The defaults are llama.cpp's for grok-1 files written before these keys existed.

@@ -81,7 +81,7 @@ uint32_t PregatedPredictor::predict(uint32_t target, const float* x, std::span<G
   const LayerWeights& L = m_.layer(target);
   if (!ls.is_moe || !L.router) return 0;
   const uint32_t ne = ls.n_expert;
-  m_.norm(x, m_.router_norm(target), xn_.data());
+  m_.norm(x, m_.router_norm(target), m_.router_norm_b(target), xn_.data());
   // Why no thread pool: one (n_expert x n_embd) matvec is tens of microseconds; waking workers costs more.
   kernels::matvec(L.router.type, L.router.data, L.router.rows, L.router.cols, xn_.data(), logits_.data(), nullptr);
   if (s.gating.func == GatingFunc::Softmax) {

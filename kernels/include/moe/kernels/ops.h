@@ -38,6 +38,9 @@ struct RopeParams {
   float attn_factor = 1.0f;
   float beta_fast = 32.0f, beta_slow = 1.0f;
   float orig_ctx = 0.0f;  // original training context (YaRN correction dims); 0 = unused
+  // LongRoPE (Phi-3): n_rot/2 divisors of the pair frequencies (theta_i / freq_factors[i], before any
+  // interpolation), or nullptr. Host memory: the CPU twin only.
+  const float* freq_factors = nullptr;
 };
 // Writes n_rot/2 (cos, sin) pairs for position pos into cs[0 .. n_rot) (interleaved cos, sin).
 void rope_cos_sin(const RopeParams& p, int64_t pos, float* cs) noexcept;
