@@ -47,6 +47,8 @@ Registrar reg("gen", "Write a random-weight MoE model (GGUF) for tests and bench
   app.add_option("--chunk", o->n_chunk,
                  "llama4 attention chunk and temperature floor (default: none written = llama.cpp's fixed 8192; "
                  "other values are moe-only keys that llama.cpp ignores)");
+  app.add_flag("--rope-freqs", o->rope_freqs,
+               "llama4: write rope_freqs.weight (Llama-3.1-style RoPE divisors, as Scout's files carry)");
   app.add_option("--seed", o->seed, "Random seed (same seed, same bytes)");
   app.add_option("--vocab", o->vocab, "Vocabulary GGUF path or name in <data>/tokenizers (gpt-2, llama-spm, ...), or none");
   app.add_option("--data", o->data_dir, "Shared data folder holding tokenizers/");

@@ -214,12 +214,15 @@ def softmax(x, axis=-1):
     return e / np.sum(e, axis=axis, keepdims=True)
 
 
-def rope(x, pos, n_rot, base, scale, neox, yarn, msc_override=None):
+def rope(x, pos, n_rot, base, scale, neox, yarn, msc_override=None, factors=None):
     """x: (T, H, D). Rotates the first n_rot dims of each head. yarn: None or dict.
-    msc_override: the cos/sin factor to use instead of YaRN's default attention temperature."""
+    msc_override: the cos/sin factor to use instead of YaRN's default attention temperature.
+    factors: None or n_rot/2 divisors of the pair frequencies (Llama 3.1 rope scaling, LongRoPE)."""
     half = n_rot // 2
     i = np.arange(half)
     inv = base ** (-2.0 * i / n_rot)
+    if factors is not None:
+        inv = inv / np.asarray(factors, dtype=np.float64)[:half]
     th_ext = pos[:, None] * inv[None, :]
     th = th_ext * scale
     msc = 1.0
@@ -902,6 +905,8 @@ def forward_llama4(g, tokens):
     n_used = int(key("expert_used_count"))
     n_expert = int(key("expert_count"))
     step = int(key("interleave_moe_layer_step"))
+    # Llama 3.1-style RoPE scaling (Scout): the converter stores the per-pair divisors as rope_freqs.
+    rope_freqs = g.get("rope_freqs.weight") if g.has("rope_freqs.weight") else None
     chunk = int(key("attention.chunk_size", 8192))
     floor_scale = float(key("attention.temperature_length", 8192))
     attn_scale = 0.1
@@ -929,8 +934,8 @@ def forward_llama4(g, tokens):
         k = (t @ g.get(p + "attn_k.weight").T).reshape(T, n_kv, hd)
         v = (t @ g.get(p + "attn_v.weight").T).reshape(T, n_kv, hd)
         if use_rope:
-            q = rope(q, pos, hd, base, 1.0, False, None)
-            k = rope(k, pos, hd, base, 1.0, False, None)
+            q = rope(q, pos, hd, base, 1.0, False, None, factors=rope_freqs)
+            k = rope(k, pos, hd, base, 1.0, False, None, factors=rope_freqs)
             if use_qk_norm:
                 q = rmsnorm(q, None, eps)
                 k = rmsnorm(k, None, eps)

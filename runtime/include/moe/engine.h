@@ -152,6 +152,8 @@ class Model {
   // LongRoPE factors (spec().rope_factors; n_rot / 2 divisors each, empty otherwise): the long ones
   // apply to sessions whose context exceeds spec().yarn_orig_ctx.
   const std::vector<float>& rope_factors(bool long_ctx) const noexcept { return long_ctx ? rope_long_ : rope_short_; }
+  // llama3-style RoPE divisors (spec().rope_freqs; n_rot / 2 of them, empty otherwise).
+  const std::vector<float>& rope_freqs() const noexcept { return rope_freqs_; }
   // The model's normalization of one row of n_embd: RMSNorm, or LayerNorm when spec().layer_norm,
   // with weight w, epsilon spec().rms_eps, then + b when b is not empty. x and y may alias.
   void norm(const float* x, const std::vector<float>& w, float* y) const noexcept { norm(x, w, no_bias_, y); }
@@ -169,7 +171,7 @@ class Model {
   std::vector<LayerWeights> layers_;
   WeightView tok_embd_, output_;
   std::vector<float> output_norm_, output_norm_b_, output_b_;
-  std::vector<float> rope_long_, rope_short_;
+  std::vector<float> rope_long_, rope_short_, rope_freqs_;
   std::vector<float> no_bias_;  // always empty
   uint64_t dense_bytes_ = 0;
 };

@@ -47,6 +47,10 @@ struct GenOptions {
   // and llama4.attention.temperature_length, which llama.cpp ignores: such a file runs the same in
   // llama.cpp only for prompts shorter than the chunk.
   uint32_t n_chunk = 0;
+  // llama4: also write rope_freqs.weight, Llama-3.1-style RoPE divisors (factor 8, low/high frequency
+  // factors 1 and 4) computed for an original context of 32 tokens so they act within short test
+  // prompts (Scout's files carry this tensor; llama.cpp applies it).
+  bool rope_freqs = false;
   uint64_t seed = 1;
   // Vocabulary: a path to a GGUF, a name from <data>/tokenizers (ggml-vocab-NAME.gguf, e.g. "gpt-2"),
   // "" = the architecture's default (llama-spm for llama, gpt-2 otherwise), or "none" = no tokenizer

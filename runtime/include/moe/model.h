@@ -93,6 +93,10 @@ struct ModelSpec {
   // (theta_i = pos * base^(-2i/n_rot) / factor[i]); the long ones are used when the session's context
   // exceeds yarn_orig_ctx (rope.scaling.original_context_length), as llama.cpp decides by its n_ctx.
   bool rope_factors = false;
+  // Llama-3-style RoPE scaling as GGUF stores it (llama3 rope type: Llama 3.1+, Llama 4 Scout): one
+  // tensor rope_freqs.weight of n_rot / 2 divisors, applied like the LongRoPE factors to every rotated
+  // layer (theta_i = pos * base^(-2i/n_rot) / rope_freqs[i]).
+  bool rope_freqs = false;
   // cos/sin multiplier of RoPE without YaRN (rope.scaling.attn_factor; llama.cpp applies it to every
   // rotation; the Phi-3 converter writes sqrt(1 + ln(ctx/orig_ctx) / ln(orig_ctx)) with LongRoPE).
   float rope_attn_factor = 1.0f;

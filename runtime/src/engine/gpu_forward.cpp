@@ -110,7 +110,8 @@ class CudaForward final : public GpuForward {
     if (s.gating.has_bias || s.gating.n_group > 1 || s.layer_norm || s.attn_out_bias || s.fused_qkv ||
         s.embedding_scale != 0.0f || s.residual_scale != 0.0f || s.logit_scale != 0.0f || s.moe_parallel_dense ||
         s.attn_softcap != 0.0f || s.attn_post_norm || s.ffn_post_norm || s.logit_mul != 0.0f ||
-        s.final_softcap != 0.0f || s.norm_bias || s.output_bias || s.rope_factors || s.rope_attn_factor != 1.0f)
+        s.final_softcap != 0.0f || s.norm_bias || s.output_bias || s.rope_factors || s.rope_freqs ||
+        s.rope_attn_factor != 1.0f)
       fail(ErrorCode::Unsupported, "cuda backend: architecture '{}' (biased or group-limited expert selection, "
            "LayerNorm, norm or output biases, LongRoPE, fused qkv or multipliers) is not supported on the GPU; run it "
            "on the CPU (no --vram)",

@@ -64,10 +64,6 @@ void Model::bind() {
   if (s.n_rot % 2 != 0 || s.n_rot > s.head_dim_k)
     fail(ErrorCode::Corrupt, "{}: rope dimension count {} is odd or exceeds the head size {}", path, s.n_rot,
          s.head_dim_k);
-  // Llama-3-style RoPE frequency factors (rope_freqs.weight, written for rope_type llama3, e.g. Llama 4
-  // Scout): the rotation does not implement them, so such a file would run with the wrong positions.
-  if (f.find_tensor("rope_freqs.weight"))
-    fail(ErrorCode::Unsupported, "{}: RoPE frequency factors (tensor 'rope_freqs.weight') are not supported", path);
   if (s.layers.size() != s.n_layer)
     fail(ErrorCode::Corrupt, "{}: spec has {} layer entries for {} layers", path, s.layers.size(), s.n_layer);
 
@@ -195,6 +191,12 @@ void Model::bind() {
   output_norm_b_ = vec("output_norm.bias", E, s.norm_bias);
   output_ = mat("output.weight", s.n_vocab, E, false);
   output_b_ = vec("output.bias", s.n_vocab, s.output_bias);
+  if (s.rope_freqs) {  // llama3-style: n_rot / 2 divisors
+    rope_freqs_ = vec("rope_freqs.weight", s.n_rot / 2, true);
+    for (float x : rope_freqs_)
+      if (!(x > 0.0f) || !std::isfinite(x))
+        fail(ErrorCode::Corrupt, "{}: RoPE factor {} in 'rope_freqs.weight' is not positive", path, x);
+  }
   if (s.rope_factors) {
     // One divisor per rotated pair; the file holds head size / 2 of them (llama.cpp's shape).
     rope_long_ = vec("rope_factors_long.weight", s.head_dim_k / 2, true);

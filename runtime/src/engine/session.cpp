@@ -139,6 +139,7 @@ Session::Session(const Model& m, ExpertSource& src, SessionOptions o) : m_(m), s
     const uint64_t padded = (uint64_t(n_ctx_) + 255) / 256 * 256;
     rope_ff_ = m.rope_factors(double(padded) > double(s.yarn_orig_ctx)).data();
   }
+  if (s.rope_freqs) rope_ff_ = m.rope_freqs().data();  // llama3-style divisors (one set for every context)
   pool_ = std::make_unique<kernels::ThreadPool>(std::max(1, o_.n_threads));
   const size_t B = o_.n_batch, E = s.n_embd;
   const size_t HQ = size_t(s.n_head) * s.head_dim_k, HK = size_t(s.n_head_kv) * s.head_dim_k,
@@ -445,7 +446,7 @@ void Session::attention_block(uint32_t il, uint32_t n) {
     }
   }
   ops::RopeParams rp = detail::rope_params_for(s);
-  rp.freq_factors = rope_ff_;  // LongRoPE (phimoe), chosen by the context size; nullptr otherwise
+  rp.freq_factors = rope_ff_;  // LongRoPE (phimoe) or rope_freqs (llama3-style); nullptr otherwise
   for (uint32_t t = 0; t < n; ++t) {
     float* q = q_.data() + t * HQ;
     float* k = k_.data() + t * HK;

@@ -182,6 +182,7 @@ struct TPlan {
   Init init = Init::Weight;
   float std = 0.0f;
   uint32_t layer = 0;
+  std::vector<float> values;  // when not empty: the tensor's exact contents (one row)
 };
 
 struct Plan {
@@ -417,6 +418,27 @@ void build_tensors(Plan& p, uint32_t n_vocab) {
     p.tensors.push_back(std::move(t));
   }
   add_vec(p, "output_norm.weight", E, Init::Norm);
+  if (o.rope_freqs) {
+    // Llama 3.1's rule (the converter's): wavelength 2 pi / inv_freq below orig / high -> 1, above
+    // orig / low -> factor, in between a smooth mix.
+    constexpr double kFactor = 8.0, kLow = 1.0, kHigh = 4.0, kOrig = 32.0;
+    TPlan t;
+    t.name = "rope_freqs.weight";
+    t.ne = {HD / 2};
+    for (uint64_t i = 0; i < HD / 2; ++i) {
+      const double inv = std::pow(double(kLlama4RopeBase), -2.0 * double(i) / double(HD));
+      const double wavelen = 2.0 * M_PI / inv;
+      double f = 1.0;
+      if (wavelen > kOrig / kLow) {
+        f = kFactor;
+      } else if (wavelen >= kOrig / kHigh) {
+        const double smooth = (kOrig / wavelen - kLow) / (kHigh - kLow);
+        f = 1.0 / ((1.0 - smooth) / kFactor + smooth);
+      }
+      t.values.push_back(static_cast<float>(f));
+    }
+    p.tensors.push_back(std::move(t));
+  }
   // An own LM head for every arch (granite releases tie it to the embeddings, which llama.cpp and the
   // engine also read; a tied head on random weights mostly repeats the last token).
   add_weight(p, "output.weight", {E, n_vocab}, 3.0f);
@@ -515,6 +537,10 @@ void build_tensors(Plan& p, uint32_t n_vocab) {
 void fill_row(const Plan& p, const TPlan& t, uint64_t name_hash, uint64_t row, float* dst) {
   uint64_t s = row_seed(p.o.seed, name_hash, row);
   const uint64_t n = t.ne[0];
+  if (!t.values.empty()) {
+    std::copy_n(t.values.data(), n, dst);
+    return;
+  }
   constexpr float kSqrt3 = 1.7320508f;  // uniform on [-a, a] has standard deviation a / sqrt(3)
   switch (t.init) {
     case Init::Norm:
@@ -647,8 +673,9 @@ GenOptions resolve_gen_options(const GenOptions& in) {
     if (o.n_layer < kLlama4MoeStep)
       fail(ErrorCode::InvalidArgument, "llama4 needs at least {} layers (MoE every {}nd layer)", kLlama4MoeStep,
            kLlama4MoeStep);
-  } else if (o.n_chunk) {
-    fail(ErrorCode::InvalidArgument, "an attention chunk (--chunk) is a llama4 option, not {}", o.arch);
+  } else if (o.n_chunk || o.rope_freqs) {
+    fail(ErrorCode::InvalidArgument, "{} is a llama4 option, not {}", o.n_chunk ? "an attention chunk (--chunk)" : "--rope-freqs",
+         o.arch);
   }
   if (o.threads == 0) o.threads = 1;
   if (o.out.empty()) fail(ErrorCode::InvalidArgument, "no output path");

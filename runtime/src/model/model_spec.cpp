@@ -473,6 +473,13 @@ ModelSpec load_model_spec(const gguf::GgufFile& f) {
             "n_head_kv * key_length");
   }
 
+  s.rope_freqs = T.find("rope_freqs.weight") != nullptr;
+  if (s.rope_freqs && s.kv_lora_rank)
+    fail(ErrorCode::Unsupported, "{}: RoPE frequency factors ('rope_freqs.weight') with latent attention are not supported",
+         path);
+  if (s.rope_freqs && s.rope_factors)
+    fail(ErrorCode::Corrupt, "{}: both 'rope_freqs.weight' and LongRoPE factors", path);
+
   // --- experts ------------------------------------------------------------------------------------
   const uint32_t n_expert = m.opt_u32("expert_count").value_or(0);
   const uint32_t n_used = m.opt_u32("expert_used_count").value_or(0);
