@@ -498,16 +498,7 @@ void build_tensors(Plan& p, uint32_t n_vocab) {
       add_dense_ffn(p, n(""), E, 2 * F, out_scale);
       continue;
     }
-    {
-      TPlan t;
-      t.name = n("ffn_gate_inp.weight");
-      t.ne = {E, X};
-      t.type = TensorType::F32;
-      t.init = Init::Router;
-      t.std = 1.0f / std::sqrt(static_cast<float>(E));
-      t.layer = il;
-      p.tensors.push_back(std::move(t));
-    }
+    add_router(p, n("ffn_gate_inp.weight"), E, X, il);
     if (oss) add_vec(p, n("ffn_gate_inp.bias"), X, Init::Bias, 0.1f);
     add_weight(p, n("ffn_gate_exps.weight"), {E, F, X}, oss ? 3.0f : 1.0f);
     add_weight(p, n("ffn_up_exps.weight"), {E, F, X}, oss ? 3.0f : 1.0f);
