@@ -66,6 +66,13 @@ std::vector<float> engine_logits(const Model& m, const std::vector<int32_t>& tok
   return all;
 }
 
+// Without a python3 that imports numpy the reference cannot run: the whole binary reports "skipped".
+void skip_without_python() {
+  if (have_python()) return;
+  MESSAGE("no python3 with numpy (MOE_TEST_PYTHON): reference comparison skipped");
+  std::exit(77);  // ctest: skipped
+}
+
 // Writes g.out with moe gen for seeds 1, 2, ... until the reference's routing decisions on `prompt`
 // all have a margin of at least 1% (so quantization noise cannot flip an expert choice); g.seed is
 // left at the seed used. A vocabulary of 256 tokens (g.n_vocab) is assumed.
@@ -86,10 +93,7 @@ const char* type_label(TensorType t) { return type_name(t); }
 }  // namespace
 
 TEST_CASE("engine logits match the numpy reference on every architecture and type") {
-  if (!have_python()) {
-    MESSAGE("no python3 with numpy (MOE_TEST_PYTHON): reference comparison skipped");
-    std::exit(77);  // ctest: skipped
-  }
+  skip_without_python();
   struct Case {
     const char* arch;
     bool tied;
@@ -133,10 +137,7 @@ TEST_CASE("engine logits match the numpy reference on every architecture and typ
 
 
 TEST_CASE("engine matches the reference on models written by moe gen (generate_model)") {
-  if (!have_python()) {
-    MESSAGE("no python3 with numpy (MOE_TEST_PYTHON): reference comparison skipped");
-    std::exit(77);  // ctest: skipped
-  }
+  skip_without_python();
   for (const char* arch : {"llama", "qwen2moe", "qwen3moe", "olmoe", "granitemoe", "dbrx", "arctic", "grok"}) {
     for (const char* type : {"f32", "q8_0"}) {
       const double tol = std::string(type) == "f32" ? 2e-3 : 3e-2;
@@ -166,10 +167,7 @@ TEST_CASE("engine matches the reference on models written by moe gen (generate_m
 // group choice); both kv_b layouts. q4_K at n_embd 256 (the K-quant block), where most matrices take
 // it (the head-sized ones fall back to q8_0 as moe gen writes them).
 TEST_CASE("engine matches the reference on deepseek2 (V2 and V3 flavours, both kv_b layouts)") {
-  if (!have_python()) {
-    MESSAGE("no python3 with numpy (MOE_TEST_PYTHON): reference comparison skipped");
-    std::exit(77);  // ctest: skipped
-  }
+  skip_without_python();
   struct Case {
     const char* preset;
     bool kv_b;
@@ -211,10 +209,7 @@ TEST_CASE("engine matches the reference on deepseek2 (V2 and V3 flavours, both k
 // MXFP4 experts take the quantized tolerance (the engine's MXFP4 kernels quantize activations to 8 bits;
 // with the scalar kernels the same models measured 7e-4).
 TEST_CASE("gpt-oss: engine logits match the numpy reference (f32, MXFP4 experts, q8_0 dense)") {
-  if (!have_python()) {
-    MESSAGE("no python3 with numpy (MOE_TEST_PYTHON): reference comparison skipped");
-    std::exit(77);  // ctest: skipped
-  }
+  skip_without_python();
   struct Case {
     TensorType dense;
     bool mxfp4;
@@ -261,10 +256,7 @@ TEST_CASE("gpt-oss: engine logits match the numpy reference (f32, MXFP4 experts,
 }
 
 TEST_CASE("gpt-oss written by moe gen (f32; MXFP4 experts) matches the reference") {
-  if (!have_python()) {
-    MESSAGE("no python3 with numpy (MOE_TEST_PYTHON): reference comparison skipped");
-    std::exit(77);  // ctest: skipped
-  }
+  skip_without_python();
   for (const char* et : {"f32", "mxfp4"}) {
     const double tol = std::string(et) == "f32" ? 2e-3 : 3e-2;
     GenOptions g;
@@ -294,10 +286,7 @@ TEST_CASE("gpt-oss written by moe gen (f32; MXFP4 experts) matches the reference
 // temperature tuning (floor 3, so positions 2.. get a factor above 1), q/k RMS norm on the RoPE layers;
 // against the reference's forward_llama4 (written from the published model).
 TEST_CASE("llama4 written by moe gen (f32, q8_0; rope_freqs) matches the reference") {
-  if (!have_python()) {
-    MESSAGE("no python3 with numpy (MOE_TEST_PYTHON): reference comparison skipped");
-    std::exit(77);  // ctest: skipped
-  }
+  skip_without_python();
   // The third case carries Llama-3.1-style rope_freqs divisors (as Scout's files do); they change the
   // reference's logits by ~2% of the largest, 10x the f32 tolerance.
   for (int c = 0; c < 3; ++c) {
@@ -339,10 +328,7 @@ TEST_CASE("llama4 written by moe gen (f32, q8_0; rope_freqs) matches the referen
 // exceeds the original 256): n_ctx 64 runs the short ones, 512 the long ones; the reference is told the
 // same context (--ctx). f32 and q8_0, short and long.
 TEST_CASE("phimoe written by moe gen (f32, q8_0; short and long LongRoPE factors) matches the reference") {
-  if (!have_python()) {
-    MESSAGE("no python3 with numpy (MOE_TEST_PYTHON): reference comparison skipped");
-    std::exit(77);  // ctest: skipped
-  }
+  skip_without_python();
   struct Case {
     const char* type;
     uint32_t n_ctx;
@@ -384,10 +370,7 @@ TEST_CASE("phimoe written by moe gen (f32, q8_0; short and long LongRoPE factors
 // with exp_probs_b, normalised weights times 2.5, a shared expert, and a trailing NextN layer in the
 // file that neither side runs (the reference reads nextn_predict_layers itself).
 TEST_CASE("glm4moe: engine logits match the numpy reference (f32, q8_0; with and without q/k norms)") {
-  if (!have_python()) {
-    MESSAGE("no python3 with numpy (MOE_TEST_PYTHON): reference comparison skipped");
-    std::exit(77);  // ctest: skipped
-  }
+  skip_without_python();
   struct Case {
     const char* type;
     bool qk_norm;
