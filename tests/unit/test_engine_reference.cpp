@@ -88,6 +88,19 @@ test::Reference generate_with_margin(GenOptions& g, const std::vector<int32_t>& 
   return ref;
 }
 
+// The same for a test::TinyModel written at `path` (tm.seed is left at the seed used), on kPrompt.
+test::Reference write_tiny_with_margin(test::TinyModel& tm, const std::string& path) {
+  test::Reference ref;
+  for (tm.seed = 1; tm.seed < 40; ++tm.seed) {
+    test::write_tiny_model(tm, path);
+    ref = test::run_reference(path, kPrompt, tm.n_vocab);
+    REQUIRE_MESSAGE(ref.ok, ref.error);
+    if (ref.min_margin >= 0.01) break;
+  }
+  REQUIRE(ref.min_margin >= 0.01);
+  return ref;
+}
+
 const char* type_label(TensorType t) { return type_name(t); }
 
 }  // namespace
@@ -105,17 +118,8 @@ TEST_CASE("engine logits match the numpy reference on every architecture and typ
       tm.arch = c.arch;
       tm.wtype = t;
       tm.tied = c.tied;
-      std::string path;
-      test::Reference ref;
-      for (uint32_t seed = 1; seed < 40; ++seed) {
-        tm.seed = seed;
-        path = tmp(std::string("ref-") + c.arch + "-" + type_label(t) + ".gguf");
-        test::write_tiny_model(tm, path);
-        ref = test::run_reference(path, kPrompt, tm.n_vocab);
-        REQUIRE_MESSAGE(ref.ok, ref.error);
-        if (ref.min_margin >= 0.01) break;
-      }
-      REQUIRE(ref.min_margin >= 0.01);
+      const std::string path = tmp(std::string("ref-") + c.arch + "-" + type_label(t) + ".gguf");
+      const test::Reference ref = write_tiny_with_margin(tm, path);
       auto m = Model::load(path);
       auto got = engine_logits(*m, kPrompt, 2, 64);
       const double err = rel_err(got, ref.logits);
@@ -227,17 +231,9 @@ TEST_CASE("gpt-oss: engine logits match the numpy reference (f32, MXFP4 experts,
     tm.oss_gate_up_scale = c.mxfp4 ? 1.0f : 3.0f;
     REQUIRE(tm.n_swa < kPrompt.size());
     const std::string label = std::string(type_label(c.dense)) + (c.mxfp4 ? " + mxfp4 experts" : "");
-    std::string path;
-    test::Reference ref;
-    for (uint32_t seed = 1; seed < 40; ++seed) {
-      tm.seed = seed;
-      path = tmp(std::string("ref-gpt-oss-") + type_label(c.dense) + (c.mxfp4 ? "-mxfp4" : "") + ".gguf");
-      test::write_tiny_model(tm, path);
-      ref = test::run_reference(path, kPrompt, tm.n_vocab);
-      REQUIRE_MESSAGE(ref.ok, ref.error);
-      if (ref.min_margin >= 0.01) break;
-    }
-    REQUIRE(ref.min_margin >= 0.01);
+    const std::string path =
+        tmp(std::string("ref-gpt-oss-") + type_label(c.dense) + (c.mxfp4 ? "-mxfp4" : "") + ".gguf");
+    const test::Reference ref = write_tiny_with_margin(tm, path);
     auto m = Model::load(path);
     const ModelSpec& s = m->spec();
     REQUIRE(s.n_swa == 3);

@@ -542,6 +542,15 @@ TEST_CASE("gpt-oss through the store: per-expert biases travel with their expert
   }
 }
 
+// At the minimum budget (p0.min_slots slots, default policy) the store's greedy run of 16 tokens equals
+// `ref` (the memory map's) bit for bit, with evictions on the way.
+void check_minimum_budget_run(const Model& m, const StoreMemoryPlan& p0, const Run& ref) {
+  CachedExpertSource src(m, base_opts(budget_for_slots(m, p0.min_slots)));
+  REQUIRE(src.plan().slots == p0.min_slots);
+  CHECK(identical(greedy(m, src, 16), ref));
+  CHECK(src.stats().evictions > 0u);
+}
+
 TEST_CASE("offloading never changes the output of a llama4 model (interleaved dense layers, shared expert)") {
   // 2 MoE layers x 8 experts (top-1, the weight on the expert input) between dense layers; chunk 3, so
   // chunked attention and the NoPE layer's temperature step change within the run.
@@ -563,11 +572,7 @@ TEST_CASE("offloading never changes the output of a llama4 model (interleaved de
   const Run ref = greedy(*m, mm, 16);
   const StoreMemoryPlan p0 = plan_store_memory(*m, base_opts(0));
   CHECK(p0.n_experts == 16u);
-  StoreOptions o = base_opts(budget_for_slots(*m, p0.min_slots));
-  CachedExpertSource src(*m, o);
-  REQUIRE(src.plan().slots == p0.min_slots);
-  CHECK(identical(greedy(*m, src, 16), ref));
-  CHECK(src.stats().evictions > 0u);
+  check_minimum_budget_run(*m, p0, ref);
 }
 
 TEST_CASE("offloading never changes the output of a phimoe model (biased norms and LM head, LongRoPE)") {
@@ -586,11 +591,7 @@ TEST_CASE("offloading never changes the output of a phimoe model (biased norms a
   MmapExpertSource mm(*m);
   const Run ref = greedy(*m, mm, 16);
   const StoreMemoryPlan p0 = plan_store_memory(*m, base_opts(0));
-  StoreOptions o = base_opts(budget_for_slots(*m, p0.min_slots));
-  CachedExpertSource src(*m, o);
-  REQUIRE(src.plan().slots == p0.min_slots);
-  CHECK(identical(greedy(*m, src, 16), ref));
-  CHECK(src.stats().evictions > 0u);
+  check_minimum_budget_run(*m, p0, ref);
 }
 
 TEST_CASE("glm4moe through the store: the NextN layer is neither dense nor cached; output unchanged") {
@@ -614,9 +615,5 @@ TEST_CASE("glm4moe through the store: the NextN layer is neither dense nor cache
   const StoreMemoryPlan p0 = plan_store_memory(*m, base_opts(0));
   CHECK(p0.n_experts == 24u);  // the NextN layer's 8 experts are not in the cache
   CHECK(p0.dense == m->experts().dense_bytes() + m->file().data_offset());
-  StoreOptions o = base_opts(budget_for_slots(*m, p0.min_slots));
-  CachedExpertSource src(*m, o);
-  REQUIRE(src.plan().slots == p0.min_slots);
-  CHECK(identical(greedy(*m, src, 16), ref));
-  CHECK(src.stats().evictions > 0u);
+  check_minimum_budget_run(*m, p0, ref);
 }
