@@ -32,7 +32,7 @@ namespace {
 struct BenchArgs {
   std::string model;
   int threads = 0;
-  uint32_t prompt_tokens = 64, gen_tokens = 32, n_batch = 64;
+  uint32_t prompt_tokens = 64, gen_tokens = 32, n_batch = 0;  // n_batch 0: 64 on the CPU, 512 with --vram
   int reps = 3;
   bool json = false, no_bw = false;
   OffloadArgs offload;  // --ram/--policy/... and the prefetch planner (--predictor ...)
@@ -48,7 +48,7 @@ int bench(const BenchArgs& a) {
   const int threads = a.threads > 0 ? a.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   SessionOptions so;
   so.n_threads = threads;
-  so.n_batch = a.n_batch;
+  so.n_batch = a.n_batch ? a.n_batch : (a.offload.vram.empty() ? 64 : 512);
   so.n_ctx = a.prompt_tokens + a.gen_tokens + 1;
   a.offload.apply_gpu(so);
   std::unique_ptr<ExpertSource> src_owner = a.offload.make_source(*model, so);
@@ -128,6 +128,9 @@ int bench(const BenchArgs& a) {
       o.set("vram_upload_bytes_per_token",
             json::Value(ss.tokens ? double(ss.vram_upload_bytes) / double(ss.tokens) : 0.0));
       o.set("cpu_expert_runs", json::Value(int64_t(ss.cpu_expert_runs)));
+      o.set("gpu_graph_launches", json::Value(int64_t(ss.gpu_graph_launches)));
+      o.set("vram_prefetches", json::Value(int64_t(ss.vram_prefetches)));
+      o.set("vram_prefetch_hits", json::Value(int64_t(ss.vram_prefetch_hits)));
     }
     o.set("prefill_tok_s", json::Value(mean(pp)));
     o.set("prefill_tok_s_best", json::Value(best(pp)));
@@ -195,7 +198,7 @@ int dispatch(BenchArgs& a, const GridOpts& g) {
   ga.threads = a.threads;
   ga.prompt_tokens = a.prompt_tokens;
   ga.gen_tokens = a.gen_tokens;
-  ga.n_batch = a.n_batch;
+  ga.n_batch = a.n_batch ? a.n_batch : 64;
   ga.device = g.device;
   ga.expert_bytes = g.expert_bytes;
   ga.offload = a.offload;
@@ -213,7 +216,8 @@ Registrar reg("bench", "Measure prefill and decode speed (CPU engine), or a grid
   app.add_option("-t,--threads", a->threads, "Threads (default: all cores)");
   app.add_option("-p,--prompt-tokens", a->prompt_tokens, "Prompt tokens to prefill");
   app.add_option("-n,--gen-tokens", a->gen_tokens, "Tokens to decode");
-  app.add_option("-b,--batch-size", a->n_batch, "Prefill batch size")->check(CLI::PositiveNumber);
+  app.add_option("-b,--batch-size", a->n_batch, "Prefill batch size (default 64 on the CPU, 512 with --vram)")
+      ->check(CLI::PositiveNumber);
   app.add_option("-r,--reps", a->reps, "Repetitions")->check(CLI::PositiveNumber);
   app.add_flag("--no-bandwidth", a->no_bw, "Skip the read-bandwidth probe (mem_bw_fraction = 0)");
   app.add_flag("--json", a->json, "Print one JSON object (a grid: a JSON array, one object per point)");

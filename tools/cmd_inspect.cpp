@@ -57,6 +57,7 @@ void print_placement(const std::string& path, const PlaceArgs& pa, bool json) {
   SessionOptions so;
   so.n_ctx = pa.n_ctx;
   so.vram_bytes = pa.vram.empty() ? 0 : parse_bytes(pa.vram);
+  so.n_batch = 512;  // moe run's prefill batch with --vram (sizes the GEMM scratch)
   so.gpu_miss = pa.gpu_misses == "cpu"    ? GpuMissMode::Cpu
                 : pa.gpu_misses == "auto" ? GpuMissMode::Auto
                                           : GpuMissMode::Upload;

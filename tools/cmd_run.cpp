@@ -29,7 +29,7 @@ struct RunArgs {
   int n_predict = 64;
   SamplerParams sp;
   int threads = 0;
-  uint32_t n_ctx = 0, n_batch = 64;
+  uint32_t n_ctx = 0, n_batch = 0;  // n_batch 0: 64 on the CPU, 512 with --vram
   std::vector<std::string> stop;
   bool json = false, ignore_eos = false, stats = false;
   std::string save_profile;
@@ -80,7 +80,7 @@ int run(const RunArgs& a) {
 
   SessionOptions so;
   so.n_threads = a.threads > 0 ? a.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  so.n_batch = a.n_batch;
+  so.n_batch = a.n_batch ? a.n_batch : (a.offload.vram.empty() ? 64 : 512);
   so.n_ctx = a.n_ctx ? a.n_ctx : static_cast<uint32_t>(prompt.size() + std::max(0, a.n_predict));
   a.offload.apply_gpu(so);
   std::unique_ptr<ExpertSource> src_owner = a.offload.make_source(*model, so);
@@ -192,6 +192,9 @@ int run(const RunArgs& a) {
       o.set("vram_misses", json::Value(int64_t(ss.vram_misses)));
       o.set("vram_upload_bytes", json::Value(int64_t(ss.vram_upload_bytes)));
       o.set("cpu_expert_runs", json::Value(int64_t(ss.cpu_expert_runs)));
+      o.set("gpu_graph_launches", json::Value(int64_t(ss.gpu_graph_launches)));
+      o.set("vram_prefetches", json::Value(int64_t(ss.vram_prefetches)));
+      o.set("vram_prefetch_hits", json::Value(int64_t(ss.vram_prefetch_hits)));
     }
     if (off.cached) {
       o.set("hit_rate", json::Value(decode_hit_rate));
@@ -237,7 +240,8 @@ Registrar reg("run", "Generate text from a prompt (CPU engine)", [](CLI::App& ap
   app.add_option("-s,--seed", a->sp.seed, "Sampling seed");
   app.add_option("-t,--threads", a->threads, "Threads (default: all cores)");
   app.add_option("-c,--ctx-size", a->n_ctx, "KV cache size in tokens (default: prompt + n)");
-  app.add_option("-b,--batch-size", a->n_batch, "Prefill batch size")->check(CLI::PositiveNumber);
+  app.add_option("-b,--batch-size", a->n_batch, "Prefill batch size (default 64 on the CPU, 512 with --vram)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--stop", a->stop, "Stop when the text contains this string (repeatable)");
   app.add_option("--save-profile", a->save_profile,
                  "Write per-expert activation counts (a usage profile for --policy static)");

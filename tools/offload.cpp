@@ -21,6 +21,9 @@ void OffloadArgs::apply_gpu(SessionOptions& so) const {
   so.gpu_device = gpu;
   so.vram_policy = vram_policy;
   so.quiet_backend = quiet;
+  so.cuda_graph = !no_cuda_graph;
+  so.gpu_exact_gemm = exact_gemm;
+  so.gpu_prefetch = !no_gpu_prefetch;
   if (gpu_misses == "upload")
     so.gpu_miss = GpuMissMode::Upload;
   else if (gpu_misses == "cpu")
@@ -43,6 +46,15 @@ void OffloadArgs::add_to(CLI::App& app) {
   app.add_option("--vram-policy", vram_policy, "With --vram, the VRAM expert cache's eviction policy")
       ->capture_default_str();
   app.add_option("--gpu", gpu, "With --vram, the CUDA device index")->capture_default_str();
+  app.add_flag("--no-cuda-graph", no_cuda_graph,
+               "With --vram and every expert resident, launch each decode kernel instead of replaying the "
+               "captured decode graph");
+  app.add_flag("--no-gpu-prefetch", no_gpu_prefetch,
+               "With --vram, do not upload the experts the next layer's router predicts (pre-gated) while a layer "
+               "computes");
+  app.add_flag("--gpu-exact-gemm", exact_gemm,
+               "With --vram, prefill GEMMs over quantized weights use full f32 products (default: TF32 tensor "
+               "cores, 10-bit mantissa inputs, f32 accumulation)");
   app.add_option("--ram", ram,
                  "Memory budget for the whole process (e.g. 3G): experts are served from a DRAM cache "
                  "and read from the file with O_DIRECT on a miss. Default: no budget (memory map)");

@@ -35,6 +35,9 @@ struct OffloadArgs {
   std::string gpu_misses = "upload";  // upload | cpu
   std::string vram_policy = "lru";
   int gpu = 0;
+  bool no_cuda_graph = false;
+  bool exact_gemm = false;
+  bool no_gpu_prefetch = false;
 
   void add_to(CLI::App& app);
   // Copies the CUDA backend options into `so` (vram_bytes stays 0 without --vram). Throws

@@ -36,6 +36,29 @@ __global__ void add_kernel(float* y, const float* x, int64_t n) {
     y[i] = __fadd_rn(y[i], x[i]);
 }
 
+__global__ void sigmoid_kernel(const float* x, float* y, int64_t n) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    y[i] = __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-x[i])));
+}
+
+__global__ void add_rows_kernel(float* y, const float* b, int64_t n_cols) {
+  float* yr = y + static_cast<int64_t>(blockIdx.y) * n_cols;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n_cols;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    yr[i] = __fadd_rn(yr[i], b[i]);
+}
+
+template <bool Gather>
+__global__ void permute_rows_kernel(const float* x, int64_t cols, const int32_t* idx, float* y) {
+  const int64_t r = blockIdx.y;
+  const float* xr = x + (Gather ? static_cast<int64_t>(idx[r]) : r) * cols;
+  float* yr = y + (Gather ? r : static_cast<int64_t>(idx[r])) * cols;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < cols;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    yr[i] = xr[i];
+}
+
 __global__ void combine_kernel(float* out, const float* e, int64_t e_stride, const float* w, int k, int64_t n_embd,
                                bool accumulate) {
   const int64_t t = blockIdx.y;
@@ -66,6 +89,43 @@ void add(float* y, const float* x, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
   add_kernel<<<blocks_for(n), kBlock, 0, stream>>>(y, x, n);
   MOE_CUDA_CHECK(cudaGetLastError());
+}
+
+void sigmoid(const float* x, float* y, int64_t n, cudaStream_t stream) {
+  if (n < 0) fail_invalid_argument("cuda::sigmoid: n " + std::to_string(n) + " < 0");
+  if (n == 0) return;
+  sigmoid_kernel<<<blocks_for(n), kBlock, 0, stream>>>(x, y, n);
+  MOE_CUDA_CHECK(cudaGetLastError());
+}
+
+void add_rows(float* y, const float* b, int64_t n_rows, int64_t n_cols, cudaStream_t stream) {
+  if (n_rows < 0 || n_cols < 0 || n_rows > 65535)
+    fail_invalid_argument("cuda::add_rows: n_rows " + std::to_string(n_rows) + ", n_cols " + std::to_string(n_cols));
+  if (n_rows == 0 || n_cols == 0) return;
+  const unsigned gx = grid_for(n_cols, kBlock) < 1024 ? grid_for(n_cols, kBlock) : 1024;
+  add_rows_kernel<<<dim3(gx, static_cast<unsigned>(n_rows)), kBlock, 0, stream>>>(y, b, n_cols);
+  MOE_CUDA_CHECK(cudaGetLastError());
+}
+
+namespace {
+template <bool Gather>
+void permute_rows(const char* name, const float* x, int64_t cols, const int32_t* idx, int64_t n, float* y,
+                  cudaStream_t stream) {
+  if (n < 0 || cols < 0 || n > 65535)
+    fail_invalid_argument(std::string("cuda::") + name + ": n " + std::to_string(n) + ", cols " + std::to_string(cols));
+  if (n == 0 || cols == 0) return;
+  const unsigned gx = grid_for(cols, kBlock) < 1024 ? grid_for(cols, kBlock) : 1024;
+  permute_rows_kernel<Gather><<<dim3(gx, static_cast<unsigned>(n)), kBlock, 0, stream>>>(x, cols, idx, y);
+  MOE_CUDA_CHECK(cudaGetLastError());
+}
+}  // namespace
+
+void gather_rows(const float* x, int64_t cols, const int32_t* idx, int64_t n, float* y, cudaStream_t stream) {
+  permute_rows<true>("gather_rows", x, cols, idx, n, y, stream);
+}
+
+void scatter_rows(const float* x, int64_t cols, const int32_t* idx, int64_t n, float* y, cudaStream_t stream) {
+  permute_rows<false>("scatter_rows", x, cols, idx, n, y, stream);
 }
 
 void combine(float* out, const float* e, int64_t e_stride, const float* w, int k, int64_t n_tokens, int64_t n_embd,

@@ -1,5 +1,6 @@
-// kernels/cuda/attention.cuh — decode attention on the GPU: grouped-query attention of one query token per
-// sequence over an f16 KV cache, plus the f32 -> f16 store of the new token's k and v into the cache.
+// kernels/cuda/attention.cuh — attention on the GPU: grouped-query attention of one query token (decode) or a
+// batch of causal query tokens (prefill) over an f16 KV cache, plus the f32 -> f16 store of the new tokens' k
+// and v into the cache.
 // Thread-safety: stateless launchers; concurrent calls on different streams are fine.
 //
 // Design notes.
@@ -32,6 +33,29 @@ namespace moe::cuda {
 void attention_decode(const kernels::ops::AttnShape& s, const float* q, const uint16_t* k_cache,
                       const uint16_t* v_cache, int n_ctx, int n_kv, const int32_t* d_n_kv, float* out, float* scores,
                       cudaStream_t stream = nullptr);
+
+// Attention of n_tokens query tokens over an f16 KV cache in one launch (prefill batches, and decode with the
+// positions split across blocks). Token t's query q + t*n_head*hd_k attends positions [0, n_kv_t) with
+// n_kv_t = d_n_kv[t] read on the device (clamped to [1, n_ctx]); out + t*n_head*hd_v gets the result.
+// The softmax is online (flash style): positions are read in tiles of 64, the running max rescales the running
+// sum and values, so no score buffer is needed. With n_split > 1 each (head, token) is split into n_split blocks
+// over contiguous position ranges whose partial (max, sum, values) land in `partials`
+// (attention_partials_floats) and a second kernel merges them: many blocks for one decode token.
+// Twin: ops::attention per token (tests allow 1e-5 absolute on unit-scale values).
+// PRECONDITIONS (InvalidArgument otherwise): as attention_decode, plus hd_v <= 512, hd_k <= 1024, no softcap,
+// 1 <= n_tokens <= 65535, 1 <= n_split <= 64, partials non-null when n_split > 1. All pointers: device memory.
+void attention(const kernels::ops::AttnShape& s, const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
+               int n_ctx, const int32_t* d_n_kv, int n_tokens, float* out, int n_split, float* partials,
+               cudaStream_t stream = nullptr);
+// Floats of `partials` that attention() needs for n_tokens tokens and n_split blocks per (head, token).
+inline size_t attention_partials_floats(const kernels::ops::AttnShape& s, int n_tokens, int n_split) {
+  return n_split > 1 ? size_t(n_tokens) * size_t(s.n_head) * size_t(n_split) * (size_t(s.hd_v) + 2) : 0;
+}
+
+// kv_store for n_tokens tokens: k rows (n_tokens, k_row) and v rows (n_tokens, v_row) go to the cache rows
+// d_pos[t] (out-of-range positions are not written). 0 <= n_tokens <= 65535.
+void kv_store_tokens(const float* k, const float* v, uint16_t* k_cache, uint16_t* v_cache, int64_t k_row,
+                     int64_t v_row, const int32_t* d_pos, int n_tokens, int n_ctx, cudaStream_t stream = nullptr);
 
 // k_cache[pos][.] = f16(k[.]) (n_head_kv*hd_k values) and v_cache[pos][.] = f16(v[.]) (n_head_kv*hd_v), with
 // pos = *d_pos read on the device (must be in [0, n_ctx): out-of-range positions are not written).

@@ -16,6 +16,11 @@ Blas::Blas() {
   h_ = h;
 }
 
+void Blas::allow_tf32(bool on) {
+  MOE_CUBLAS_CHECK(cublasSetMathMode(static_cast<cublasHandle_t>(h_), on ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                                         : CUBLAS_DEFAULT_MATH));
+}
+
 Blas::~Blas() {
   if (h_) cublasDestroy(static_cast<cublasHandle_t>(h_));
 }

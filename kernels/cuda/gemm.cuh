@@ -32,6 +32,9 @@ class Blas {
   Blas(const Blas&) = delete;
   Blas& operator=(const Blas&) = delete;
   void* handle() const noexcept { return h_; }  // a cublasHandle_t
+  // Lets cuBLAS round the f32 inputs to TF32 (10-bit mantissa) for tensor-core products, f32 accumulation
+  // (CUBLAS_TF32_TENSOR_OP_MATH); false (the default) keeps full f32 products.
+  void allow_tf32(bool on);
 
  private:
   void* h_ = nullptr;

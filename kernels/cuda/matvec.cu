@@ -81,6 +81,10 @@ void matvec_experts(const ExpertMatvec& a, cudaStream_t stream) {
     fail_invalid_argument("cuda::matvec_experts: y_job_stride " + std::to_string(a.y_job_stride) +
                           " overlaps the jobs' outputs (n*rows = " + std::to_string(a.n * a.rows) + ")");
   if (!a.slots && a.n_slots > 0) fail_invalid_argument("cuda::matvec_experts: n_slots > 0 but no slot table");
+  if (a.jobs_lo < 0 || a.jobs_lo > a.n_jobs)
+    fail_invalid_argument("cuda::matvec_experts: jobs_lo " + std::to_string(a.jobs_lo) + " outside [0, n_jobs]");
+  if (a.jobs_lo > 0) check_shape("cuda::matvec_experts", a.type, nullptr, a.offset_hi, a.row_stride, a.rows, a.cols,
+                                 a.n);
   if (a.rows == 0 || a.n_jobs == 0 || a.n_slots == 0) return;
   mv::Params p;
   p.slots = a.slots;
@@ -95,6 +99,8 @@ void matvec_experts(const ExpertMatvec& a, cudaStream_t stream) {
   p.n = a.n;
   p.y = a.y;
   p.y_job_stride = a.y_job_stride;
+  p.jobs_lo = a.jobs_lo;
+  p.offset_hi = a.offset_hi;
   launch_typed(a.type, p, a.n_jobs, stream);
 }
 

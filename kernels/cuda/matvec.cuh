@@ -66,10 +66,15 @@ struct ExpertMatvec {
   int n = 1;                           // tokens per job
   float* y = nullptr;                  // device
   int64_t y_job_stride = 0;            // floats between jobs' outputs
+  // Two matrices of each expert in one launch (gate and up of a decode step): when jobs_lo > 0, a job
+  // j >= jobs_lo is job j - jobs_lo again (same id, same x) with offset_hi instead of offset; its output is
+  // still at y + j*y_job_stride. Every job's bits are those of a launch of its own.
+  int32_t jobs_lo = 0;
+  size_t offset_hi = 0;
 };
-// PRECONDITIONS as matvec, plus: n_jobs >= 0 (0 is a no-op), n_slots >= 0, offset and row_stride aligned
-// like W; every non-null slot (+offset) holds rows rows of row_stride bytes. Graph-capturable: the launch
-// reads slots and ids when it runs.
+// PRECONDITIONS as matvec, plus: n_jobs >= 0 (0 is a no-op), n_slots >= 0, offset (and offset_hi) and
+// row_stride aligned like W; 0 <= jobs_lo <= n_jobs; every non-null slot (+offset) holds rows rows of
+// row_stride bytes. Graph-capturable: the launch reads slots and ids when it runs.
 void matvec_experts(const ExpertMatvec& a, cudaStream_t stream = nullptr);
 
 }  // namespace moe::cuda

@@ -26,6 +26,8 @@ struct Params {
   int n = 1;
   float* y = nullptr;
   int64_t y_job_stride = 0;
+  int32_t jobs_lo = 0;   // jobs >= jobs_lo repeat job j - jobs_lo with offset_hi (ExpertMatvec)
+  size_t offset_hi = 0;
 };
 
 inline constexpr int kWarpsPerBlock = 4;  // 128 threads: 4 rows per block, or 1 row of 4 warps
@@ -46,14 +48,20 @@ __global__ void __launch_bounds__(kWarpsPerBlock * kLanes) matvec_kernel(Params 
   // (a row's warps share a block and the conditions below; the barrier is only reached by all of them).
   if (r >= p.rows) return;
   const uint8_t* W = p.w;
+  int jx = j;  // the job whose id and input this one uses
   if (p.slots) {
-    const int e = p.ids ? p.ids[j] : j;
+    size_t off = p.offset;
+    if (p.jobs_lo > 0 && j >= p.jobs_lo) {
+      jx = j - p.jobs_lo;
+      off = p.offset_hi;
+    }
+    const int e = p.ids ? p.ids[jx] : jx;
     if (e < 0 || e >= p.n_slots) return;
     const void* base = p.slots[e];
     if (!base) return;
-    W = static_cast<const uint8_t*>(base) + p.offset;
+    W = static_cast<const uint8_t*>(base) + off;
   }
-  const float* x = p.x + j * p.x_job_stride;
+  const float* x = p.x + jx * p.x_job_stride;
   // 16-byte x loads when x_j is 16-byte aligned (the token stride, cols floats, is a multiple of 128 bytes).
   const bool x_vec = (reinterpret_cast<uintptr_t>(x) & 15u) == 0;
   float acc[NB];

@@ -6,7 +6,8 @@
 // - Twin: moe::kernels::ops::rmsnorm (moe/kernels/ops.h). The CPU sums squares in double, sequentially; the
 //   GPU sums f32 squares per thread and reduces with a fixed tree (block_sum), then 1/sqrt in f32 from
 //   the mean: relative difference ~1e-6, tests allow 1e-5 relative to max|y|.
-// - One 256-thread block per row for long rows (hidden state, n in the thousands); one warp per row when
+// - One 256-thread block per row for long rows (hidden state, n in the thousands; up to 4096 the row is held
+//   in registers so every load goes out at once); one warp per row when
 //   n <= 256 (head_dim rows of the q/k norm: 32+ heads at once, no idle threads).
 #pragma once
 #include <cuda_runtime.h>

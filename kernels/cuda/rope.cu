@@ -66,7 +66,51 @@ __global__ void __launch_bounds__(kBlock) rope_kernel(RopeArgs a, const int32_t*
   }
 }
 
+__global__ void __launch_bounds__(kBlock) rope_table_kernel(const float* table, int n_rot, int neox, int n_ctx,
+                                                            const int32_t* pos, float* xa, int na, int64_t sa,
+                                                            float* xb, int nb, int64_t sb, int head_dim) {
+  const int half = n_rot / 2;
+  int p = pos[blockIdx.x];
+  p = p < 0 ? 0 : (p >= n_ctx ? n_ctx - 1 : p);
+  const float* cs = table + static_cast<int64_t>(p) * n_rot;
+  for (int k = threadIdx.x; k < (na + nb) * half; k += blockDim.x) {
+    const int h = k / half, i = k % half;
+    float* v = h < na ? xa + blockIdx.x * sa + static_cast<int64_t>(h) * head_dim
+                      : xb + blockIdx.x * sb + static_cast<int64_t>(h - na) * head_dim;
+    const float c = cs[2 * i], s = cs[2 * i + 1];
+    const int ia = neox ? i : 2 * i;
+    const int ib = neox ? i + half : 2 * i + 1;
+    const float x0 = v[ia], x1 = v[ib];
+    v[ia] = kernels::sub_rn(kernels::mul_rn(x0, c), kernels::mul_rn(x1, s));
+    v[ib] = kernels::add_rn(kernels::mul_rn(x0, s), kernels::mul_rn(x1, c));
+  }
+}
+
 }  // namespace
+
+void rope_table(const float* table, int n_rot, bool neox, int n_ctx, const int32_t* pos, int64_t n_tokens,
+                float* xa, int n_heads_a, int64_t stride_a, float* xb, int n_heads_b, int64_t stride_b, int head_dim,
+                cudaStream_t stream) {
+  if (!xb) n_heads_b = 0;
+  if (n_rot < 0 || n_rot % 2 != 0 || n_rot > head_dim || n_tokens < 0 || n_tokens > 0x7fffffff || n_heads_a < 0 ||
+      n_heads_b < 0 || n_ctx < 1 || stride_a < static_cast<int64_t>(n_heads_a) * head_dim ||
+      (xb && stride_b < static_cast<int64_t>(n_heads_b) * head_dim))
+    fail_invalid_argument("cuda::rope_table: n_rot " + std::to_string(n_rot) + ", head_dim " +
+                          std::to_string(head_dim) + ", heads " + std::to_string(n_heads_a) + "+" +
+                          std::to_string(n_heads_b) + ", n_tokens " + std::to_string(n_tokens) + ", n_ctx " +
+                          std::to_string(n_ctx) + " break the preconditions");
+  if (n_tokens == 0 || n_heads_a + n_heads_b == 0 || n_rot == 0) return;
+  rope_table_kernel<<<static_cast<unsigned>(n_tokens), kBlock, 0, stream>>>(
+      table, n_rot, neox ? 1 : 0, n_ctx, pos, xa, n_heads_a, stride_a, xb, n_heads_b, stride_b, head_dim);
+  MOE_CUDA_CHECK(cudaGetLastError());
+}
+
+std::vector<float> rope_table_host(const RopeParams& p, int n_ctx) {
+  std::vector<float> t(static_cast<size_t>(n_ctx) * static_cast<size_t>(p.n_rot));
+  for (int pos = 0; pos < n_ctx; ++pos)
+    kernels::ops::rope_cos_sin(p, pos, t.data() + static_cast<size_t>(pos) * p.n_rot);
+  return t;
+}
 
 void rope(const RopeParams& p, const int32_t* pos, float* x, int64_t n_tokens, int n_heads, int head_dim,
           int64_t token_stride, cudaStream_t stream) {

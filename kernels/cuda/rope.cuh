@@ -15,6 +15,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "moe/kernels/ops.h"
 
@@ -27,5 +28,16 @@ namespace moe::cuda {
 // Asynchronous on `stream`; graph-capturable.
 void rope(const kernels::ops::RopeParams& p, const int32_t* pos, float* x, int64_t n_tokens, int n_heads,
           int head_dim, int64_t token_stride, cudaStream_t stream = nullptr);
+
+// The same rotation with the (cos, sin) pairs read from a table built on the host: table + pos * n_rot holds
+// ops::rope_cos_sin(p, pos) for pos < n_ctx (rope_table_host), so every value is the CPU's bit for bit and the
+// kernel does no trigonometry (the per-token table above costs ~7 us per call on an H100, in double). One
+// launch rotates two tensors (q with n_heads_a heads, k with n_heads_b; b may be null) of the same tokens.
+// Positions outside [0, n_ctx) are clamped into it. PRECONDITIONS as rope (for each tensor), n_ctx >= 1.
+void rope_table(const float* table, int n_rot, bool neox, int n_ctx, const int32_t* pos, int64_t n_tokens,
+                float* xa, int n_heads_a, int64_t stride_a, float* xb, int n_heads_b, int64_t stride_b, int head_dim,
+                cudaStream_t stream = nullptr);
+// n_ctx rows of p.n_rot floats: row pos = ops::rope_cos_sin(p, pos).
+std::vector<float> rope_table_host(const kernels::ops::RopeParams& p, int n_ctx);
 
 }  // namespace moe::cuda

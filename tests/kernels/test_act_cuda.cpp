@@ -1,6 +1,7 @@
-// GPU twin test of the elementwise ops (kernels/cuda/act.cuh): SwiGLU/GeGLU against ops::silu_mul /
-// ops::gelu_mul (1e-6 relative: expf/tanhf vs glibc), residual add and the weighted expert combine against
-// the CPU's axpy sequence (bit-exact: same roundings, same order). Exits with 77 without a CUDA device.
+// GPU twin test of the elementwise ops (kernels/cuda/act.cuh): SwiGLU/GeGLU and the sigmoid gate against
+// ops::silu_mul / ops::gelu_mul / ops::sigmoid (1e-6 relative: expf/tanhf vs glibc); residual add, the row
+// bias, gather/scatter and the weighted expert combine against the CPU's arithmetic (bit-exact: same roundings,
+// same order). Exits with 77 without a CUDA device.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -32,6 +33,48 @@ TEST_CASE("GpuGluMatchesCpu") {
     for (int64_t i = 0; i < n; ++i)
       if (std::fabs(gpu[i] - ref[i]) > 1e-6f * std::fabs(ref[i]) + 1e-30f) CHECK(gpu[i] == doctest::Approx(ref[i]));
   }
+}
+
+TEST_CASE("GpuSigmoidMatchesCpu") {
+  test::require_device("test_act_cuda");
+  std::mt19937_64 rng(63);
+  const int64_t n = 4099;
+  const auto x = test::gaussian(n, rng, 6.0f);
+  test::Dev<float> dx(x), dy(std::vector<float>(n, 0.0f));
+  cuda::sigmoid(dx.p, dy.p, n);
+  cuda::sigmoid(dx.p, dx.p, n);  // in place
+  const auto gpu = dy.get(), inplace = dx.get();
+  for (int64_t i = 0; i < n; ++i) {
+    const float ref = ops::sigmoid(x[i]);
+    if (std::fabs(gpu[i] - ref) > 1e-6f * std::fabs(ref) + 1e-30f) CHECK(gpu[i] == doctest::Approx(ref));
+    CHECK(inplace[i] == gpu[i]);
+  }
+}
+
+TEST_CASE("GpuRowOpsAreExact") {
+  test::require_device("test_act_cuda");
+  std::mt19937_64 rng(64);
+  const int64_t rows = 37, cols = 2048 + 96;
+  const auto x = test::gaussian(rows * cols, rng), b = test::gaussian(cols, rng);
+  // add_rows: the bias on every row, one rounding as the CPU's y += b
+  test::Dev<float> dy(x), db(b);
+  cuda::add_rows(dy.p, db.p, rows, cols);
+  const auto y = dy.get();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) REQUIRE(y[r * cols + c] == x[r * cols + c] + b[c]);
+  // gather then scatter with the same permutation is the identity; gather picks the named rows
+  std::vector<int32_t> perm(rows);
+  for (int64_t i = 0; i < rows; ++i) perm[i] = static_cast<int32_t>((i * 11 + 5) % rows);
+  test::Dev<float> dx(x), dg(static_cast<size_t>(rows * cols)), ds(static_cast<size_t>(rows * cols));
+  test::Dev<int32_t> dp(perm);
+  cuda::gather_rows(dx.p, cols, dp.p, rows, dg.p);
+  cuda::scatter_rows(dg.p, cols, dp.p, rows, ds.p);
+  const auto g = dg.get(), sc = ds.get();
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t c = 0; c < cols; ++c) REQUIRE(g[i * cols + c] == x[perm[i] * cols + c]);
+  CHECK(sc == x);
+  CHECK_THROWS_AS(cuda::gather_rows(dx.p, cols, dp.p, 70000, dg.p), Error);
+  CHECK_THROWS_AS(cuda::add_rows(dy.p, db.p, -1, cols), Error);
 }
 
 TEST_CASE("GpuAddAndCombineAreBitExact") {

@@ -111,6 +111,60 @@ TEST_CASE("GpuExpertMatvecReadsTheSlotTable") {
   for (auto* d : dev) delete d;
 }
 
+// Two matrices per expert in one launch (jobs_lo / offset_hi: the decode step's gate and up): every job's
+// output is bit for bit that of a launch of its own.
+TEST_CASE("GpuExpertMatvecTwoMatricesPerExpert") {
+  test::require_device("test_matvec_cuda");
+  std::mt19937_64 rng(13);
+  const TensorType t = TensorType::Q8_0;
+  const int64_t rows = 96, cols = 256, n_expert = 4;
+  const size_t rb = *row_bytes(t, cols), mat = rb * rows, off_hi = (mat + 255) / 256 * 256;
+  std::vector<std::vector<uint8_t>> slots(n_expert);
+  std::vector<test::Dev<uint8_t>*> dev;
+  std::vector<const void*> table;
+  for (int e = 0; e < n_expert; ++e) {
+    const auto lo = test::random_weights(t, rows, cols, rng), hi = test::random_weights(t, rows, cols, rng);
+    slots[e].assign(off_hi + mat, 0);
+    std::copy(lo.begin(), lo.end(), slots[e].begin());
+    std::copy(hi.begin(), hi.end(), slots[e].begin() + off_hi);
+    dev.push_back(new test::Dev<uint8_t>(slots[e]));
+    table.push_back(dev.back()->p);
+  }
+  test::Dev<const void*> dtable(table);
+  const std::vector<int32_t> ids = {3, 1, 2};
+  test::Dev<int32_t> dids(ids);
+  const int k = static_cast<int>(ids.size());
+  const auto x = test::gaussian(static_cast<size_t>(cols), rng);
+  test::Dev<float> dx(x), fused(static_cast<size_t>(2 * k * rows)), sep(static_cast<size_t>(2 * k * rows));
+  cuda::ExpertMatvec a;
+  a.type = t;
+  a.slots = dtable.p;
+  a.n_slots = static_cast<int32_t>(n_expert);
+  a.ids = dids.p;
+  a.row_stride = rb;
+  a.rows = rows;
+  a.cols = cols;
+  a.x = dx.p;
+  a.y_job_stride = rows;
+  a.n_jobs = k;  // separately: the low matrices, then the high ones
+  a.y = sep.p;
+  cuda::matvec_experts(a);
+  a.offset = off_hi;
+  a.y = sep.p + k * rows;
+  cuda::matvec_experts(a);
+  a.offset = 0;  // fused
+  a.offset_hi = off_hi;
+  a.jobs_lo = k;
+  a.n_jobs = 2 * k;
+  a.y = fused.p;
+  cuda::matvec_experts(a);
+  const auto f = fused.get(), g = sep.get();
+  for (size_t i = 0; i < f.size(); ++i) REQUIRE(test::same_bits_or_nan(f[i], g[i]));
+  a.jobs_lo = 2 * k + 1;  // beyond n_jobs
+  CHECK_THROWS_AS(cuda::matvec_experts(a), Error);
+  for (auto* d : dev) delete d;
+}
+
 TEST_CASE("GpuMatvecOneWarpPerRowAboveTheSplitThreshold") {
   // rows > kSplitRows: one warp per row (the dense kernel's other instance), still the emulation's bits.
   test::require_device("test_matvec_cuda");

@@ -56,6 +56,45 @@ TEST_CASE("GpuRopeMatchesCpu") {
   }
 }
 
+// The table form the engine uses: both tensors of one launch (q and k head counts), bit for bit the CPU's.
+TEST_CASE("GpuRopeTableIsBitExact") {
+  test::require_device("test_rope_cuda");
+  std::mt19937_64 rng(32);
+  const int n_ctx = 300;
+  const std::vector<int32_t> pos = {0, 1, 7, 150, 299};
+  const int64_t T = static_cast<int64_t>(pos.size());
+  for (int variant = 0; variant < 3; ++variant) {
+    CAPTURE(variant);
+    ops::RopeParams p;
+    p.mode = variant == 1 ? ops::RopeMode::NeoX : ops::RopeMode::Normal;
+    p.n_rot = variant == 2 ? 32 : 64;
+    p.freq_base = 500000.0f;
+    if (variant == 1) {
+      p.freq_scale = 0.25f;
+      p.ext_factor = 1.0f;
+      p.orig_ctx = 64;
+    }
+    const int head_dim = 64, na = 6, nb = 2;
+    const int64_t sa = na * head_dim, sb = nb * head_dim + 8;
+    const auto q = test::gaussian(static_cast<size_t>(T * sa), rng);
+    const auto k = test::gaussian(static_cast<size_t>(T * sb), rng);
+    auto rq = q, rk = k;
+    std::vector<float> cs(p.n_rot);
+    for (int64_t t = 0; t < T; ++t) {
+      ops::rope_cos_sin(p, pos[t], cs.data());
+      ops::rope_apply(p, cs.data(), rq.data() + t * sa, na, head_dim);
+      ops::rope_apply(p, cs.data(), rk.data() + t * sb, nb, head_dim);
+    }
+    const auto table = cuda::rope_table_host(p, n_ctx);
+    test::Dev<float> dq(q), dk(k), dt(table);
+    test::Dev<int32_t> dpos(pos);
+    cuda::rope_table(dt.p, p.n_rot, p.mode == ops::RopeMode::NeoX, n_ctx, dpos.p, T, dq.p, na, sa, dk.p, nb, sb,
+                     head_dim);
+    CHECK(dq.get() == rq);
+    CHECK(dk.get() == rk);
+  }
+}
+
 TEST_CASE("GpuRopeArgumentChecks") {
   test::require_device("test_rope_cuda");
   test::Dev<float> d(256);

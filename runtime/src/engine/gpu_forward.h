@@ -33,18 +33,26 @@ class GpuForward {
   virtual std::string describe() const = 0;
 };
 
-// The CUDA backend's scratch buffer: float arrays for up to kTokens tokens at a time (each rounded to 64
-// floats, in this order), then the router ids, the token ids and positions, and the per-layer tables of
-// expert pointers. plan_gpu_memory sizes the scratch from it and gpu_forward.cpp lays the buffer out by it.
+// The CUDA backend's scratch buffer: float arrays for up to `batch` tokens at a time (each rounded to 64
+// floats, in this order), then the router ids, the positions, token ids and key counts (pos + 1), the
+// expert-sorted job permutation of a prefill batch, and the per-layer tables of expert pointers of the
+// small-chunk path. plan_gpu_memory sizes the scratch from it and gpu_forward.cpp lays the buffer out by it.
+// Decode and chunks of up to kTokens tokens use matvecs; larger prefill batches (up to `batch` = the
+// session's n_batch) use GEMMs over dequantized tiles (Workspace) and group their tokens by expert (Gathered).
 struct GpuScratchLayout {
-  static constexpr uint64_t kTokens = 8;  // cuda::kMatvecMaxBatch
-  enum Part { X, Xn, Q, K, V, Att, Tmp, Moe, RouterLogits, Weights, G, U, ExpertOut, SharedGate, Ones,
-              SharedWeight, Logits, Scores, kParts };
-  uint64_t floats[kParts] = {};  // offset of each part, in floats
-  uint64_t ids = 0, tokens = 0, ptrs = 0;  // byte offsets of the int32 ids, int32 tokens+positions, pointers
-  uint64_t bytes = 0;                      // the whole buffer
+  static constexpr uint64_t kTokens = 8;  // cuda::kMatvecMaxBatch: the matvec path's chunk
+  enum Part { X, Xn, Q, K, V, Att, Tmp, Moe, RouterLogits, Weights, G, U, ExpertOut, Gathered, SharedGate, Ones,
+              SharedWeight, Logits, Partials, Workspace, kParts };
+  uint64_t batch = kTokens;      // tokens per forward call (>= kTokens)
+  uint64_t workspace_floats = 0;  // GEMM tile workspace (0 when batch == kTokens)
+  int attn_split = 1;             // position splits of decode attention (cuda::attention)
+  uint64_t floats[kParts] = {};   // offset of each part, in floats
+  // Byte offsets: int32 ids, positions+tokens+n_kv, the job permutation (token | job, batch*max_k each), the
+  // pre-gated prediction (ids | weights, kTokens*max_k each), the pointer tables.
+  uint64_t ids = 0, tokens = 0, perm = 0, pred = 0, ptrs = 0;
+  uint64_t bytes = 0;                                 // the whole buffer
 };
-GpuScratchLayout gpu_scratch_layout(const Model& m, uint32_t n_ctx);
+GpuScratchLayout gpu_scratch_layout(const Model& m, uint32_t n_ctx, uint32_t n_batch);
 
 // Builds the GPU backend for `m` on device o.gpu_device with o.vram_bytes of device memory, or
 // returns nullptr after printing a one-line notice on stderr (unless o.quiet_backend) when this
