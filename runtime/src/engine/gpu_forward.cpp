@@ -978,7 +978,7 @@ class CudaForward final : public GpuForward {
     bool have_moe = false;
     if (ls.is_moe) {
       mv(D.router, xn_, nt, rl_);
-      route_chunk(ls, nt);
+      route_chunk(ls, nt, ids_, w_);
       ffn_batch_experts(il, nt, st, last_e, last_w, kk);
       have_moe = true;
     }
@@ -993,7 +993,7 @@ class CudaForward final : public GpuForward {
     bool have_moe = false;
     if (ls.is_moe) {
       mv(D.router, xn_, nt, rl_);
-      route_chunk(ls, nt);
+      route_chunk(ls, nt, ids_, w_);
       if (all_resident_) {
         resident_experts(il, nt, st);
         have_moe = true;
@@ -1013,12 +1013,7 @@ class CudaForward final : public GpuForward {
         const LayerSpec& lx = s.layers[nx];
         cuda::rmsnorm(x_, layers_[nx].ffn_norm, tmp_, nt, E_, s.rms_eps, cs_);
         mv(layers_[nx].router, tmp_, nt, rl_);  // rl_ was consumed by this layer's route
-        cuda::RouterParams rp;
-        rp.sigmoid = s.gating.func == GatingFunc::Sigmoid;
-        rp.topk_before_norm = s.gating.topk_before_norm;
-        rp.renormalize = s.gating.renormalize;
-        rp.scale = s.gating.scale;
-        cuda::route(rp, rl_, nt, static_cast<int>(lx.n_expert), static_cast<int>(lx.n_expert_used), pids_, pw_, cs_);
+        route_chunk(lx, nt, pids_, pw_);
         MOE_CUDA_CHECK(
             cudaMemcpyAsync(h_pids_, pids_, size_t(nt) * lx.n_expert_used * 4, cudaMemcpyDeviceToHost, cs_));
       }
@@ -1180,15 +1175,15 @@ class CudaForward final : public GpuForward {
     prefetch_hits_seen_ = hits;
   }
 
-  // Router probabilities to (ids_, w_) for the chunk's nt tokens.
-  void route_chunk(const LayerSpec& ls, uint32_t nt) {
+  // Router logits rl_ of the chunk's nt tokens to top-k (ids, weights) of layer ls.
+  void route_chunk(const LayerSpec& ls, uint32_t nt, int32_t* ids, float* w) {
     const ModelSpec& s = m_.spec();
     cuda::RouterParams rp;
     rp.sigmoid = s.gating.func == GatingFunc::Sigmoid;
     rp.topk_before_norm = s.gating.topk_before_norm;
     rp.renormalize = s.gating.renormalize;
     rp.scale = s.gating.scale;
-    cuda::route(rp, rl_, nt, static_cast<int>(ls.n_expert), static_cast<int>(ls.n_expert_used), ids_, w_, cs_);
+    cuda::route(rp, rl_, nt, static_cast<int>(ls.n_expert), static_cast<int>(ls.n_expert_used), ids, w, cs_);
   }
 
   // The shared expert (or a dense layer's FFN) added into moe_ (have_moe: moe_ already holds the routed
