@@ -23,6 +23,8 @@
 
 namespace moe::cuda {
 
+// One decode token, one block per head, scores in a buffer (the engine now calls attention() below; this
+// simpler form stays as a tested kernel).
 // out[h*hd_v + d] for h < n_head: softmax_t(scale * q_h . k[t][h/g]) weighted sum of v[t][h/g][d], t < n_kv,
 // g = n_head / n_head_kv. q: (n_head, hd_k) f32; k_cache: (n_ctx, n_head_kv, hd_k) f16 bits; v_cache:
 // (n_ctx, n_head_kv, hd_v); out: (n_head, hd_v) f32; scores: scratch of n_head * n_ctx floats.

@@ -21,6 +21,8 @@
 
 namespace moe::cuda {
 
+// (The engine calls rope_table() below; this per-block-table form stays as a tested kernel for any RopeParams
+// without a precomputed table.)
 // Rotates, for each token t < n_tokens, n_heads heads of head_dim floats at x + t*token_stride
 // (head h at + h*head_dim), with the table ops::rope_cos_sin(p, pos[t]) would give.
 // PRECONDITIONS (InvalidArgument otherwise): p.n_rot even, 0 <= p.n_rot <= head_dim, p.n_rot <= 2048;

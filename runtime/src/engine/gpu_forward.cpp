@@ -307,7 +307,6 @@ class CudaForward final : public GpuForward {
       MOE_CUDA_CHECK(cudaHostAlloc(&st.p, std::max<uint64_t>(slot_bytes_, 1), cudaHostAllocDefault));
       MOE_CUDA_CHECK(cudaEventCreateWithFlags(&st.ev.e, cudaEventDisableTiming));
     }
-    MOE_CUDA_CHECK(cudaEventCreateWithFlags(&ptrs_done_, cudaEventDisableTiming));
     MOE_CUDA_CHECK(cudaEventCreate(&up_t0_));
     MOE_CUDA_CHECK(cudaEventCreate(&up_t1_));
     h_gu_.resize(max_ff_ * 2);
@@ -412,7 +411,6 @@ class CudaForward final : public GpuForward {
       cudaFreeHost(st.p);
       cudaEventDestroy(st.ev.e);
     }
-    cudaEventDestroy(ptrs_done_);
     cudaEventDestroy(up_t0_);
     cudaEventDestroy(up_t1_);
     if (registered_) cudaHostUnregister(registered_);
@@ -458,6 +456,13 @@ class CudaForward final : public GpuForward {
       const uint32_t nt = static_cast<uint32_t>(std::min<size_t>(step, n - off));
       chunk(tokens + off, nt, pos + off, all_logits ? all_logits + size_t(off) * s.n_vocab : nullptr, st, last_e,
             last_w, kk, off + nt == n ? logits : nullptr);
+    }
+    // Prefetch hits are counted by the tier when a lookup first uses a prefetched entry: add the ones since the
+    // last call, once per forward (the tier's stats() builds a per-layer table: not a per-layer cost).
+    if (o_.gpu_prefetch && vram_) {
+      const uint64_t hits = vram_->stats().total().prefetch_hits;
+      st.vram_prefetch_hits += hits - prefetch_hits_seen_;
+      prefetch_hits_seen_ = hits;
     }
   }
 
@@ -1168,11 +1173,6 @@ class CudaForward final : public GpuForward {
       queued += layers_[il].expert_bytes;
       st.vram_prefetches += 1;
     }
-    // Prefetch hits are counted by the tier when a lookup first uses a prefetched entry: report the ones
-    // since the last call (those of this layer's lookups, just made).
-    const uint64_t hits = vram_->stats().total().prefetch_hits;
-    st.vram_prefetch_hits += hits - prefetch_hits_seen_;
-    prefetch_hits_seen_ = hits;
   }
 
   // Router logits rl_ of the chunk's nt tokens to top-k (ids, weights) of layer ls.
@@ -1261,7 +1261,6 @@ class CudaForward final : public GpuForward {
   float* h_e_ = nullptr;
   std::vector<Staging> staging_ = std::vector<Staging>(2);
   size_t next_stage_ = 0;
-  cudaEvent_t ptrs_done_ = nullptr;
   uint8_t* registered_ = nullptr;  // the page-locked mapping (unregistered on destruction)
   bool host_pinned_ = false;       // expert bytes are in page-locked host memory
   uint64_t last_upload_ = UINT64_MAX;  // slot of the last queued upload
