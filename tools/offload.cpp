@@ -73,6 +73,10 @@ void OffloadArgs::add_to(CLI::App& app) {
   app.add_option("--prefetch-threshold", threshold, "Skip guesses whose probability is below this (0..1)")
       ->capture_default_str();
   app.add_option("--prefetch-budget", step_budget, "Bytes of new prefetch reads per layer step (e.g. 64M); default unbounded");
+  app.add_option("--prefetch-inflight", prefetch_inflight,
+                 "Prefetch reads in flight at once (more: bandwidth on a fast drive; fewer: an urgent read waits less)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 32));
   app.add_option("--prefetch-guesses", guesses, "Guesses per predicted layer (default: the model's top-k)");
   app.add_option("--pregate-at", pregate_at, "Pre-gated input: attention (after layer N's attention) or layer (after it)")
       ->capture_default_str();
@@ -155,13 +159,17 @@ void add_offload_metrics(json::Value& o, const OffloadMetrics& m) {
     o.set("prefetch_cancelled", json::Value(m.planner.cancel_requests));
   }
   json::Value layers = json::Value::array();
-  for (size_t l = 0; l < m.planner.plan.size(); ++l) {
+  const std::vector<double>& stall = m.store.stall_seconds_per_layer;
+  for (size_t l = 0; l < std::max(m.planner.plan.size(), stall.size()); ++l) {
     json::Value e = json::Value::object();
     e.set("layer", json::Value(uint64_t(l)));
-    e.set("prefetch_precision", json::Value(m.planner.plan[l].precision()));
-    e.set("prefetch_recall", json::Value(m.planner.plan[l].recall()));
-    for (size_t c = 0; c < m.planner.predictor_names.size(); ++c)
-      e.set(m.planner.predictor_names[c] + "_recall_1", json::Value(m.planner.ahead1[c][l].recall()));
+    if (l < m.planner.plan.size()) {
+      e.set("prefetch_precision", json::Value(m.planner.plan[l].precision()));
+      e.set("prefetch_recall", json::Value(m.planner.plan[l].recall()));
+      for (size_t c = 0; c < m.planner.predictor_names.size(); ++c)
+        e.set(m.planner.predictor_names[c] + "_recall_1", json::Value(m.planner.ahead1[c][l].recall()));
+    }
+    if (l < stall.size() && m.tokens) e.set("stall_ms_per_token", json::Value(stall[l] * 1e3 / double(m.tokens)));
     layers.push(std::move(e));
   }
   o.set("layers", std::move(layers));
@@ -200,6 +208,7 @@ std::unique_ptr<ExpertSource> OffloadArgs::make_source(const Model& m, const Ses
   else if (io == "pread") o.io_backend = prefetch::IoBackend::Pread;
   else fail(ErrorCode::InvalidArgument, "--io must be auto, uring or pread, not '{}'", io);
   o.direct = !no_direct;
+  o.prefetch_inflight = prefetch_inflight;
   o.session = so;
   // With a planner, fresh prefetches must not be the first victims; it drops its stale ones itself.
   if (!predictor.empty() && predictor != "none") o.prefetched_unused_first = false;

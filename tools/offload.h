@@ -18,6 +18,7 @@ struct OffloadArgs {
   std::string scope = "global";
   std::string io = "auto";      // auto | uring | pread
   bool no_direct = false;
+  uint32_t prefetch_inflight = StoreOptions{}.prefetch_inflight;  // --prefetch-inflight
   std::string profile;          // usage profile for --policy static
   bool quiet = false;           // no notices on stderr
   // Prefetch planner (--predictor, --prefetch-depth, --prefetch-threshold, --prefetch-budget,

@@ -133,6 +133,7 @@ std::unique_ptr<ResidencyManager> ResidencyManager::create(const TierConfig& cfg
   m->state_.assign(n_slots, SlotState::Free);
   m->evictable_.assign(n_slots, 0);
   m->prefetched_unused_.assign(n_slots, 0);
+  m->early_unaccessed_.assign(n_slots, 0);
   m->pu_prev_.assign(n_slots, kNoSlot);
   m->pu_next_.assign(n_slots, kNoSlot);
   m->pool_of_slot_.assign(n_slots, kNoSlot);
@@ -184,6 +185,12 @@ EntryState ResidencyManager::access_locked(ExpertKey k, uint32_t* slot_out) {
   if (s == kNoSlot) {
     ++st.misses;
     return EntryState::Absent;
+  }
+  if (early_unaccessed_[s]) {  // the access the early fetch was started for: a miss, no second reference
+    early_unaccessed_[s] = 0;
+    ++st.misses;
+    *slot_out = s;
+    return state_[s] == SlotState::Resident ? EntryState::Resident : EntryState::InFlight;
   }
   Pool& p = pools_[pool_of_slot_[s]];
   const bool first_use = prefetched_unused_[s] != 0;
@@ -275,7 +282,7 @@ Reservation ResidencyManager::reserve_locked(ExpertKey k, FetchKind kind, bool p
     return r;
   }
   Pool& p = pools_[pi];
-  const bool demand = kind == FetchKind::Demand;
+  const bool demand = kind != FetchKind::Prefetch;
   if (!p.free.empty()) {
     s = p.free.back();
     p.free.pop_back();
@@ -321,6 +328,7 @@ Reservation ResidencyManager::reserve_locked(ExpertKey k, FetchKind kind, bool p
   state_[s] = SlotState::InFlight;
   evictable_[s] = 0;
   bytes_[s] = bytes;
+  early_unaccessed_[s] = kind == FetchKind::EarlyDemand ? 1 : 0;
   ++st.inserts;
   if (!demand) {
     ++st.prefetch_inserts;

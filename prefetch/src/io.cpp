@@ -96,6 +96,7 @@ std::unique_ptr<IoReader> IoReader::open(const std::string& path, IoOptions opti
   if (o.queue_depth == 0 || o.pread_threads == 0)
     fail(ErrorCode::InvalidArgument, "io: queue_depth and pread_threads must be > 0 (opening '{}')", path);
   if (o.chunk_bytes < kIoAlign || o.chunk_bytes % kIoAlign || o.chunk_bytes > (1ull << 30) ||
+      o.speculative_chunk_bytes < kIoAlign || o.speculative_chunk_bytes % kIoAlign ||
       o.bounce_slot_bytes < kIoAlign || o.bounce_slot_bytes % kIoAlign || o.bounce_slot_bytes > (1ull << 30) ||
       o.bounce_slots == 0)
     fail(ErrorCode::InvalidArgument,
@@ -214,16 +215,19 @@ void IoReader::Impl::build(Request& r) {
       }
     }
   }
+  // Speculative reads in smaller chunks: one in flight delays a more urgent read by less.
+  const uint64_t direct_step =
+      r.prio == IoPriority::Speculative ? std::min(opt.chunk_bytes, opt.speculative_chunk_bytes) : opt.chunk_bytes;
   size_t n = 0;
   for (const Extent& e : r.extents) {
-    const uint64_t step = e.bounce ? opt.bounce_slot_bytes : opt.chunk_bytes;
+    const uint64_t step = e.bounce ? opt.bounce_slot_bytes : direct_step;
     n += (e.len + step - 1) / step;
   }
   r.chunks.resize(n);
   size_t k = 0;
   for (uint32_t ei = 0; ei < r.extents.size(); ++ei) {
     const Extent& e = r.extents[ei];
-    const uint64_t step = e.bounce ? opt.bounce_slot_bytes : opt.chunk_bytes;
+    const uint64_t step = e.bounce ? opt.bounce_slot_bytes : direct_step;
     for (uint64_t o = 0; o < e.len; o += step, ++k) {
       Chunk& c = r.chunks[k];
       c.req = &r;
@@ -252,6 +256,8 @@ void IoReader::Impl::build(Request& r) {
 uint64_t IoReader::submit(std::span<const IoPiece> pieces, IoPriority priority, uint64_t tag, IoCallback callback) {
   Impl& m = *impl_;
   if (pieces.empty()) fail(ErrorCode::InvalidArgument, "io: empty request for '{}'", m.path);
+  if (size_t(priority) >= kIoPriorities)
+    fail(ErrorCode::InvalidArgument, "io: unknown priority {} for '{}'", int(priority), m.path);
   auto r = std::make_unique<Request>();
   for (const IoPiece& p : pieces) {
     if (p.length == 0 || !p.dst)
@@ -416,13 +422,13 @@ void IoReader::Impl::remove_from_queue_locked(Request* r) {
 bool IoReader::Impl::has_work_locked() const {
   if (inflight >= depth) return false;
   if (!queue[0].empty()) return true;
-  return !queue[1].empty() && inflight_prefetch < prefetch_depth;
+  return (!queue[1].empty() || !queue[2].empty()) && inflight_prefetch < prefetch_depth;
 }
 
 Chunk* IoReader::Impl::next_chunk_locked() {
-  for (size_t prio = 0; prio < 2; ++prio) {
+  for (size_t prio = 0; prio < kIoPriorities; ++prio) {
     if (inflight >= depth) return nullptr;
-    if (prio == size_t(IoPriority::Prefetch) && inflight_prefetch >= prefetch_depth) return nullptr;
+    if (prio != size_t(IoPriority::Demand) && inflight_prefetch >= prefetch_depth) return nullptr;
     auto& q = queue[prio];
     if (q.empty()) continue;
     Request* r = q.front();
@@ -441,7 +447,7 @@ Chunk* IoReader::Impl::next_chunk_locked() {
     account_locked();
     r->inflight++;
     inflight++;
-    if (r->prio == IoPriority::Prefetch) inflight_prefetch++;
+    if (r->prio != IoPriority::Demand) inflight_prefetch++;
     st.peak_depth = std::max(st.peak_depth, inflight);
     return &c;
   }
@@ -535,7 +541,7 @@ Next IoReader::Impl::handle(Chunk* c, int res) {
   }
   account_locked();
   inflight--;
-  if (r->prio == IoPriority::Prefetch) inflight_prefetch--;
+  if (r->prio != IoPriority::Demand) inflight_prefetch--;
   r->inflight--;
   if (r->inflight == 0 && (r->stop || r->next == r->chunks.size())) complete_locked(r);
   return Next::Finished;

@@ -329,6 +329,45 @@ TEST_CASE("PrefetchedUnusedEvictedFirst") {
   }
 }
 
+TEST_CASE("An early demand fetch decides and counts as the plain miss it replaces") {
+  // Manager A misses the plain way (Lookup, then BeginFetch Demand); B starts some misses early
+  // (BeginFetch EarlyDemand, complete, then the Lookup). Same evictions, states and statistics.
+  for (const char* policy : {"lru", "lfu", "lfru", "arc"}) {
+    CAPTURE(policy);
+    auto a = make(policy, 8), b = make(policy, 8);
+    uint64_t rng = 12345;
+    for (int step = 0; step < 2000; ++step) {
+      rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+      const uint32_t e = uint32_t((rng >> 33) % 24);
+      const bool early = (rng >> 20) & 1;
+      Handle ha = a->Lookup(K(e));
+      if (!ha) {
+        Reservation r = a->BeginFetch(K(e), FetchKind::Demand, /*pin=*/true);
+        REQUIRE(r.status == ReserveStatus::Reserved);
+        a->CompleteFetch(K(e));
+      }
+      if (early && b->Peek(K(e)) == EntryState::Absent) {
+        REQUIRE(b->BeginFetch(K(e), FetchKind::EarlyDemand).status == ReserveStatus::Reserved);
+        if (rng & 1) b->CompleteFetch(K(e));  // arrived before the access, or not yet
+      }
+      Handle hb = b->Lookup(K(e));
+      if (!hb) {
+        Reservation r = b->BeginFetch(K(e), FetchKind::Demand, /*pin=*/true);
+        REQUIRE(r.status == ReserveStatus::Reserved);
+      }
+      b->CompleteFetch(K(e));
+      for (uint32_t x = 0; x < 24; ++x) REQUIRE(a->Peek(K(x)) == b->Peek(K(x)));
+    }
+    const LayerStats sa = a->stats().total(), sb = b->stats().total();
+    CHECK(sa.misses == sb.misses);
+    CHECK(sa.hits + sa.inflight_hits == sb.hits + sb.inflight_hits);
+    CHECK(sa.evictions == sb.evictions);
+    CHECK(sa.inserts == sb.inserts);
+    CHECK(sb.prefetch_inserts == 0);
+    check_ok(*b);
+  }
+}
+
 TEST_CASE("Erase drops only resident, unpinned entries") {
   auto m = make("arc", 2);
   m->Insert(K(1), FetchKind::Demand);

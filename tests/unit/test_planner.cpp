@@ -193,6 +193,8 @@ TEST_CASE("a slow link stalls less with prefetch than without, outputs unchanged
   auto measure = [&](const char* spec, Run* out) {
     StoreOptions so = store_opts(*m, 24);
     so.faults = slow_link(3, 20000);
+    // The simulated link is all latency (3 ms per chunk, no bandwidth limit): many reads in flight pay.
+    so.prefetch_inflight = 24;
     CachedExpertSource src(*m, so);
     PlannerOptions po;
     po.predictor = spec;

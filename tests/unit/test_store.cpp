@@ -423,6 +423,39 @@ TEST_CASE("prefetch fills slots asynchronously; a demand waits for it; cancellat
     src.release(1, 1);
     CHECK(src.stats().io_errors == 1u);
   }
+  SUBCASE("will_acquire starts the read now; the acquire that follows is the one miss") {
+    auto plan = std::make_shared<prefetch::IoFaultPlan>();
+    prefetch::IoFaultRule r;
+    r.kind = prefetch::IoFaultRule::Kind::Delay;
+    r.request = 0;
+    r.chunk = -1;
+    r.value = 150;  // ms
+    plan->rules.push_back(r);
+    StoreOptions o = base_opts(budget_for_slots(*m, 8));
+    o.faults = plan;
+    CachedExpertSource src(*m, o);
+    src.will_acquire(2, 6);
+    CHECK(src.state(2, 6) == EntryState::InFlight);
+    CHECK_FALSE(src.cancel_prefetch(2, 6));  // a demand read: not cancellable
+    src.will_acquire(2, 6);                  // already in flight: nothing more
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));  // "computing other experts"
+    const auto t0 = std::chrono::steady_clock::now();
+    ExpertWeights w = src.acquire(2, 6);
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    CHECK(waited < 0.1);  // the read (150 ms) ran during the sleep: it started at will_acquire
+    const ExpertSlices& sl = *m->experts().at(2, 6);
+    CHECK(std::memcmp(w.down.data, file + sl.down.offset, sl.down.nbytes) == 0);
+    src.release(2, 6);
+    const StoreStats s = src.stats();
+    CHECK(s.misses == 1u);
+    CHECK(s.hits == 0u);
+    CHECK(s.inflight_hits == 0u);
+    CHECK(s.prefetches == 0u);
+    CHECK(s.io.requests == 1u);
+    src.will_acquire(2, 6);  // resident: nothing
+    src.will_acquire(9, 0);  // out of range: ignored
+    CHECK(src.stats().io.requests == 1u);
+  }
   SUBCASE("prefetch into a cache whose slots are all pinned is refused, not blocking") {
     CachedExpertSource src(*m, base_opts(budget_for_slots(*m, 4)));
     for (uint32_t e = 0; e < 4; ++e) src.acquire(0, e);

@@ -61,6 +61,10 @@ class ExpertSource {
   // True when acquire(layer, expert) would not wait for IO right now (a hint only: the answer may
   // change at once). The session computes such experts first while the others load. Never blocks.
   virtual bool resident(uint32_t /*layer*/, uint32_t /*expert*/) const noexcept { return false; }
+  // The caller will acquire(layer, expert) soon: a source that reads on demand may start that read
+  // now, at demand priority, so it overlaps the caller's other work. A hint: never blocks or throws
+  // (a failed start is retried, and reported, by the acquire).
+  virtual void will_acquire(uint32_t /*layer*/, uint32_t /*expert*/) noexcept {}
 };
 
 // Optional callbacks from inside Session's layer loop (the prefetch planner's hook). Called on the

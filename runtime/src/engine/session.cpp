@@ -635,19 +635,37 @@ void Session::ffn_block(uint32_t il, uint32_t n, FfnPart part) {
       for (uint32_t i = 0; i < held; ++i) src_.release(il, es[i]);
     };
     if (n <= kOooTokens) {
-      // Resident experts first, as one group (pass 0); then the rest in ascending id, each as it
-      // arrives (pass 1). Slot outputs are combined below in the in-order sequence (bit-identical).
+      // Resident experts first, in groups; then the others one at a time as they arrive. Slot outputs
+      // are combined below in ascending expert id whatever the compute order (bit-identical).
       std::fill(e_done_.begin(), e_done_.begin() + ls.n_expert, uint8_t(0));
-      for (int pass = 0; pass < 2; ++pass) {
+      // The misses' reads start now, so they load while the resident experts compute.
+      if (src_may_block_)
+        for (uint32_t e = 0; e < ls.n_expert; ++e)
+          if (e_start_[e + 1] != e_start_[e] && !src_.resident(il, e)) src_.will_acquire(il, e);
+      for (uint32_t e = 0; e < ls.n_expert; ++e) {
+        if (e_start_[e + 1] == e_start_[e] || !src_.resident(il, e)) continue;
+        e_done_[e] = 1;
+        ew[m] = src_.acquire(il, e);
+        es[m++] = e;
+        if (m == group) flush();
+      }
+      if (m > 0) flush();
+      // Then the rest one by one: whichever has arrived meanwhile first, else the lowest id (waits).
+      for (;;) {
+        uint32_t pick = UINT32_MAX;
         for (uint32_t e = 0; e < ls.n_expert; ++e) {
-          const uint32_t c = e_start_[e + 1] - e_start_[e];
-          if (c == 0 || e_done_[e] || (pass == 0 && !src_.resident(il, e))) continue;
-          e_done_[e] = 1;
-          ew[m] = src_.acquire(il, e);
-          es[m++] = e;
-          if (pass == 1 || m == group) flush();
+          if (e_start_[e + 1] == e_start_[e] || e_done_[e]) continue;
+          if (pick == UINT32_MAX) pick = e;
+          if (src_.resident(il, e)) {
+            pick = e;
+            break;
+          }
         }
-        if (m > 0) flush();
+        if (pick == UINT32_MAX) break;
+        e_done_[pick] = 1;
+        ew[m] = src_.acquire(il, pick);
+        es[m++] = pick;
+        flush();
       }
     } else {
       // Groups of consecutive active experts in ascending id.

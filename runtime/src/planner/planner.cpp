@@ -107,6 +107,8 @@ struct PrefetchPlanner::Impl {
   std::vector<std::unique_ptr<prefetch::Predictor>> online;
   // The plan per target layer (guesses kept since its last routing).
   std::vector<std::vector<uint8_t>> planned, issued;  // [layer][expert]
+  std::vector<std::vector<uint8_t>> speculative;      // [layer][expert]: issued from 2+ layers ahead
+  std::vector<uint8_t> in_step;                       // (n_expert) scratch: candidates of this commit
   std::vector<std::vector<uint16_t>> plan_list;       // [layer]
   // One-layer-ahead guesses: pending (made, routing not known yet) and used (scored) per component.
   std::vector<std::vector<std::vector<uint16_t>>> pending, used;  // [component][layer] -> experts
@@ -148,15 +150,35 @@ struct PrefetchPlanner::Impl {
     for (uint16_t e : pending[comp][target]) pending_mark[comp][e] = 0;
   }
 
-  // Turns the merged candidates for `target` into plan entries and prefetch reads, best first.
-  void commit(uint32_t target) {
+  // Turns the merged candidates for `target`, guessed `ahead` layers before it, into plan entries and
+  // prefetch reads, best first. Reads for guesses 2+ layers ahead are speculative (the reader's lowest
+  // priority); the one-layer-ahead guess then confirms them or cancels those not yet read.
+  void commit(uint32_t target, uint32_t ahead) {
     uint32_t n = 0;
     for (uint32_t i = 0; i < n_touched; ++i) {
       const uint32_t e = touched[i];
       sorted[n++] = Guess{e, cand[e]};
       cand[e] = 0.0f;
+      in_step[e] = 1;
     }
     n_touched = 0;
+    if (ahead == 1) {
+      auto& pl = plan_list[target];
+      for (size_t i = 0; i < pl.size();) {
+        const uint16_t e = pl[i];
+        if (speculative[target][e] && !in_step[e] && store && store->cancel_prefetch(target, e)) {
+          ++st.cancel_requests;
+          speculative[target][e] = issued[target][e] = planned[target][e] = 0;
+          if (outstanding) --outstanding;
+          pl[i] = pl.back();
+          pl.pop_back();
+          continue;
+        }
+        speculative[target][e] = 0;
+        ++i;
+      }
+    }
+    for (uint32_t i = 0; i < n; ++i) in_step[sorted[i].expert] = 0;
     std::sort(sorted.begin(), sorted.begin() + n, [](const Guess& a, const Guess& b) {
       return a.score > b.score || (a.score == b.score && a.expert < b.expert);
     });
@@ -178,8 +200,9 @@ struct PrefetchPlanner::Impl {
             ++st.dropped_budget;
             continue;
           }
-          if (store->prefetch(target, e)) {
+          if (store->prefetch(target, e, /*speculative=*/ahead > 1)) {
             issued[target][e] = 1;
+            speculative[target][e] = ahead > 1 ? 1 : 0;
             ++outstanding;
             ++st.prefetch_reads;
             st.prefetch_bytes += bytes;
@@ -213,7 +236,7 @@ struct PrefetchPlanner::Impl {
         }
         if (a == 1) clear_marks(c, target);
       }
-      commit(target);
+      commit(target, a);
     }
     st.predict_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
   }
@@ -236,7 +259,7 @@ struct PrefetchPlanner::Impl {
         merge(k, c, a == 1, target);
         if (a == 1) clear_marks(c, target);
       }
-      commit(target);
+      commit(target, a);
     }
     st.predict_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
   }
@@ -267,6 +290,7 @@ struct PrefetchPlanner::Impl {
         if (issued[layer][e] && outstanding) --outstanding;
         issued[layer][e] = 0;
         planned[layer][e] = 0;
+        speculative[layer][e] = 0;
       }
       pl.clear();
     }
@@ -349,6 +373,8 @@ PrefetchPlanner::PrefetchPlanner(const Model& m, CachedExpertSource* store, cons
   const size_t L = s.n_layer, E = I.n_expert, C = I.names.size();
   I.planned.assign(L, std::vector<uint8_t>(E, 0));
   I.issued.assign(L, std::vector<uint8_t>(E, 0));
+  I.speculative.assign(L, std::vector<uint8_t>(E, 0));
+  I.in_step.assign(E, 0);
   I.plan_list.resize(L);
   for (auto& v : I.plan_list) v.reserve(E);
   I.pending.assign(C, std::vector<std::vector<uint16_t>>(L));

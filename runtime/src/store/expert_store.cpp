@@ -203,6 +203,7 @@ struct CachedExpertSource::Impl {
   // counters (under mu)
   uint64_t acquires = 0, prefetches = 0, prefetch_cancelled = 0, io_errors = 0;
   uint64_t stall_ns = 0;
+  std::vector<uint64_t> stall_ns_layer;           // per layer (sized at construction)
   prefetch::IoStats io_base;  // the reader's (cumulative) stats at the last reset_stats()
 
   Impl(const Model& model, const StoreOptions& o) : m(model), opt(o) {}
@@ -255,7 +256,8 @@ struct CachedExpertSource::Impl {
 
   // Submits the read of `k` into `slot` (reserved InFlight by the caller). Throws on a submit error
   // after aborting the reservation.
-  void start_read(ExpertKey k, uint32_t slot, bool is_prefetch) {
+  void start_read(ExpertKey k, uint32_t slot, bool is_prefetch,
+                  prefetch::IoPriority prio = prefetch::IoPriority::Prefetch) {
     const uint32_t ki = key_index(k.layer, k.expert);
     uint64_t gen;
     {
@@ -284,7 +286,7 @@ struct CachedExpertSource::Impl {
     uint64_t ticket = 0;
     try {
       ticket = reader->submit(std::span<const prefetch::IoPiece>(pieces, n_pieces),
-                              is_prefetch ? prefetch::IoPriority::Prefetch : prefetch::IoPriority::Demand,
+                              is_prefetch ? prio : prefetch::IoPriority::Demand,
                               k.pack(), [this, slot, k, gen](const prefetch::IoCompletion& c) { on_io(slot, k, gen, c); });
     } catch (const Error& e) {
       std::lock_guard<std::mutex> g(mu);
@@ -371,6 +373,7 @@ CachedExpertSource::CachedExpertSource(const Model& m, const StoreOptions& o) : 
   I.io.resize(I.mgr->slot_count());
   I.io_slot_of_key.assign(I.layout.size(), kNoSlot);
   I.held.resize(I.layout.size());
+  I.stall_ns_layer.assign(I.n_layer, 0);
 
   // The reader: registered regions of whole slots, at most 1 GiB each (io_uring's per-buffer limit).
   prefetch::IoOptions io;
@@ -378,6 +381,7 @@ CachedExpertSource::CachedExpertSource(const Model& m, const StoreOptions& o) : 
   io.direct = o.direct;
   io.queue_depth = std::max<uint32_t>(1, o.queue_depth);
   io.pread_threads = std::max<uint32_t>(1, o.io_threads);
+  io.prefetch_depth = std::max<uint32_t>(1, std::min(o.prefetch_inflight, io.queue_depth));
   io.bounce_slot_bytes = kBounceBytes;
   io.bounce_slots = 1;
   io.notice = o.notice;
@@ -456,6 +460,7 @@ ExpertWeights CachedExpertSource::acquire(uint32_t layer, uint32_t expert) {
     const uint64_t ns = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
     std::lock_guard<std::mutex> g(I.mu);
     I.stall_ns += ns;
+    I.stall_ns_layer[layer] += ns;
   };
   bool own_read = false;
   if (h) {  // in flight (a prefetch or another thread's read): make it uncancellable
@@ -542,7 +547,9 @@ ExpertWeights CachedExpertSource::acquire(uint32_t layer, uint32_t expert) {
   {
     std::lock_guard<std::mutex> g(I.mu);
     ++I.acquires;
-    I.stall_ns += uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
+    const uint64_t ns = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
+    I.stall_ns += ns;
+    I.stall_ns_layer[layer] += ns;
     I.held[ki].push_back(std::move(h));
     ++I.held_total;
   }
@@ -570,7 +577,7 @@ void CachedExpertSource::release(uint32_t layer, uint32_t expert) noexcept {
   if (n) --n;
 }
 
-bool CachedExpertSource::prefetch(uint32_t layer, uint32_t expert) {
+bool CachedExpertSource::prefetch(uint32_t layer, uint32_t expert, bool speculative) {
   Impl& I = *impl_;
   if (layer >= I.n_layer || expert >= I.n_expert || !I.m.experts().is_moe_layer(layer)) return false;
   const ExpertKey k{layer, expert};
@@ -578,8 +585,28 @@ bool CachedExpertSource::prefetch(uint32_t layer, uint32_t expert) {
                                            I.m.experts().at(layer, expert)->bytes());
   if (r.status == cache::ReserveStatus::AlreadyPresent) return true;
   if (r.status != cache::ReserveStatus::Reserved) return false;
-  I.start_read(k, r.slot, /*is_prefetch=*/true);
+  I.start_read(k, r.slot, /*is_prefetch=*/true,
+               speculative ? prefetch::IoPriority::Speculative : prefetch::IoPriority::Prefetch);
   return true;
+}
+
+void CachedExpertSource::will_acquire(uint32_t layer, uint32_t expert) noexcept {
+  Impl& I = *impl_;
+  if (layer >= I.n_layer || expert >= I.n_expert || !I.m.experts().is_moe_layer(layer)) return;
+  const ExpertKey k{layer, expert};
+  const uint32_t ki = I.key_index(layer, expert);
+  try {
+    cache::Reservation r = I.mgr->BeginFetch(k, cache::FetchKind::EarlyDemand, /*pin=*/false,
+                                             I.m.experts().at(layer, expert)->bytes());
+    if (r.status == cache::ReserveStatus::AlreadyPresent) {
+      std::lock_guard<std::mutex> g(I.mu);
+      if (I.io_slot_of_key[ki] == r.slot) I.io[r.slot].demanded = true;
+    } else if (r.status == cache::ReserveStatus::Reserved) {
+      I.start_read(k, r.slot, /*is_prefetch=*/false);
+    }
+  } catch (...) {
+    // start_read aborted the reservation; the acquire reads again and reports the cause.
+  }
 }
 
 bool CachedExpertSource::cancel_prefetch(uint32_t layer, uint32_t expert) {
@@ -648,6 +675,8 @@ StoreStats CachedExpertSource::stats() const {
     s.prefetch_cancelled = I.prefetch_cancelled;
     s.io_errors = I.io_errors;
     s.stall_seconds = double(I.stall_ns) * 1e-9;
+    s.stall_seconds_per_layer.resize(I.stall_ns_layer.size());
+    for (size_t l = 0; l < I.stall_ns_layer.size(); ++l) s.stall_seconds_per_layer[l] = double(I.stall_ns_layer[l]) * 1e-9;
   }
   const cache::LayerStats t = s.tier.total();
   s.hits = t.hits;
@@ -668,6 +697,7 @@ void CachedExpertSource::reset_stats() {
   std::lock_guard<std::mutex> g(I.mu);
   I.acquires = I.prefetches = I.prefetch_cancelled = I.io_errors = 0;
   I.stall_ns = 0;
+  std::fill(I.stall_ns_layer.begin(), I.stall_ns_layer.end(), uint64_t(0));
   I.io_base = io;  // the reader's counters are cumulative: stats() subtracts this snapshot
 }
 

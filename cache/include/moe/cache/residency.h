@@ -49,7 +49,11 @@ enum class EntryState : uint8_t {
 };
 const char* entry_state_name(EntryState s) noexcept;
 
-enum class FetchKind : uint8_t { Demand, Prefetch };
+// EarlyDemand: a demand fetch started before its access (the engine knows the routing and starts a
+// layer's misses while it computes the resident experts). It is evicted and inserted as Demand; its
+// first access is counted as the miss it is, and the policy sees that access as the insert already
+// told it (no second reference).
+enum class FetchKind : uint8_t { Demand, Prefetch, EarlyDemand };
 
 struct TierConfig {
   std::string name = "tier";     // for statistics ("vram", "dram")
@@ -224,6 +228,7 @@ class ResidencyManager {
   std::vector<SlotState> state_;
   std::vector<uint8_t> evictable_;        // Resident && pins == 0 (the policies' view)
   std::vector<uint8_t> prefetched_unused_;
+  std::vector<uint8_t> early_unaccessed_;  // an EarlyDemand entry not accessed yet
   std::vector<uint32_t> pu_prev_, pu_next_;
   std::vector<uint32_t> pool_of_slot_;
   std::vector<LayerStats> stats_;

@@ -58,7 +58,11 @@
 namespace moe::prefetch {
 
 enum class IoBackend : uint8_t { Auto, Uring, Pread };
-enum class IoPriority : uint8_t { Demand = 0, Prefetch = 1 };  // demand jumps ahead of queued prefetch
+// Queued requests are issued in priority order (FIFO within one): demand jumps ahead of queued
+// prefetch, prefetch ahead of speculative (guesses further ahead). Prefetch and speculative reads
+// share the IoOptions::prefetch_depth limit on reads in flight.
+enum class IoPriority : uint8_t { Demand = 0, Prefetch = 1, Speculative = 2 };
+inline constexpr size_t kIoPriorities = 3;
 enum class IoPieceMode : uint8_t { Exact, Slot };
 
 // The O_DIRECT alignment this engine uses for offsets, lengths and addresses (bytes).
@@ -136,6 +140,7 @@ struct IoOptions {
   uint32_t prefetch_depth = 0;           // max prefetch reads in flight; 0 = 3/4 of queue_depth, so a
                                          // demand read always finds a free slot
   uint64_t chunk_bytes = 4ull << 20;     // max bytes per read straight into caller memory
+  uint64_t speculative_chunk_bytes = 512ull << 10;  // the same for IoPriority::Speculative requests
   uint64_t bounce_slot_bytes = 1ull << 20;  // bounce chunk size (multiple of kIoAlign)
   uint32_t bounce_slots = 32;            // bounce arena = bounce_slots * bounce_slot_bytes
   uint32_t max_retries = 16;             // EAGAIN/EINTR/zero-progress retries per chunk

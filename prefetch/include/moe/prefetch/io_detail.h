@@ -128,7 +128,7 @@ struct IoReader::Impl {
   std::condition_variable cv_done;   // a request completed or was delivered
   // (mu)
   std::unordered_map<uint64_t, std::unique_ptr<Request>> reqs;
-  std::deque<Request*> queue[2];     // by IoPriority: requests with chunks left to issue
+  std::deque<Request*> queue[kIoPriorities];  // by IoPriority: requests with chunks left to issue
   std::deque<uint64_t> pollq;        // completed callback-less tickets
   std::vector<Request*> pending;     // completed callback requests awaiting delivery
   std::deque<uint64_t> recent;       // delivered callback requests kept for a late wait()
