@@ -187,7 +187,14 @@ std::string OffloadMetrics::to_text() const {
       "stall {:.2f} ms/token | {:.2f} MB read/token\n",
       decode_tok_s, 100 * hit_rate, 100 * prefetch_precision, 100 * prefetch_recall, 100 * overlap_ratio,
       stall_ms_per_token, bytes_read_per_token / 1e6);
-  if (cached) s += store.to_text() + "\n";
+  if (cached) {
+    s += store.to_text() + "\n";
+    if (tokens && !store.stall_seconds_per_layer.empty()) {
+      s += "stall ms/token by layer:";
+      for (double v : store.stall_seconds_per_layer) s += fmt::format(" {:.1f}", v * 1e3 / double(tokens));
+      s += "\n";
+    }
+  }
   if (!planner.predictor_names.empty()) s += planner.to_text();
   return s;
 }
