@@ -189,9 +189,9 @@ int dispatch(BenchArgs& a, const GridOpts& g) {
   if (ga.model.empty() == ga.trace.empty())
     throw CLI::ValidationError("-m,--model", "give exactly one of -m MODEL or --trace FILE");
   ga.policies = policies;
-  if (ga.policies.empty()) ga.policies = {"lru"};
+  if (ga.policies.empty()) ga.policies = {"arc"};
   ga.predictors = predictors;
-  if (ga.predictors.empty()) ga.predictors = {"none"};
+  if (ga.predictors.empty()) ga.predictors = {ga.trace.empty() ? a.offload.predictor : std::string("none")};
   for (const std::string& r : rams) ga.budgets.push_back(r == "none" ? 0 : parse_bytes(r));
   for (const std::string& r : split_list(g.budget_experts)) ga.budget_experts.push_back(parse_bytes(r));
   ga.reps = a.reps;
@@ -233,7 +233,8 @@ Registrar reg("bench", "Measure prefill and decode speed (CPU engine), or a grid
   app.remove_option(app.get_option("--predictor"));
   app.add_option("--predictor", g->predictor,
                  "Expert prefetch predictors, comma-separated to combine: none, pregated, transition, popularity, "
-                 "history. Repeat the option for a grid over predictors (default none)");
+                 "history. Repeat the option for a grid over predictors (default auto: pregated with a --ram "
+                 "cache on the CPU, else none; none with --trace)");
   app.add_option("--predictors", g->predictors,
                  "Grid over predictors, `moe sim` style: comma-separated entries, '+' combines "
                  "(none,transition+popularity)");

@@ -12,4 +12,8 @@ MOE=./build/tools/moe
 $MOE inspect demo/tiny-qwen3moe.gguf
 $MOE run -m demo/tiny-qwen3moe.gguf -p "The quick brown fox" -n 32 --temp 0
 echo
+# The same tokens with the experts in an 81 MiB budget (about half of them fit): an ARC cache over the
+# file, read with io_uring + O_DIRECT, the next layer's experts prefetched; --stats shows the cache.
+$MOE run -m demo/tiny-qwen3moe.gguf -p "The quick brown fox" -n 32 --temp 0 --ram 81M --stats
+echo
 $MOE bench -m demo/tiny-qwen3moe.gguf -t "$(nproc)"

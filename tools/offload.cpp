@@ -67,7 +67,7 @@ void OffloadArgs::add_to(CLI::App& app) {
   app.add_option("--profile", profile, "Usage profile for --policy static (written by --save-profile)");
   app.add_option("--predictor", predictor,
                  "Expert prefetch predictors, comma-separated to combine: none, pregated, transition, popularity, "
-                 "history")
+                 "history; auto = pregated with --ram on the CPU, else none")
       ->capture_default_str();
   app.add_option("--prefetch-depth", depth, "Prefetch layers N+1 .. N+d while layer N computes")->capture_default_str();
   app.add_option("--prefetch-threshold", threshold, "Skip guesses whose probability is below this (0..1)")
@@ -86,10 +86,15 @@ void OffloadArgs::add_to(CLI::App& app) {
   app.add_flag("--calibrate", calibrate, "Cost model: probe the link and compute rates at start-up");
 }
 
+std::string OffloadArgs::predictor_for(bool cached_source) const {
+  if (predictor != "auto") return predictor;
+  return cached_source && vram.empty() ? "pregated" : "none";
+}
+
 std::unique_ptr<PrefetchPlanner> OffloadArgs::make_planner(const Model& m, ExpertSource& src,
                                                            const SessionOptions& so) const {
   PlannerOptions po;
-  po.predictor = predictor;
+  po.predictor = predictor_for(dynamic_cast<CachedExpertSource*>(&src) != nullptr);
   po.depth = depth;
   po.threshold = threshold;
   po.guesses_per_layer = guesses;
@@ -218,7 +223,8 @@ std::unique_ptr<ExpertSource> OffloadArgs::make_source(const Model& m, const Ses
   o.prefetch_inflight = prefetch_inflight;
   o.session = so;
   // With a planner, fresh prefetches must not be the first victims; it drops its stale ones itself.
-  if (!predictor.empty() && predictor != "none") o.prefetched_unused_first = false;
+  const std::string pred = predictor_for(true);
+  if (!pred.empty() && pred != "none") o.prefetched_unused_first = false;
   if (!profile.empty()) {
     auto p = std::make_shared<cache::UsageProfile>();
     cache::CacheStatus st = cache::read_usage_profile(profile, p.get());

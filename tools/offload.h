@@ -14,7 +14,9 @@ namespace moe::tools {
 
 struct OffloadArgs {
   std::string ram;              // "" = no budget (experts read through the memory map)
-  std::string policy = "lru";
+  // arc: never behind lru without prefetch here, and far ahead with it (lru lets prefetched experts
+  // push out the hot ones: lru + pregated read more per token than lru alone).
+  std::string policy = "arc";
   std::string scope = "global";
   std::string io = "auto";      // auto | uring | pread
   bool no_direct = false;
@@ -23,7 +25,8 @@ struct OffloadArgs {
   bool quiet = false;           // no notices on stderr
   // Prefetch planner (--predictor, --prefetch-depth, --prefetch-threshold, --prefetch-budget,
   // --pregate-at, --link-gbps/--link-latency-us/--compute-gbps/--calibrate for the miss cost model).
-  std::string predictor = "none";
+  // auto: pregated when experts come from a DRAM cache on the CPU (--ram without --vram), else none.
+  std::string predictor = "auto";
   uint32_t depth = 1;
   double threshold = 0;
   std::string step_budget;      // bytes per step; "" = unbounded
@@ -47,8 +50,11 @@ struct OffloadArgs {
   // Builds the source for `m` and sessions with options `so`. Prints the memory plan on stderr
   // when a budget is given (unless quiet). Throws moe::Error on an impossible budget.
   std::unique_ptr<ExpertSource> make_source(const Model& m, const SessionOptions& so) const;
-  // The planner for `src` (nullptr when --predictor none). Predictions are only scored, not
-  // fetched, when src is not a CachedExpertSource. Install it with Session::set_observer.
+  // The predictor spec --predictor resolves to for a source that is (or is not) a DRAM cache: "auto"
+  // becomes pregated or none.
+  std::string predictor_for(bool cached_source) const;
+  // The planner for `src` (nullptr when the predictor resolves to none). Predictions are only scored,
+  // not fetched, when src is not a CachedExpertSource. Install it with Session::set_observer.
   std::unique_ptr<PrefetchPlanner> make_planner(const Model& m, ExpertSource& src, const SessionOptions& so) const;
   // The miss cost model: calibrated when --calibrate, then overridden by the rate flags.
   prefetch::MissCostModel cost_model(const Model& m, int threads) const;
