@@ -18,7 +18,7 @@ target_compile_definitions(moe_shared PRIVATE MOE_VERSION_STRING="${PROJECT_VERS
 target_include_directories(moe_shared PUBLIC
   $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/runtime/include>
   $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
-target_link_libraries(moe_shared PRIVATE moe_engine moe_tokenizer moe_template moe_store moe_warnings)
+target_link_libraries(moe_shared PRIVATE moe_engine moe_tokenizer moe_template moe_store moe_planner moe_warnings)
 set(MOE_SHARED_MAP ${CMAKE_CURRENT_BINARY_DIR}/libmoe.map)
 file(WRITE ${MOE_SHARED_MAP} "{\n  global: moe_*;\n  local: *;\n};\n")
 target_link_options(moe_shared PRIVATE -Wl,--version-script=${MOE_SHARED_MAP} -Wl,--no-undefined)

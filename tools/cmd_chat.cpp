@@ -1,6 +1,6 @@
 // `moe chat`: an interactive multi-turn chat on the command line, built only on the public API
 // (moe/moe.hpp over moe/moe.h).
-//   moe chat -m MODEL [--ram SIZE --vram SIZE --policy NAME --scope global|layer --io auto|uring|pread]
+//   moe chat -m MODEL [--ram SIZE --vram SIZE --policy NAME --predictor NAMES --scope global|layer --io auto|uring|pread]
 //            [--system TEXT] [--temp T --top-k K --top-p P --min-p M --repeat-penalty R --seed S]
 //            [-n N] [-c CTX] [-t THREADS]
 // Each line read from stdin is one user turn (a "> " prompt is shown only when stdin is a terminal,
@@ -29,7 +29,7 @@ namespace moe::tools {
 namespace {
 
 struct ChatArgs {
-  std::string model, system, policy = "lru", scope = "global", io = "auto", ram, vram;
+  std::string model, system, policy = "arc", scope = "global", io = "auto", ram, vram, predictor = "pregated";
   int n_predict = 512;
   uint32_t n_ctx = 0;
   int threads = 0;
@@ -103,6 +103,7 @@ int chat(const ChatArgs& a) {
   mp.cache_policy = a.policy.c_str();
   mp.cache_scope = a.scope.c_str();
   mp.io_backend = a.io.c_str();
+  mp.predictor = a.predictor.c_str();
   mp.n_ctx = a.n_ctx;
   const bool tty_err = isatty(STDERR_FILENO);
   int last_pct = -1;
@@ -212,7 +213,11 @@ Registrar reg("chat", "Chat with a model (its chat template, streamed replies, m
   app.add_option("--system", a->system, "System message");
   app.add_option("--ram", a->ram, "Memory budget of the process (e.g. 8G): experts are cached in RAM");
   app.add_option("--vram", a->vram, "Run on the GPU with this much device memory (e.g. 12G); default: CPU");
-  app.add_option("--policy", a->policy, "Expert cache eviction policy: lru, lfu, lfru, arc");
+  app.add_option("--policy", a->policy, "Expert cache eviction policy: arc, lru, lfu, lfru")->capture_default_str();
+  app.add_option("--predictor", a->predictor,
+                 "With --ram on the CPU: prefetch predictors (pregated, transition, popularity, history; "
+                 "comma-separated to combine) or none")
+      ->capture_default_str();
   app.add_option("--scope", a->scope, "Cache scope: global or layer");
   app.add_option("--io", a->io, "Expert read backend: auto, uring, pread");
   app.add_option("-n,--n-predict", a->n_predict, "Tokens per reply at most (-1 = until the end of turn)");

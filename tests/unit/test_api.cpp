@@ -217,6 +217,10 @@ TEST_CASE("missing and corrupt files give a status and a message naming the file
   p.cache_policy = "no-such-policy";
   CHECK(moe_model_load(tiny_model("phi-3").c_str(), &p, nullptr, nullptr, &m) == MOE_STATUS_INVALID_ARGUMENT);
   p.cache_policy = nullptr;
+  p.predictor = "psychic";
+  CHECK(moe_model_load(tiny_model("phi-3").c_str(), &p, nullptr, nullptr, &m) == MOE_STATUS_INVALID_ARGUMENT);
+  CHECK(std::string(moe_last_error()).find("psychic") != std::string::npos);
+  p.predictor = nullptr;
   p.io_backend = "floppy";
   CHECK(moe_model_load(tiny_model("phi-3").c_str(), &p, nullptr, nullptr, &m) == MOE_STATUS_INVALID_ARGUMENT);
   CHECK(std::string(moe_last_error()).find("floppy") != std::string::npos);
@@ -399,6 +403,23 @@ TEST_CASE("greedy tokens through the API equal a direct engine loop, with and wi
   CHECK(st.last_cache_hit_rate <= 1.0);
   moe_session_free(s1);
   moe_model_free(mc);
+
+  // A budget that holds a few experts at a time: misses, arc evictions and pre-gated prefetches (the
+  // default), or no prefetch; the same tokens either way.
+  for (const char* pred : {"pregated", "pregated,transition", "none"}) {
+    CAPTURE(pred);
+    moe_model_params ps = moe_model_default_params();
+    ps.ram_budget_bytes = 100ull << 20;  // the minimum is about 98 MiB, 64 of it fixed overhead
+    ps.n_ctx = 256;
+    ps.predictor = pred;
+    moe_model* mp = load(path, &ps);
+    moe_model_info in2;
+    REQUIRE(moe_model_get_info(mp, &in2) == MOE_STATUS_OK);
+    CHECK(in2.cache_slots >= 4);
+    CHECK(in2.cache_slots < 24);  // of the model's 32 experts
+    CHECK(greedy_api(mp, prompt, kN) == ref);
+    moe_model_free(mp);
+  }
 }
 
 TEST_CASE("chat renders the template and reuses the KV cache across turns") {

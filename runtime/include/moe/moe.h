@@ -79,7 +79,7 @@ typedef struct moe_model_params {
   int32_t n_threads;         /* compute threads per session; 0 = all cores */
   uint64_t ram_budget_bytes; /* memory for the whole process; 0 = no budget (experts read through
                                 the file's memory map, the page cache is the cache) */
-  const char* cache_policy;  /* with a budget: "lru" (NULL = "lru"), "lfu", "lfru", "arc", "static" */
+  const char* cache_policy;  /* with a budget: "arc" (NULL = "arc"), "lru", "lfu", "lfru", "static" */
   const char* cache_scope;   /* "global" (NULL) = one pool; "layer" = the budget split per layer */
   const char* usage_profile; /* "static" policy: path of a usage profile (moe trace); else NULL */
   const char* io_backend;    /* "auto" (NULL), "uring" or "pread" */
@@ -91,10 +91,14 @@ typedef struct moe_model_params {
   uint32_t n_batch;          /* their prefill batch in tokens (>= 1) */
   bool warm_dense;           /* read the dense (non-expert) weights once during load, reporting
                                 progress, so the first token does not pay their page faults */
+  /* With a budget, sessions on the CPU prefetch the next layer's experts while a layer computes:
+     "pregated" (NULL), "none", or predictors combined with commas (pregated, transition, popularity,
+     history). Never changes the output. */
+  const char* predictor;
 } moe_model_params;
 
-/* Defaults: all cores, no budget, lru/global/auto, direct IO on, 1 session, n_ctx 0, n_batch 64,
- * warm_dense on. Thread-safe. */
+/* Defaults: all cores, no budget, arc/global/auto, direct IO on, 1 session, n_ctx 0, n_batch 64,
+ * warm_dense on, pregated prefetch. Thread-safe. */
 MOE_API moe_model_params moe_model_default_params(void);
 
 /* Load progress in [0, 1] (monotonic; 1 is reported once at the end). Return false to cancel the

@@ -28,6 +28,7 @@
 #include "moe/engine.h"
 #include "moe/error.h"
 #include "moe/expert_store.h"
+#include "moe/planner.h"
 #include "moe/sampler.h"
 #include "moe/tokenizer.h"
 
@@ -126,6 +127,7 @@ struct moe_model {
   std::optional<moe::chat::Template> tmpl;       // absent: fallback chat format
   std::unique_ptr<moe::ExpertSource> src;
   moe::CachedExpertSource* cache = nullptr;      // src when it is a cache
+  std::string predictor = "pregated";            // what sessions on the CPU prefetch with (cache only)
   moe::SessionOptions reserved;                  // the session shape the budget reserved room for
   uint32_t n_sessions = 1;
   int n_threads = 1;
@@ -136,6 +138,8 @@ struct moe_model {
 struct moe_session {
   moe_model* m = nullptr;
   moe_session_params params{};
+  std::unique_ptr<moe::PrefetchPlanner> planner;  // declared before s: outlives the session using it
+  uint32_t requests = 0;                          // conversations begun (the planner's request ids)
   std::unique_ptr<moe::Session> s;
   std::unique_ptr<moe::Sampler> sampler;
   std::vector<int32_t> ctx;        // tokens evaluated (in the KV cache); ctx.size() == s->pos()
@@ -194,6 +198,7 @@ moe_model_params moe_model_default_params(void) {
   p.n_ctx = 0;
   p.n_batch = 64;
   p.warm_dense = true;
+  p.predictor = nullptr;
   return p;
 }
 
@@ -281,7 +286,16 @@ moe_status moe_model_load(const char* path, const moe_model_params* params, moe_
 
     moe::StoreOptions so;
     so.ram_budget_bytes = p.ram_budget_bytes;
-    so.policy = p.cache_policy ? p.cache_policy : "lru";
+    so.policy = p.cache_policy ? p.cache_policy : "arc";
+    m->predictor = p.predictor ? p.predictor : "pregated";
+    {
+      moe::PlannerOptions po;  // checks the names now (throws InvalidArgument for an unknown one)
+      po.predictor = m->predictor;
+      moe::PrefetchPlanner check(*m->model, nullptr, po, 1);
+      if (!check.active()) m->predictor = "none";
+    }
+    // A planner drops its own stale prefetches; fresh ones must not be the first victims.
+    if (m->predictor != "none") so.prefetched_unused_first = false;
     if (p.cache_scope && !moe::cache::parse_scope(p.cache_scope, &so.scope))
       api_fail(MOE_STATUS_INVALID_ARGUMENT,
                std::string("cache_scope: unknown scope '") + p.cache_scope + "' (global, layer)");
@@ -451,6 +465,12 @@ moe_status moe_session_new(moe_model* model, const moe_session_params* params, m
     s->m = model;
     s->params = p;
     s->s = std::make_unique<moe::Session>(*model->model, *model->src, o);
+    if (model->cache && o.vram_bytes == 0 && model->predictor != "none") {
+      moe::PlannerOptions po;
+      po.predictor = model->predictor;
+      s->planner = std::make_unique<moe::PrefetchPlanner>(*model->model, model->cache, po, o.n_batch);
+      s->s->set_observer(s->planner.get());
+    }
     s->sampler = std::make_unique<moe::Sampler>(sampler_params(p.sampling), model->model->spec().n_vocab);
     s->ctx.reserve(s->s->n_ctx());
     slot.held = false;
@@ -757,6 +777,7 @@ void moe_session_reset(moe_session* session) {
   if (!session) return;
   session->s->reset();
   session->s->reset_stats();
+  if (session->planner) session->planner->begin_request(++session->requests);
   session->sampler->reseed(session->params.sampling.seed);
   session->ctx.clear();
   session->pending.reset();
