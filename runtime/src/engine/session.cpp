@@ -642,8 +642,9 @@ void Session::ffn_block(uint32_t il, uint32_t n, FfnPart part) {
       if (src_may_block_)
         for (uint32_t e = 0; e < ls.n_expert; ++e)
           if (e_start_[e + 1] != e_start_[e] && !src_.resident(il, e)) src_.will_acquire(il, e);
+      // (A source that never blocks, the memory map, has every expert "resident": all in groups.)
       for (uint32_t e = 0; e < ls.n_expert; ++e) {
-        if (e_start_[e + 1] == e_start_[e] || !src_.resident(il, e)) continue;
+        if (e_start_[e + 1] == e_start_[e] || (src_may_block_ && !src_.resident(il, e))) continue;
         e_done_[e] = 1;
         ew[m] = src_.acquire(il, e);
         es[m++] = e;
