@@ -103,6 +103,21 @@ uint64_t budget_for_slots(const Model& m, uint32_t slots, const StoreOptions& o 
   return p.resident + uint64_t(slots) * p.slot_bytes;
 }
 
+// Options for a cache of `slots` slots whose first expert read (all its chunks) meets one fault
+// (Delay: `value` in ms; Error: an errno).
+StoreOptions first_read_fault(const Model& m, uint32_t slots, prefetch::IoFaultRule::Kind kind, uint64_t value) {
+  auto plan = std::make_shared<prefetch::IoFaultPlan>();
+  prefetch::IoFaultRule r;
+  r.kind = kind;
+  r.request = 0;
+  r.chunk = -1;
+  r.value = value;
+  plan->rules.push_back(r);
+  StoreOptions o = base_opts(budget_for_slots(m, slots));
+  o.faults = plan;
+  return o;
+}
+
 // Every expert's three slices equal the file's bytes.
 void check_all_experts(const Model& m, CachedExpertSource& src) {
   const uint8_t* file = m.file().bytes().data();
@@ -356,15 +371,7 @@ TEST_CASE("prefetch fills slots asynchronously; a demand waits for it; cancellat
     CHECK(src.cancel_prefetch(1, 4) == false);  // nothing in flight
   }
   SUBCASE("an acquire of an expert whose prefetch is still in flight waits for it") {
-    auto plan = std::make_shared<prefetch::IoFaultPlan>();
-    prefetch::IoFaultRule r;
-    r.kind = prefetch::IoFaultRule::Kind::Delay;
-    r.request = 0;
-    r.chunk = -1;
-    r.value = 200;  // ms
-    plan->rules.push_back(r);
-    StoreOptions o = base_opts(budget_for_slots(*m, 8));
-    o.faults = plan;
+    StoreOptions o = first_read_fault(*m, 8, prefetch::IoFaultRule::Kind::Delay, 200);
     CachedExpertSource src(*m, o);
     REQUIRE(src.prefetch(0, 5));
     CHECK(src.state(0, 5) == EntryState::InFlight);
@@ -383,15 +390,7 @@ TEST_CASE("prefetch fills slots asynchronously; a demand waits for it; cancellat
     CHECK(s.stall_seconds > 0.1);
   }
   SUBCASE("cancel_prefetch of a slow prefetch frees its slot; a later acquire reads it on demand") {
-    auto plan = std::make_shared<prefetch::IoFaultPlan>();
-    prefetch::IoFaultRule r;
-    r.kind = prefetch::IoFaultRule::Kind::Delay;
-    r.request = 0;
-    r.chunk = -1;
-    r.value = 300;
-    plan->rules.push_back(r);
-    StoreOptions o = base_opts(budget_for_slots(*m, 8));
-    o.faults = plan;
+    StoreOptions o = first_read_fault(*m, 8, prefetch::IoFaultRule::Kind::Delay, 300);
     CachedExpertSource src(*m, o);
     REQUIRE(src.prefetch(2, 11));
     CHECK(src.cancel_prefetch(2, 11));
@@ -406,15 +405,7 @@ TEST_CASE("prefetch fills slots asynchronously; a demand waits for it; cancellat
     CHECK(src.stats().misses == 1u);
   }
   SUBCASE("a failed prefetch only frees the slot: the acquire reads it again") {
-    auto plan = std::make_shared<prefetch::IoFaultPlan>();
-    prefetch::IoFaultRule r;
-    r.kind = prefetch::IoFaultRule::Kind::Error;
-    r.request = 0;
-    r.chunk = -1;
-    r.value = EIO;
-    plan->rules.push_back(r);
-    StoreOptions o = base_opts(budget_for_slots(*m, 8));
-    o.faults = plan;
+    StoreOptions o = first_read_fault(*m, 8, prefetch::IoFaultRule::Kind::Error, EIO);
     CachedExpertSource src(*m, o);
     REQUIRE(src.prefetch(1, 1));
     ExpertWeights w = src.acquire(1, 1);  // either waits and retries, or misses after the abort
@@ -424,15 +415,7 @@ TEST_CASE("prefetch fills slots asynchronously; a demand waits for it; cancellat
     CHECK(src.stats().io_errors == 1u);
   }
   SUBCASE("will_acquire starts the read now; the acquire that follows is the one miss") {
-    auto plan = std::make_shared<prefetch::IoFaultPlan>();
-    prefetch::IoFaultRule r;
-    r.kind = prefetch::IoFaultRule::Kind::Delay;
-    r.request = 0;
-    r.chunk = -1;
-    r.value = 150;  // ms
-    plan->rules.push_back(r);
-    StoreOptions o = base_opts(budget_for_slots(*m, 8));
-    o.faults = plan;
+    StoreOptions o = first_read_fault(*m, 8, prefetch::IoFaultRule::Kind::Delay, 150);
     CachedExpertSource src(*m, o);
     src.will_acquire(2, 6);
     CHECK(src.state(2, 6) == EntryState::InFlight);
