@@ -324,10 +324,169 @@ inline __m512i q8_panel_col(const __m512i* u, int k, int hi) {
   return _mm512_permutex2var_epi64(u[k], hi ? hi_idx : lo_idx, u[k + 4]);
 }
 
-#ifndef MOE_Q8_PF
-#define MOE_Q8_PF 256
-#endif
-constexpr size_t kQ8PrefetchBytes = MOE_Q8_PF;
+// The 32 bytes at rp[i] + off of 16 rows, transposed: Z[k] lane i = bytes 4k..4k+3 of row i. Rows j and
+// j + 8 go side by side, then an 8x8 dword transpose inside each 256-bit half.
+inline void panel_t32(const uint8_t* const* rp, size_t off, __m512i* Z) {
+  __m512i A[8];
+  MOE_UNROLL
+  for (int j = 0; j < 8; ++j)
+    A[j] = _mm512_inserti64x4(_mm512_castsi256_si512(ldu(rp[j] + off)), ldu(rp[j + 8] + off), 1);
+  __m512i T[8], U[8];
+  MOE_UNROLL
+  for (int h = 0; h < 2; ++h) {
+    __m512i* a4 = A + 4 * h;
+    T[4 * h + 0] = _mm512_unpacklo_epi32(a4[0], a4[1]);
+    T[4 * h + 1] = _mm512_unpackhi_epi32(a4[0], a4[1]);
+    T[4 * h + 2] = _mm512_unpacklo_epi32(a4[2], a4[3]);
+    T[4 * h + 3] = _mm512_unpackhi_epi32(a4[2], a4[3]);
+    U[4 * h + 0] = _mm512_unpacklo_epi64(T[4 * h + 0], T[4 * h + 2]);  // cols 0 | 4
+    U[4 * h + 1] = _mm512_unpackhi_epi64(T[4 * h + 0], T[4 * h + 2]);  // cols 1 | 5
+    U[4 * h + 2] = _mm512_unpacklo_epi64(T[4 * h + 1], T[4 * h + 3]);  // cols 2 | 6
+    U[4 * h + 3] = _mm512_unpackhi_epi64(T[4 * h + 1], T[4 * h + 3]);  // cols 3 | 7
+  }
+  MOE_UNROLL
+  for (int k = 0; k < 4; ++k) {
+    Z[k] = q8_panel_col(U, k, 0);
+    Z[k + 4] = q8_panel_col(U, k, 1);
+  }
+}
+
+// The 16 bytes at rp[i] + off of 16 rows, transposed: C[c] lane i = bytes 4c..4c+3 of row i (a 4x4 dword
+// transpose inside each 128-bit lane; lane l of X[m] holds row 4l + m).
+inline void panel_t16(const uint8_t* const* rp, size_t off, __m512i* C) {
+  auto ld128 = [&](int i) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(rp[i] + off)); };
+  __m512i X[4];
+  MOE_UNROLL
+  for (int m = 0; m < 4; ++m) {
+    __m512i v = _mm512_castsi128_si512(ld128(m));
+    v = _mm512_inserti32x4(v, ld128(m + 4), 1);
+    v = _mm512_inserti32x4(v, ld128(m + 8), 2);
+    X[m] = _mm512_inserti32x4(v, ld128(m + 12), 3);
+  }
+  const __m512i t0 = _mm512_unpacklo_epi32(X[0], X[1]), t1 = _mm512_unpackhi_epi32(X[0], X[1]);
+  const __m512i t2 = _mm512_unpacklo_epi32(X[2], X[3]), t3 = _mm512_unpackhi_epi32(X[2], X[3]);
+  C[0] = _mm512_unpacklo_epi64(t0, t2);
+  C[1] = _mm512_unpackhi_epi64(t0, t2);
+  C[2] = _mm512_unpacklo_epi64(t1, t3);
+  C[3] = _mm512_unpackhi_epi64(t1, t3);
+}
+
+// Row pointers of a 16-row panel starting at row r; rows past r1 repeat the last row (computed, not stored).
+inline size_t panel_rows(const uint8_t* W, size_t rb, size_t r, size_t r1, const uint8_t** rp) {
+  const size_t nr = r1 - r < 16 ? r1 - r : 16;
+  MOE_UNROLL
+  for (int i = 0; i < 16; ++i) rp[i] = W + (r + (size_t(i) < nr ? size_t(i) : nr - 1)) * rb;
+  return nr;
+}
+
+// Part `step` of `steps` of the next 16-row panel (its rows follow rp[0]'s: 16 * rb contiguous bytes), into
+// L2. The hardware prefetchers lose track of 16 interleaved row streams; into L1 the lines would evict the
+// panel being read. Past the matrix end this only names addresses (a prefetch never faults).
+inline void panel_prefetch_next(const uint8_t* const* rp, size_t rb, size_t step, size_t steps) {
+  const uintptr_t next = reinterpret_cast<uintptr_t>(rp[0]) + 16 * rb;
+  const size_t len = (16 * rb + steps - 1) / steps;
+  for (size_t o = step * len; o < (step + 1) * len; o += 64)
+    _mm_prefetch(reinterpret_cast<const char*>(next + o), _MM_HINT_T1);
+}
+
+inline __m512i bcast32(const void* p) {
+  return _mm512_set1_epi32(static_cast<int>(ld32(static_cast<const uint8_t*>(p))));
+}
+
+// Q4_K and Q5_K (kHigh), 16 rows at a time with rows in the vector lanes (see rows_q8_panel): per
+// super-block the 16 rows' headers and code chunks are transposed in registers, shared by every token.
+// Per row, token and super-block the sums are exact integers
+//   isum = sum_s sc_s * dot_s,   msum = sum_s m_s * (sum of the token's q over sub-block s),
+// and the row's single float accumulator takes acc = fma(float(isum), fl(d * dx), acc), then
+// acc = fma(-float(msum), fl(dmin * dx), acc), super-block by super-block: the value of a row depends on
+// nothing but that row and that token (not the tile, the panel or the token count).
+// Bounds: |dot_s| <= 31 * 127 * 32, sc <= 63, 8 sub-blocks: |isum| < 2^26; |msum| <= 63 * 4064 * 8 < 2^22.
+template <bool kHigh, int NT>
+void rows_q45k_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, float* Y,
+                     size_t ldy) {
+  constexpr size_t kBytes = kHigh ? 176 : 144;
+  constexpr size_t kQs = kHigh ? 48 : 16;
+  const size_t nb = cols / 256;
+  const __m512i m4 = _mm512_set1_epi8(0x0f), m3f = _mm512_set1_epi8(0x3f), m03 = _mm512_set1_epi8(0x03);
+  const __m512i mff = _mm512_set1_epi32(0xff), m10 = _mm512_set1_epi8(0x10);
+  for (size_t r = r0; r < r1; r += 16) {
+    const uint8_t* rp[16];
+    const size_t nr = panel_rows(W, rb, r, r1, rp);
+    __m512 acc[NT];
+    MOE_UNROLL
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    for (size_t b = 0; b < nb; ++b) {
+      const size_t off = b * kBytes;
+      panel_prefetch_next(rp, rb, b, nb);
+      __m512i C[4];  // d | dmin, scales bytes 0..3, 4..7, 8..11
+      panel_t16(rp, off, C);
+      const __m512 dv = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(C[0]));
+      const __m512 dmv = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(C[0], 16)));
+      // The 6-bit scales and mins, as in kscales, for 16 rows at once: bytes s of sc4[0] | sc4[1].
+      const __m512i sc4[2] = {
+          _mm512_and_si512(C[1], m3f),
+          _mm512_or_si512(_mm512_and_si512(C[3], m4),
+                          _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(C[1], 6), m03), 4))};
+      const __m512i mn4[2] = {
+          _mm512_and_si512(C[2], m3f),
+          _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(C[3], 4), m4),
+                          _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(C[2], 6), m03), 4))};
+      __m512i isum[NT], msum[NT];
+      MOE_UNROLL
+      for (int t = 0; t < NT; ++t) isum[t] = msum[t] = _mm512_setzero_si512();
+      // msum: the mins as int16 pairs (m_s, m_s) against the token's two 16-element sums of sub-block s.
+      MOE_UNROLL
+      for (int s = 0; s < 8; ++s) {
+        const __m512i m = _mm512_and_si512(_mm512_srli_epi32(mn4[s / 4], 8 * (s % 4)), mff);
+        const __m512i mm = _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
+        MOE_UNROLL
+        for (int t = 0; t < NT; ++t) msum[t] = _mm512_dpwssd_epi32(msum[t], mm, bcast32(a[t].bsums + b * 16 + 2 * s));
+      }
+      __m512i QH[8];
+      if constexpr (kHigh) panel_t32(rp, off + 16, QH);
+      MOE_UNROLL
+      for (int j = 0; j < 4; ++j) {
+        __m512i Z[8], L[8], H[8];
+        panel_t32(rp, off + kQs + 32 * j, Z);
+        MOE_UNROLL
+        for (int k = 0; k < 8; ++k) {
+          L[k] = _mm512_and_si512(Z[k], m4);
+          H[k] = _mm512_and_si512(_mm512_srli_epi16(Z[k], 4), m4);
+          if constexpr (kHigh) {
+            // Bit 2j (2j + 1) of each qh byte becomes bit 4 of the low (high) sub-block's code.
+            const int sl = 2 * j, sh = 2 * j + 1;
+            const __m512i bl = sl >= 4 ? _mm512_srli_epi32(QH[k], sl - 4) : _mm512_slli_epi32(QH[k], 4 - sl);
+            const __m512i bh = sh >= 4 ? _mm512_srli_epi32(QH[k], sh - 4) : _mm512_slli_epi32(QH[k], 4 - sh);
+            L[k] = _mm512_or_si512(L[k], _mm512_and_si512(bl, m10));
+            H[k] = _mm512_or_si512(H[k], _mm512_and_si512(bh, m10));
+          }
+        }
+        const __m512i scl = _mm512_and_si512(_mm512_srli_epi32(sc4[j / 2], 16 * (j % 2)), mff);
+        const __m512i sch = _mm512_and_si512(_mm512_srli_epi32(sc4[j / 2], 16 * (j % 2) + 8), mff);
+        MOE_UNROLL
+        for (int t = 0; t < NT; ++t) {
+          const int8_t* x = a[t].q + b * 256 + 64 * j;
+          __m512i dl = _mm512_setzero_si512(), dh = _mm512_setzero_si512();
+          MOE_UNROLL
+          for (int k = 0; k < 8; ++k) {
+            dl = _mm512_dpbusd_epi32(dl, L[k], bcast32(x + 4 * k));
+            dh = _mm512_dpbusd_epi32(dh, H[k], bcast32(x + 32 + 4 * k));
+          }
+          isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(dl, scl), _mm512_mullo_epi32(dh, sch)));
+        }
+      }
+      MOE_UNROLL
+      for (int t = 0; t < NT; ++t) {
+        const __m512 dx = _mm512_set1_ps(a[t].d[b]);
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dv, dx), acc[t]);
+        acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum[t]), _mm512_mul_ps(dmv, dx), acc[t]);
+      }
+    }
+    const __mmask16 mk = static_cast<__mmask16>((1u << nr) - 1u);
+    MOE_UNROLL
+    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(Y + t * ldy + r, mk, acc[t]);
+  }
+}
 
 template <int NT>
 void rows_q8_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, float* Y,
@@ -335,10 +494,8 @@ void rows_q8_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t col
   const size_t nb = cols / 32;
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   for (size_t r = r0; r < r1; r += 16) {
-    const size_t nr = r1 - r < 16 ? r1 - r : 16;
     const uint8_t* rp[16];
-    MOE_UNROLL
-    for (int i = 0; i < 16; ++i) rp[i] = W + (r + (size_t(i) < nr ? size_t(i) : nr - 1)) * rb;
+    const size_t nr = panel_rows(W, rb, r, r1, rp);
     // acc[t][k]: 16 rows' sum over blocks b = k (mod 8), as the lanes of rows_q32's accumulator.
     __m512 acc[NT][8];
     MOE_UNROLL
@@ -352,34 +509,11 @@ void rows_q8_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t col
       const size_t b = b0 + size_t(kb);
       if (b >= nb) break;
       const size_t off = b * Q8_0::kBytes;
-      if ((b & 1) == 0) {  // 16 interleaved streams: help the hardware prefetcher
-        MOE_UNROLL
-        for (int i = 0; i < 16; ++i) _mm_prefetch(reinterpret_cast<const char*>(rp[i] + off + kQ8PrefetchBytes), _MM_HINT_T0);
-      }
-      // Rows j and j + 8 side by side, then an 8x8 dword transpose inside each 256-bit half.
-      __m512i A[8];
-      MOE_UNROLL
-      for (int j = 0; j < 8; ++j)
-        A[j] = _mm512_inserti64x4(_mm512_castsi256_si512(ldu(rp[j] + off + 2)), ldu(rp[j + 8] + off + 2), 1);
-      __m512i T[8], U[8];
-      MOE_UNROLL
-      for (int h = 0; h < 2; ++h) {
-        __m512i* a4 = A + 4 * h;
-        T[4 * h + 0] = _mm512_unpacklo_epi32(a4[0], a4[1]);
-        T[4 * h + 1] = _mm512_unpackhi_epi32(a4[0], a4[1]);
-        T[4 * h + 2] = _mm512_unpacklo_epi32(a4[2], a4[3]);
-        T[4 * h + 3] = _mm512_unpackhi_epi32(a4[2], a4[3]);
-        U[4 * h + 0] = _mm512_unpacklo_epi64(T[4 * h + 0], T[4 * h + 2]);  // cols 0 | 4
-        U[4 * h + 1] = _mm512_unpackhi_epi64(T[4 * h + 0], T[4 * h + 2]);  // cols 1 | 5
-        U[4 * h + 2] = _mm512_unpacklo_epi64(T[4 * h + 1], T[4 * h + 3]);  // cols 2 | 6
-        U[4 * h + 3] = _mm512_unpackhi_epi64(T[4 * h + 1], T[4 * h + 3]);  // cols 3 | 7
-      }
+      panel_prefetch_next(rp, rb, b, nb);
       __m512i Z[8];
+      panel_t32(rp, off + 2, Z);
       MOE_UNROLL
-      for (int k = 0; k < 4; ++k) {
-        Z[k] = _mm512_xor_si512(q8_panel_col(U, k, 0), flip);
-        Z[k + 4] = _mm512_xor_si512(q8_panel_col(U, k, 1), flip);
-      }
+      for (int k = 0; k < 8; ++k) Z[k] = _mm512_xor_si512(Z[k], flip);
       // The 16 rows' f16 scales gathered through memory: _mm_insert_epi16 needs a constant lane,
       // which a loop index is only after unrolling (not at -O0/-O1, nor under clang's fuzz build).
       alignas(32) uint16_t dh[16];
@@ -446,7 +580,9 @@ inline void kscales(const uint8_t* s, uint64_t& sc, uint64_t& mn) {
 
 // Q4_K and Q5_K (kHigh): y += dx * (d * sum_s sc_s * dot_s - dmin * sum_s m_s * sum_x_s).
 // Bounds: |dot_s| <= 31*127*32, sc <= 63: the int32 sum over 8 sub-blocks stays below 2^26.
-template <bool kHigh, int NT>
+// kCanon (the AVX-512 build's 1-token tiles): the panel's order instead (see rows_q45k_panel): per
+// super-block the exact integer totals, then two scalar FMAs into one float accumulator per row.
+template <bool kHigh, int NT, bool kCanon = false>
 void rows_q45k(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, float* Y,
                size_t ldy) {
   constexpr size_t kBytes = kHigh ? 176 : 144;
@@ -495,12 +631,24 @@ void rows_q45k(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, c
       for (int t = 0; t < NT; ++t) {
         const __m256i msum = _mm256_madd_epi16(mexp, ldu(a[t].bsums + b * 16));
         const float dx = a[t].d[b];
-        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(isum[t], isum2[t])), _mm256_set1_ps(d * dx), acc[t]);
-        acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(dmin * dx), acc[t]);
+        if constexpr (kCanon) {
+          // Lanes [isum, msum, isum, msum] after two pairwise adds and a fold of the halves (exact).
+          __m256i h = _mm256_hadd_epi32(_mm256_add_epi32(isum[t], isum2[t]), msum);
+          h = _mm256_hadd_epi32(h, h);
+          const __m128i tot = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+          const __m128 fi = _mm_cvtepi32_ps(tot);  // [isum, msum, ..]
+          __m128 acc1 = _mm256_castps256_ps128(acc[t]);
+          acc1 = _mm_fmadd_ss(fi, _mm_set_ss(d * dx), acc1);
+          acc1 = _mm_fnmadd_ss(_mm_movehdup_ps(fi), _mm_set_ss(dmin * dx), acc1);
+          acc[t] = _mm256_castps128_ps256(acc1);
+        } else {
+          acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(isum[t], isum2[t])), _mm256_set1_ps(d * dx), acc[t]);
+          acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(dmin * dx), acc[t]);
+        }
       }
     }
     MOE_UNROLL
-    for (int t = 0; t < NT; ++t) Y[t * ldy + r] = hsum8(acc[t]);
+    for (int t = 0; t < NT; ++t) Y[t * ldy + r] = kCanon ? _mm256_cvtss_f32(acc[t]) : hsum8(acc[t]);
   }
 }
 
@@ -787,6 +935,14 @@ void tile4(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const
 
 template <class B> struct KQ32 { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_q32<B, NT>(W, rb, r0, r1, c, a, Y, l); } }; };
 template <class B> struct KNib { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_nib<B, NT>(W, rb, r0, r1, c, a, Y, l); } }; };
+#ifdef MOE_DOT_AVX512
+// One token (decode): rows_q45k in the panel's order, each row streamed alone (with two threads sharing
+// the memory bus it beats the panel's 16 interleaved streams); more: the panel. Same bits either way.
+template <bool H> struct KQ45P { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) {
+  if constexpr (NT == 1) rows_q45k<H, NT, true>(W, rb, r0, r1, c, a, Y, l);
+  else rows_q45k_panel<H, NT>(W, rb, r0, r1, c, a, Y, l);
+} }; };
+#endif
 template <bool H> struct KQ45 { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_q45k<H, NT>(W, rb, r0, r1, c, a, Y, l); } }; };
 template <int NT> struct KQ6 { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_q6k<NT>(W, rb, r0, r1, c, a, Y, l); } };
 template <class E> struct KF { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_float<E, NT>(W, rb, r0, r1, c, a, Y, l); } }; };
@@ -804,8 +960,13 @@ void fill(KernelTable& t) {
   set(8, &tile4<KQ32<Q8_0>::K>, ActKind::Q8_32);
 #endif
   set(39, &tile4<KNib<NibMXFP4>::K>, ActKind::Q8_32P);
+#ifdef MOE_DOT_AVX512
+  set(12, &tile<KQ45P<false>::K>, ActKind::Q8_256);
+  set(13, &tile<KQ45P<true>::K>, ActKind::Q8_256);
+#else
   set(12, &tile4<KQ45<false>::K>, ActKind::Q8_256);
   set(13, &tile4<KQ45<true>::K>, ActKind::Q8_256);
+#endif
   set(14, &tile4<KQ6>, ActKind::Q8_256);
   t.quant32 = &quant_q8_32;
   t.quant256 = &quant_q8_256;
