@@ -488,6 +488,96 @@ void rows_q45k_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c
   }
 }
 
+// Q6_K, 16 rows at a time with rows in the vector lanes (see rows_q45k_panel). Per row, token and
+// super-block the exact integer total  tot = sum_g sc_g * dot_g - 32 * sum_g sc_g * (sum of q over group g)
+// (16 groups of 16), then acc = fma(float(tot), fl(d * dx), acc), super-block by super-block.
+// Bounds: |dot_g| <= 63 * 127 * 16, |sc| <= 128: |tot| < 2^29 (as rows_q6k).
+template <int NT>
+void rows_q6k_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, float* Y,
+                    size_t ldy) {
+  const size_t nb = cols / 256;
+  const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
+  for (size_t r = r0; r < r1; r += 16) {
+    const uint8_t* rp[16];
+    const size_t nr = panel_rows(W, rb, r, r1, rp);
+    __m512 acc[NT];
+    MOE_UNROLL
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    for (size_t b = 0; b < nb; ++b) {
+      const size_t off = b * 210;
+      panel_prefetch_next(rp, rb, b, nb);
+      __m512i C[4];  // scales bytes 0..3, 4..7, 8..11, 12..15 (int8)
+      panel_t16(rp, off + 192, C);
+      alignas(32) uint16_t dh[16];
+      MOE_UNROLL
+      for (int i = 0; i < 16; ++i) dh[i] = static_cast<uint16_t>(ld16(rp[i] + off + 208));
+      const __m512 dv = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(dh)));
+      __m512i isum[NT], corr[NT];
+      MOE_UNROLL
+      for (int t = 0; t < NT; ++t) isum[t] = corr[t] = _mm512_setzero_si512();
+      // corr: the scales as int16 pairs (sc_2p, sc_2p+1) against the token's 16-element sums 2p, 2p+1.
+      MOE_UNROLL
+      for (int c = 0; c < 4; ++c) {
+        const __m512i lo = _mm512_srai_epi16(_mm512_slli_epi16(C[c], 8), 8);  // words: sc_4c, sc_4c+2
+        const __m512i hi = _mm512_srai_epi16(C[c], 8);                        // words: sc_4c+1, sc_4c+3
+        const __m512i p0 = _mm512_mask_blend_epi16(0xAAAAAAAAu, lo, _mm512_slli_epi32(hi, 16));
+        const __m512i p1 = _mm512_mask_blend_epi16(0xAAAAAAAAu, _mm512_srli_epi32(lo, 16), hi);
+        MOE_UNROLL
+        for (int t = 0; t < NT; ++t) {
+          const int16_t* bs = a[t].bsums + b * 16 + 4 * c;
+          corr[t] = _mm512_dpwssd_epi32(corr[t], p0, bcast32(bs));
+          corr[t] = _mm512_dpwssd_epi32(corr[t], p1, bcast32(bs + 2));
+        }
+      }
+      MOE_UNROLL
+      for (int h = 0; h < 2; ++h) {
+        __m512i HB[8];
+        panel_t32(rp, off + 128 + 32 * h, HB);
+        MOE_UNROLL
+        for (int half = 0; half < 2; ++half) {  // ql bytes 64h..64h+31 (chunks 0, 2), then +32 (chunks 1, 3)
+          __m512i Q[8];
+          panel_t32(rp, off + 64 * h + 32 * half, Q);
+          MOE_UNROLL
+          for (int nib = 0; nib < 2; ++nib) {
+            const int c = half + 2 * nib;  // chunk: elements 128h + 32c + l
+            __m512i U[8];
+            MOE_UNROLL
+            for (int k = 0; k < 8; ++k) {
+              const __m512i q = nib ? _mm512_and_si512(_mm512_srli_epi16(Q[k], 4), m4) : _mm512_and_si512(Q[k], m4);
+              const __m512i hb = c == 0 ? _mm512_slli_epi16(HB[k], 4) : c == 1 ? _mm512_slli_epi16(HB[k], 2)
+                               : c == 2 ? HB[k] : _mm512_srli_epi16(HB[k], 2);
+              U[k] = _mm512_or_si512(q, _mm512_and_si512(hb, m30));
+            }
+            // Groups 8h + 2c (l < 16) and 8h + 2c + 1: byte 2c (2c + 1) mod 4 of C[2h + c / 2], sign-extended.
+            const int g = 8 * h + 2 * c;
+            const __m512i sl = _mm512_srai_epi32(_mm512_slli_epi32(C[g / 4], 24 - 8 * (g % 4)), 24);
+            const __m512i sh = _mm512_srai_epi32(_mm512_slli_epi32(C[g / 4], 16 - 8 * (g % 4)), 24);
+            MOE_UNROLL
+            for (int t = 0; t < NT; ++t) {
+              const int8_t* x = a[t].q + b * 256 + 128 * h + 32 * c;
+              __m512i dl = _mm512_setzero_si512(), dh2 = _mm512_setzero_si512();
+              MOE_UNROLL
+              for (int k = 0; k < 4; ++k) {
+                dl = _mm512_dpbusd_epi32(dl, U[k], bcast32(x + 4 * k));
+                dh2 = _mm512_dpbusd_epi32(dh2, U[k + 4], bcast32(x + 16 + 4 * k));
+              }
+              isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(dl, sl), _mm512_mullo_epi32(dh2, sh)));
+            }
+          }
+        }
+      }
+      MOE_UNROLL
+      for (int t = 0; t < NT; ++t) {
+        const __m512i tot = _mm512_sub_epi32(isum[t], _mm512_slli_epi32(corr[t], 5));
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot), _mm512_mul_ps(dv, _mm512_set1_ps(a[t].d[b])), acc[t]);
+      }
+    }
+    const __mmask16 mk = static_cast<__mmask16>((1u << nr) - 1u);
+    MOE_UNROLL
+    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(Y + t * ldy + r, mk, acc[t]);
+  }
+}
+
 template <int NT>
 void rows_q8_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, float* Y,
                    size_t ldy) {
@@ -654,7 +744,9 @@ void rows_q45k(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, c
 
 // Q6_K: y += dx * d * (sum_g sc_g * dot_g - 32 * sum_g sc_g * sum_x_g) over 16 groups of 16.
 // Bounds: |dot| <= 63*127 per pair (no int16 saturation); the int32 total stays below 2^29.
-template <int NT>
+// kCanon (the AVX-512 build's 1-token tiles): the panel's order (see rows_q6k_panel): the exact integer
+// total per super-block, then one scalar FMA into one float accumulator per row.
+template <int NT, bool kCanon = false>
 void rows_q6k(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, float* Y,
               size_t ldy) {
   const size_t nb = cols / 256;
@@ -701,11 +793,19 @@ void rows_q6k(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, co
       for (int t = 0; t < NT; ++t) {
         const __m256i corr = _mm256_madd_epi16(sc_all, ldu(a[t].bsums + b * 16));
         const __m256i tot = _mm256_sub_epi32(_mm256_add_epi32(isum[t], isum2[t]), _mm256_slli_epi32(corr, 5));
-        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot), _mm256_set1_ps(d * a[t].d[b]), acc[t]);
+        if constexpr (kCanon) {
+          __m128i v = _mm_add_epi32(_mm256_castsi256_si128(tot), _mm256_extracti128_si256(tot, 1));
+          v = _mm_add_epi32(v, _mm_unpackhi_epi64(v, v));
+          v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 1));
+          const __m128 acc1 = _mm_fmadd_ss(_mm_cvtepi32_ps(v), _mm_set_ss(d * a[t].d[b]), _mm256_castps256_ps128(acc[t]));
+          acc[t] = _mm256_castps128_ps256(acc1);
+        } else {
+          acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot), _mm256_set1_ps(d * a[t].d[b]), acc[t]);
+        }
       }
     }
     MOE_UNROLL
-    for (int t = 0; t < NT; ++t) Y[t * ldy + r] = hsum8(acc[t]);
+    for (int t = 0; t < NT; ++t) Y[t * ldy + r] = kCanon ? _mm256_cvtss_f32(acc[t]) : hsum8(acc[t]);
   }
 }
 
@@ -944,6 +1044,12 @@ template <bool H> struct KQ45P { template <int NT> struct K { static void run(co
 } }; };
 #endif
 template <bool H> struct KQ45 { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_q45k<H, NT>(W, rb, r0, r1, c, a, Y, l); } }; };
+#ifdef MOE_DOT_AVX512
+template <int NT> struct KQ6P { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) {
+  if constexpr (NT == 1) rows_q6k<NT, true>(W, rb, r0, r1, c, a, Y, l);
+  else rows_q6k_panel<NT>(W, rb, r0, r1, c, a, Y, l);
+} };
+#endif
 template <int NT> struct KQ6 { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_q6k<NT>(W, rb, r0, r1, c, a, Y, l); } };
 template <class E> struct KF { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_float<E, NT>(W, rb, r0, r1, c, a, Y, l); } }; };
 
@@ -967,7 +1073,11 @@ void fill(KernelTable& t) {
   set(12, &tile4<KQ45<false>::K>, ActKind::Q8_256);
   set(13, &tile4<KQ45<true>::K>, ActKind::Q8_256);
 #endif
+#ifdef MOE_DOT_AVX512
+  set(14, &tile<KQ6P>, ActKind::Q8_256);
+#else
   set(14, &tile4<KQ6>, ActKind::Q8_256);
+#endif
   t.quant32 = &quant_q8_32;
   t.quant256 = &quant_q8_256;
 }

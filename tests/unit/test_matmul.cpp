@@ -252,10 +252,10 @@ TEST_CASE("other dequantizable types go through the reference; bad arguments thr
   CHECK(matmul_supported(TensorType::Q4_K));
 }
 
-TEST_CASE("K-quant batches (4..8-token tiles) equal single-token products bit for bit") {
-  // Rows 16k and 16k + tail, several super-blocks (full groups of 8 and a partial group), every tile size.
+TEST_CASE("K-quant batches (2..8-token tiles) equal single-token products bit for bit") {
+  // Rows 16k and 16k + tail (the AVX-512 panels' 16 rows), several super-blocks, every tile size.
   ThreadPool pool(2);
-  for (TensorType t : {TensorType::Q4_K, TensorType::Q5_K}) {
+  for (TensorType t : {TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K}) {
     for (size_t cols : {size_t(1024), size_t(2816)}) {
       const size_t rows = 53;
       Problem p = make_problem(t, rows, cols, 8, 31);
