@@ -116,6 +116,15 @@ void mm(const WeightView& w, const float* X, size_t n, float* Y, kernels::Thread
   kernels::matmul(w.type, w.data, w.rows, w.cols, X, n, Y, pool);
 }
 
+// fn(t) for each token of a batch, on the pool when there are several (per-token rows, independent).
+template <class F>
+void per_token(kernels::ThreadPool* pool, uint32_t n, F&& fn) {
+  if (pool && n > 1)
+    pool->parallel_for(n, [&](size_t b, size_t e, int) { for (size_t t = b; t < e; ++t) fn(uint32_t(t)); }, 4);
+  else
+    for (uint32_t t = 0; t < n; ++t) fn(t);
+}
+
 // Batches of at most this many tokens compute resident experts first (while the others load) into
 // per-slot outputs combined afterwards in ascending expert id, so the sums are the same as in-order.
 // Why only small batches: decode is where IO stalls matter; a prefill batch touches most experts.
@@ -265,11 +274,10 @@ void Session::forward(const int32_t* tokens, uint32_t n, float* all_logits) {
     const LayerWeights& L = m_.layer(il);
     const bool parallel = s.moe_parallel_dense && s.layers[il].is_moe;
     if (parallel) std::copy_n(x_.data(), size_t(n) * E, x0_.data());
-    for (uint32_t t = 0; t < n; ++t)
-      m_.norm(x_.data() + t * E, L.attn_norm, L.attn_norm_b, xn_.data() + t * E);
+    per_token(pool_.get(), n, [&](uint32_t t) { m_.norm(x_.data() + t * E, L.attn_norm, L.attn_norm_b, xn_.data() + t * E); });
     attention_block(il, n);
     if (!L.attn_post_norm.empty())  // grok: the attention output is normalized before the residual add
-      for (uint32_t t = 0; t < n; ++t) m_.norm(tmp_.data() + t * E, L.attn_post_norm, tmp_.data() + t * E);
+      per_token(pool_.get(), n, [&](uint32_t t) { m_.norm(tmp_.data() + t * E, L.attn_post_norm, tmp_.data() + t * E); });
     if (rs != 0.0f)
       for (size_t i = 0; i < n * E; ++i) x_[i] += tmp_[i] * rs;
     else
@@ -277,20 +285,17 @@ void Session::forward(const int32_t* tokens, uint32_t n, float* all_logits) {
     if (observer_) observer_->after_attention(il, x_.data(), n);
     if (parallel) {
       // arctic: the residual MLP on ffn_norm(x), then the experts on ffn_norm_exps(layer input).
-      for (uint32_t t = 0; t < n; ++t)
-        m_.norm(x_.data() + t * E, L.ffn_norm, L.ffn_norm_b, xn_.data() + t * E);
+      per_token(pool_.get(), n, [&](uint32_t t) { m_.norm(x_.data() + t * E, L.ffn_norm, L.ffn_norm_b, xn_.data() + t * E); });
       ffn_block(il, n, FfnPart::Dense);
       for (size_t i = 0; i < n * E; ++i) x_[i] += moe_out_[i];
-      for (uint32_t t = 0; t < n; ++t)
-        m_.norm(x0_.data() + t * E, L.ffn_norm_exps, xn_.data() + t * E);
+      per_token(pool_.get(), n, [&](uint32_t t) { m_.norm(x0_.data() + t * E, L.ffn_norm_exps, xn_.data() + t * E); });
       ffn_block(il, n, FfnPart::Routed);
     } else {
-      for (uint32_t t = 0; t < n; ++t)
-        m_.norm(x_.data() + t * E, L.ffn_norm, L.ffn_norm_b, xn_.data() + t * E);
+      per_token(pool_.get(), n, [&](uint32_t t) { m_.norm(x_.data() + t * E, L.ffn_norm, L.ffn_norm_b, xn_.data() + t * E); });
       ffn_block(il, n);
     }
     if (!L.ffn_post_norm.empty())  // grok: so is the MoE output
-      for (uint32_t t = 0; t < n; ++t) m_.norm(moe_out_.data() + t * E, L.ffn_post_norm, moe_out_.data() + t * E);
+      per_token(pool_.get(), n, [&](uint32_t t) { m_.norm(moe_out_.data() + t * E, L.ffn_post_norm, moe_out_.data() + t * E); });
     if (rs != 0.0f)
       for (size_t i = 0; i < n * E; ++i) x_[i] += moe_out_[i] * rs;
     else
@@ -575,31 +580,46 @@ void Session::ffn_block(uint32_t il, uint32_t n, FfnPart part) {
     // Runs the experts es[0..m) (acquired, weights ew[]) on their slots (slot j: xg_ row j in, g_/u_
     // row j, ys_ row j out): one parallel dispatch for all their gate and up products, one for all
     // their down products. Each product gives matmul's bits whatever the grouping.
+    // In a batch the per-expert elementwise steps (gathering the inputs, bias and activation) run on the
+    // pool, one expert per chunk: serial they leave the other threads idle between the products.
+    // Elementwise, so the bits do not depend on the split.
+    auto per_expert = [&](uint32_t m, auto&& fn) {
+      if (pool && n > 1 && m > 1)
+        pool->parallel_for(m, [&](size_t i0, size_t i1, int) { for (size_t i = i0; i < i1; ++i) fn(uint32_t(i)); }, 1);
+      else
+        for (uint32_t i = 0; i < m; ++i) fn(i);
+    };
     auto run_experts = [&](const uint32_t* es, const ExpertWeights* ew, uint32_t m) {
       kernels::MatmulJob jobs[2 * kMaxExpertGroup] = {};
       uint32_t nj = 0;
-      for (uint32_t i = 0; i < m; ++i) {
+      per_expert(m, [&](uint32_t i) {
         const uint32_t b = e_start_[es[i]], c = e_start_[es[i] + 1] - b;
         for (uint32_t j = 0; j < c; ++j) {
           float* xr = xg_.data() + size_t(b + j) * E;
           std::memcpy(xr, xn_.data() + e_tok_[b + j] * E, E * 4);
           if (before) {  // llama4: the routing weight scales the expert's input instead of its output
             const float w = e_w_[b + j];
-            for (size_t i = 0; i < E; ++i) xr[i] *= w;
+            for (size_t k = 0; k < E; ++k) xr[k] *= w;
           }
         }
+      });
+      for (uint32_t i = 0; i < m; ++i) {
+        const uint32_t b = e_start_[es[i]], c = e_start_[es[i] + 1] - b;
         const WeightView& g = ew[i].gate;
         const WeightView& u = ew[i].up;
         jobs[nj++] = {g.type, g.data, g.rows, g.cols, xg_.data() + size_t(b) * E, c, g_.data() + size_t(b) * F};
         jobs[nj++] = {u.type, u.data, u.rows, u.cols, xg_.data() + size_t(b) * E, c, u_.data() + size_t(b) * F};
       }
       kernels::matmul_many(jobs, nj, pool);
-      nj = 0;
-      for (uint32_t i = 0; i < m; ++i) {
+      per_expert(m, [&](uint32_t i) {
         const uint32_t b = e_start_[es[i]], c = e_start_[es[i] + 1] - b;
         add_rows(ew[i].gate_bias, g_.data() + size_t(b) * F, c, F);
         add_rows(ew[i].up_bias, u_.data() + size_t(b) * F, c, F);
         act(g_.data() + size_t(b) * F, u_.data() + size_t(b) * F, size_t(c) * F);
+      });
+      nj = 0;
+      for (uint32_t i = 0; i < m; ++i) {
+        const uint32_t b = e_start_[es[i]], c = e_start_[es[i] + 1] - b;
         const WeightView& d = ew[i].down;
         jobs[nj++] = {d.type, d.data, d.rows, d.cols, g_.data() + size_t(b) * F, c, ys_.data() + size_t(b) * E};
       }
@@ -680,10 +700,15 @@ void Session::ffn_block(uint32_t il, uint32_t n, FfnPart part) {
     }
     // Per token, experts are added in ascending id: the sum order is the same for any batch split and
     // grouping. Tokens' slots are disjoint rows of moe_out_, so the order across tokens does not matter.
-    for (uint32_t e = 0; e < ls.n_expert; ++e)
-      for (uint32_t j = e_start_[e]; j < e_start_[e + 1]; ++j)
-        ops::axpy(before ? 1.0f : e_w_[j], ys_.data() + size_t(j) * E, moe_out_.data() + e_tok_[j] * E,
-                  static_cast<int64_t>(E));
+    // In a batch the columns are split over the pool (elementwise: the same bits).
+    auto combine = [&](size_t c0, size_t c1, int) {
+      for (uint32_t e = 0; e < ls.n_expert; ++e)
+        for (uint32_t j = e_start_[e]; j < e_start_[e + 1]; ++j)
+          ops::axpy(before ? 1.0f : e_w_[j], ys_.data() + size_t(j) * E + c0, moe_out_.data() + e_tok_[j] * E + c0,
+                    static_cast<int64_t>(c1 - c0));
+    };
+    if (pool && n > 1) pool->parallel_for(E, combine, 256);
+    else combine(0, E, 0);
   }
   if (L.n_ff_sh > 0 && part != FfnPart::Routed) {
     // Shared expert (MoE layers), the dense FFN (dense layers) or the residual MLP (arctic).
