@@ -277,8 +277,9 @@ void matmul_many(const MatmulJob* jobs, size_t n_jobs, ThreadPool* pool) {
       for (size_t i = 0; i < j && !p.acts; ++i)
         if (plans[i].acts && plans[i].X == p.X && plans[i].n == p.n && plans[i].cols == p.cols && plans[i].kind == p.kind)
           p.acts = plans[i].acts;
-      // Quantized on the caller: a job's few tokens are cheap next to a parallel_for.
-      if (!p.acts) p.acts = prepare_acts(scratch[j], *table, p.kind, p.X, p.n, p.cols, nullptr);
+      // prepare_acts quantizes an expert's few tokens on the caller (cheaper than a parallel_for), a
+      // batch's many on the pool.
+      if (!p.acts) p.acts = prepare_acts(scratch[j], *table, p.kind, p.X, p.n, p.cols, pool);
     }
     first_piece[j + 1] = first_piece[j] + (p.rows + p.grain - 1) / p.grain;
   }

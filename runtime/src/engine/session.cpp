@@ -439,9 +439,12 @@ void Session::attention_block(uint32_t il, uint32_t n) {
       std::memcpy(v_.data() + t * HV, r + HQ + HK, HV * sizeof(float));
     }
   } else {
-    mm(L.wq, xn_.data(), n, q_.data(), pool);
-    mm(L.wk, xn_.data(), n, k_.data(), pool);
-    mm(L.wv, xn_.data(), n, v_.data(), pool);
+    // One dispatch for the three products, the input quantized once (matmul_many: matmul's bits).
+    const kernels::MatmulJob jobs[3] = {
+        {L.wq.type, L.wq.data, L.wq.rows, L.wq.cols, xn_.data(), n, q_.data()},
+        {L.wk.type, L.wk.data, L.wk.rows, L.wk.cols, xn_.data(), n, k_.data()},
+        {L.wv.type, L.wv.data, L.wv.rows, L.wv.cols, xn_.data(), n, v_.data()}};
+    kernels::matmul_many(jobs, 3, pool);
   }
   if (s.clamp_kqv > 0.0f) {  // dbrx: q, k and v clamped to [-c, c] before RoPE
     const float c = s.clamp_kqv;
