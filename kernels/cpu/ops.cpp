@@ -157,8 +157,62 @@ void softmax(float* x, int64_t n) noexcept {
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
-void silu_mul(float* g, const float* u, int64_t n) noexcept {
+namespace {
+
+void silu_mul_scalar(float* g, const float* u, int64_t n) {
   for (int64_t i = 0; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
+#if defined(__x86_64__)
+// e^x for 8 floats: x = k ln2 + r (|r| <= ln2/2; ln2 in two parts, Cody-Waite), e^r = 1 + r + r^2 P(r)
+// with Cephes' degree-5 minimax P, times 2^k built in the exponent bits: within a few ulp of expf. x is clamped to [-87.3, 88.3] so 2^k stays a normal float; a NaN stays NaN (min/max return
+// their second operand when one is NaN).
+__attribute__((target("avx2,fma"))) inline __m256 exp8(__m256 x) {
+  x = _mm256_max_ps(_mm256_set1_ps(-87.3f), _mm256_min_ps(_mm256_set1_ps(88.3f), x));
+  const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+// Eight elements of silu(g) * u in the scalar version's order: g / (1 + e^-g) * u.
+__attribute__((target("avx2,fma"))) inline __m256 silu_mul8(__m256 g, __m256 u) {
+  const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+  return _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), u);
+}
+// The last n % 8 elements go through the same code (padded), so an element's bits do not depend on
+// its position in the array.
+__attribute__((target("avx2,fma"))) void silu_mul_avx2(float* g, const float* u, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(g + i, silu_mul8(_mm256_loadu_ps(g + i), _mm256_loadu_ps(u + i)));
+  if (i < n) {
+    alignas(32) float tg[8] = {}, tu[8] = {};
+    std::memcpy(tg, g + i, size_t(n - i) * sizeof(float));
+    std::memcpy(tu, u + i, size_t(n - i) * sizeof(float));
+    _mm256_store_ps(tg, silu_mul8(_mm256_load_ps(tg), _mm256_load_ps(tu)));
+    std::memcpy(g + i, tg, size_t(n - i) * sizeof(float));
+  }
+}
+#endif
+
+}  // namespace
+
+// SwiGLU's gate: the AVX2 version (a polynomial e^x, 8 lanes) where the CPU has it; exp was a quarter of
+// the non-matmul time of a prefill. The CUDA twin (expf) agrees within 1e-6 relative.
+void silu_mul(float* g, const float* u, int64_t n) noexcept {
+#if defined(__x86_64__)
+  static const bool simd = cpu_features().has_avx2_level();
+  if (simd) return silu_mul_avx2(g, u, n);
+#endif
+  silu_mul_scalar(g, u, n);
 }
 
 void gelu_mul(float* g, const float* u, int64_t n) noexcept {

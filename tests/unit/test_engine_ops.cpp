@@ -1,12 +1,15 @@
 // The engine's small pieces, each against a hand-computed answer: CPU ops (f16, RMSNorm, RoPE pairing
-// and YaRN, softmax, top-k, GQA attention with window and sinks, gpt-oss's clamped SwiGLU), the gating
+// and YaRN, softmax, top-k, GQA attention with window and sinks, SwiGLU's gate, gpt-oss's clamped SwiGLU), the gating
 // rule of each MoE family, and the sampler.
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <map>
 #include <numeric>
+#include <random>
 #include <vector>
 
 #include "moe/engine.h"
@@ -162,6 +165,40 @@ TEST_CASE("attention window and sinks (gpt-oss)") {
   const double tail = 10 * std::exp(1.0 - 50) + 20 * std::exp(2.0 - 50) + 30 * std::exp(3.0 - 50);
   CHECK(std::isfinite(out));
   CHECK(out == doctest::Approx(tail).epsilon(1e-3).scale(0));
+}
+
+TEST_CASE("SwiGLU gate: silu(g) * u within 1e-6 relative of expf, the same bits anywhere in the array") {
+  std::mt19937 rng(17);
+  std::normal_distribution<float> nd(0.0f, 6.0f);
+  const int64_t n = 20011;  // not a multiple of 8: a padded tail
+  std::vector<float> g(n), u(n);
+  for (int64_t i = 0; i < n; ++i) {
+    g[i] = nd(rng);
+    u[i] = nd(rng);
+  }
+  g[0] = 0.0f;
+  g[1] = 88.0f;
+  g[2] = -60.0f;
+  g[3] = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> y = g;
+  ops::silu_mul(y.data(), u.data(), n);
+  for (int64_t i = 0; i < n; ++i) {
+    const double ref = double(g[i]) / (1.0 + std::exp(-double(g[i]))) * u[i];
+    if (std::isnan(g[i])) {
+      CHECK(std::isnan(y[i]));
+      continue;
+    }
+    CHECK(std::fabs(y[i] - ref) <= 1e-6 * std::fabs(ref) + 1e-30);
+  }
+  // Every element again at every offset of a short call (tails of 1..7): bit-identical.
+  for (int64_t i = 0; i < 64; ++i)
+    for (int64_t len = 1; len <= 9; ++len) {
+      if (i + len > n) continue;
+      std::vector<float> part(g.begin() + i, g.begin() + i + len);
+      ops::silu_mul(part.data(), u.data() + i, len);
+      for (int64_t j = 0; j < len; ++j)
+        if (!std::isnan(y[i + j])) CHECK(std::memcmp(&part[size_t(j)], &y[i + j], 4) == 0);
+    }
 }
 
 TEST_CASE("clamped SwiGLU (gpt-oss): x = min(g, 7), y = clamp(u, -7, 7), x sigmoid(1.702 x) (y + 1)") {
