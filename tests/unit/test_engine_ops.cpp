@@ -1,6 +1,6 @@
 // The engine's small pieces, each against a hand-computed answer: CPU ops (f16, RMSNorm, RoPE pairing
-// and YaRN, softmax, top-k, GQA attention with window and sinks, SwiGLU's gate, gpt-oss's clamped SwiGLU), the gating
-// rule of each MoE family, and the sampler.
+// and YaRN, softmax, top-k, GQA attention with window and sinks, SwiGLU's gate, gpt-oss's clamped
+// SwiGLU), the gating rule of each MoE family, and the sampler.
 #include <doctest/doctest.h>
 
 #include <algorithm>
