@@ -32,6 +32,26 @@ TEST_CASE("f16 conversion round trips and rounds to nearest even") {
     if ((h & 0x7c00) == 0x7c00) continue;
     REQUIRE(ops::f32_to_f16(ops::f16_to_f32(uint16_t(h))) == h);
   }
+  // The row version (F16C where the CPU has it) gives f32_to_f16's bits for every non-NaN float: a sweep
+  // of bit patterns (every exponent, ties, subnormal results, overflow), in rows with a scalar tail.
+  std::vector<float> src;
+  std::mt19937 rng(5);
+  for (uint32_t e = 0; e < 256; ++e)
+    for (int k = 0; k < 64; ++k) {
+      const uint32_t bits = (rng() & 0x80000000u) | (e << 23) | (k < 4 ? (0x1000u * uint32_t(k)) : (rng() & 0x7fffffu));
+      float f;
+      std::memcpy(&f, &bits, 4);
+      src.push_back(f);
+    }
+  src.push_back(std::numeric_limits<float>::quiet_NaN());
+  std::vector<uint16_t> dst(src.size());
+  ops::f32_to_f16_row(src.data(), dst.data(), int64_t(src.size()));
+  for (size_t i = 0; i < src.size(); ++i) {
+    if (std::isnan(src[i]))
+      CHECK(std::isnan(ops::f16_to_f32(dst[i])));
+    else
+      REQUIRE(dst[i] == ops::f32_to_f16(src[i]));
+  }
 }
 
 TEST_CASE("rmsnorm") {
