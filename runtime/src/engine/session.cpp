@@ -187,7 +187,7 @@ Session::Session(const Model& m, ExpertSource& src, SessionOptions o) : m_(m), s
   if (s.moe_parallel_dense) x0_.resize(B * E);
   att_.resize(B * HO);
   scores_.resize(size_t(pool_->size()) * n_ctx_);
-  rope_cs_.resize(std::max<size_t>(2, s.head_dim_k));
+  rope_cs_.resize(std::max<size_t>(2, s.head_dim_k) * size_t(pool_->size()));  // a row per pool thread
   tmp_.resize(B * E);
   moe_out_.resize(B * E);
   router_.resize(B * max_e);
@@ -455,7 +455,10 @@ void Session::attention_block(uint32_t il, uint32_t n) {
   }
   ops::RopeParams rp = detail::rope_params_for(s);
   rp.freq_factors = rope_ff_;  // LongRoPE (phimoe) or rope_freqs (llama3-style); nullptr otherwise
-  for (uint32_t t = 0; t < n; ++t) {
+  // Per token (its own rows of q, k, v and the cache; a cos/sin row per thread), on the pool in a batch.
+  const size_t cs_row = std::max<size_t>(2, s.head_dim_k);
+  auto one_token = [&](uint32_t t, int thread) {
+    float* cs = rope_cs_.data() + size_t(thread) * cs_row;
     float* q = q_.data() + t * HQ;
     float* k = k_.data() + t * HK;
     float* v = v_.data() + t * HV;
@@ -473,9 +476,9 @@ void Session::attention_block(uint32_t il, uint32_t n) {
       ops::rmsnorm(k, L.k_norm.data(), k, HK, s.rms_eps);
     }
     if (ls.rope) {
-      ops::rope_cos_sin(rp, pos_ + t, rope_cs_.data());
-      ops::rope_apply(rp, rope_cs_.data(), q, static_cast<int>(s.n_head), hk);
-      ops::rope_apply(rp, rope_cs_.data(), k, static_cast<int>(s.n_head_kv), hk);
+      ops::rope_cos_sin(rp, pos_ + t, cs);
+      ops::rope_apply(rp, cs, q, static_cast<int>(s.n_head), hk);
+      ops::rope_apply(rp, cs, k, static_cast<int>(s.n_head_kv), hk);
       if (s.qk_l2_norm) {  // llama4: every rotated head RMS-normalised, no weight
         for (uint32_t h = 0; h < s.n_head; ++h) ops::rmsnorm(q + h * hk, nullptr, q + h * hk, hk, s.rms_eps);
         for (uint32_t h = 0; h < s.n_head_kv; ++h) ops::rmsnorm(k + h * hk, nullptr, k + h * hk, hk, s.rms_eps);
@@ -488,7 +491,13 @@ void Session::attention_block(uint32_t il, uint32_t n) {
     }
     ops::f32_to_f16_row(k, k_cache_[il].data() + size_t(pos_ + t) * HK, HK);
     ops::f32_to_f16_row(v, v_cache_[il].data() + size_t(pos_ + t) * HV, HV);
-  }
+  };
+  if (n > 1)
+    pool->parallel_for(n, [&](size_t b, size_t e, int thread) {
+      for (size_t t = b; t < e; ++t) one_token(uint32_t(t), thread);
+    }, 4);
+  else
+    one_token(0, 0);
   const ops::AttnShape as = detail::attn_shape_for(s);
   const uint16_t* kc = k_cache_[il].data();
   const uint16_t* vc = v_cache_[il].data();
