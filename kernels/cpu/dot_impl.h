@@ -389,6 +389,14 @@ inline void panel_prefetch_next(const uint8_t* const* rp, size_t rb, size_t step
     _mm_prefetch(reinterpret_cast<const char*>(next + o), _MM_HINT_T1);
 }
 
+// Stores the panel's first nr rows (lanes) of each token's accumulator at Y[t * ldy + i].
+template <int NT>
+inline void panel_store(const __m512* acc, size_t nr, float* Y, size_t ldy) {
+  const __mmask16 mk = static_cast<__mmask16>((1u << nr) - 1u);
+  MOE_UNROLL
+  for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(Y + t * ldy, mk, acc[t]);
+}
+
 inline __m512i bcast32(const void* p) {
   return _mm512_set1_epi32(static_cast<int>(ld32(static_cast<const uint8_t*>(p))));
 }
@@ -482,9 +490,7 @@ void rows_q45k_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c
         acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum[t]), _mm512_mul_ps(dmv, dx), acc[t]);
       }
     }
-    const __mmask16 mk = static_cast<__mmask16>((1u << nr) - 1u);
-    MOE_UNROLL
-    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(Y + t * ldy + r, mk, acc[t]);
+    panel_store<NT>(acc, nr, Y + r, ldy);
   }
 }
 
@@ -572,9 +578,7 @@ void rows_q6k_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t co
         acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot), _mm512_mul_ps(dv, _mm512_set1_ps(a[t].d[b])), acc[t]);
       }
     }
-    const __mmask16 mk = static_cast<__mmask16>((1u << nr) - 1u);
-    MOE_UNROLL
-    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(Y + t * ldy + r, mk, acc[t]);
+    panel_store<NT>(acc, nr, Y + r, ldy);
   }
 }
 
