@@ -188,8 +188,9 @@ void silu_mul_scalar(float* g, const float* u, int64_t n) {
 
 #if defined(__x86_64__)
 // e^x for 8 floats: x = k ln2 + r (|r| <= ln2/2; ln2 in two parts, Cody-Waite), e^r = 1 + r + r^2 P(r)
-// with Cephes' degree-5 minimax P, times 2^k built in the exponent bits: within a few ulp of expf. x is clamped to [-87.3, 88.3] so 2^k stays a normal float; a NaN stays NaN (min/max return
-// their second operand when one is NaN).
+// with Cephes' degree-5 minimax P, times 2^k built in the exponent bits: within a few ulp of expf.
+// x is clamped to [-87.3, 88.3] so 2^k stays a normal float; a NaN stays NaN (min/max return their
+// second operand when one is NaN).
 __attribute__((target("avx2,fma"))) inline __m256 exp8(__m256 x) {
   x = _mm256_max_ps(_mm256_set1_ps(-87.3f), _mm256_min_ps(_mm256_set1_ps(88.3f), x));
   const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),

@@ -274,10 +274,14 @@ void Session::forward(const int32_t* tokens, uint32_t n, float* all_logits) {
     const LayerWeights& L = m_.layer(il);
     const bool parallel = s.moe_parallel_dense && s.layers[il].is_moe;
     if (parallel) std::copy_n(x_.data(), size_t(n) * E, x0_.data());
-    per_token(pool_.get(), n, [&](uint32_t t) { m_.norm(x_.data() + t * E, L.attn_norm, L.attn_norm_b, xn_.data() + t * E); });
+    per_token(pool_.get(), n, [&](uint32_t t) {
+      m_.norm(x_.data() + t * E, L.attn_norm, L.attn_norm_b, xn_.data() + t * E);
+    });
     attention_block(il, n);
     if (!L.attn_post_norm.empty())  // grok: the attention output is normalized before the residual add
-      per_token(pool_.get(), n, [&](uint32_t t) { m_.norm(tmp_.data() + t * E, L.attn_post_norm, tmp_.data() + t * E); });
+      per_token(pool_.get(), n, [&](uint32_t t) {
+        m_.norm(tmp_.data() + t * E, L.attn_post_norm, tmp_.data() + t * E);
+      });
     if (rs != 0.0f)
       for (size_t i = 0; i < n * E; ++i) x_[i] += tmp_[i] * rs;
     else
@@ -285,17 +289,25 @@ void Session::forward(const int32_t* tokens, uint32_t n, float* all_logits) {
     if (observer_) observer_->after_attention(il, x_.data(), n);
     if (parallel) {
       // arctic: the residual MLP on ffn_norm(x), then the experts on ffn_norm_exps(layer input).
-      per_token(pool_.get(), n, [&](uint32_t t) { m_.norm(x_.data() + t * E, L.ffn_norm, L.ffn_norm_b, xn_.data() + t * E); });
+      per_token(pool_.get(), n, [&](uint32_t t) {
+        m_.norm(x_.data() + t * E, L.ffn_norm, L.ffn_norm_b, xn_.data() + t * E);
+      });
       ffn_block(il, n, FfnPart::Dense);
       for (size_t i = 0; i < n * E; ++i) x_[i] += moe_out_[i];
-      per_token(pool_.get(), n, [&](uint32_t t) { m_.norm(x0_.data() + t * E, L.ffn_norm_exps, xn_.data() + t * E); });
+      per_token(pool_.get(), n, [&](uint32_t t) {
+        m_.norm(x0_.data() + t * E, L.ffn_norm_exps, xn_.data() + t * E);
+      });
       ffn_block(il, n, FfnPart::Routed);
     } else {
-      per_token(pool_.get(), n, [&](uint32_t t) { m_.norm(x_.data() + t * E, L.ffn_norm, L.ffn_norm_b, xn_.data() + t * E); });
+      per_token(pool_.get(), n, [&](uint32_t t) {
+        m_.norm(x_.data() + t * E, L.ffn_norm, L.ffn_norm_b, xn_.data() + t * E);
+      });
       ffn_block(il, n);
     }
     if (!L.ffn_post_norm.empty())  // grok: so is the MoE output
-      per_token(pool_.get(), n, [&](uint32_t t) { m_.norm(moe_out_.data() + t * E, L.ffn_post_norm, moe_out_.data() + t * E); });
+      per_token(pool_.get(), n, [&](uint32_t t) {
+        m_.norm(moe_out_.data() + t * E, L.ffn_post_norm, moe_out_.data() + t * E);
+      });
     if (rs != 0.0f)
       for (size_t i = 0; i < n * E; ++i) x_[i] += moe_out_[i] * rs;
     else
@@ -597,7 +609,9 @@ void Session::ffn_block(uint32_t il, uint32_t n, FfnPart part) {
     // Elementwise, so the bits do not depend on the split.
     auto per_expert = [&](uint32_t m, auto&& fn) {
       if (pool && n > 1 && m > 1)
-        pool->parallel_for(m, [&](size_t i0, size_t i1, int) { for (size_t i = i0; i < i1; ++i) fn(uint32_t(i)); }, 1);
+        pool->parallel_for(m, [&](size_t i0, size_t i1, int) {
+          for (size_t i = i0; i < i1; ++i) fn(uint32_t(i));
+        }, 1);
       else
         for (uint32_t i = 0; i < m; ++i) fn(i);
     };
@@ -716,8 +730,8 @@ void Session::ffn_block(uint32_t il, uint32_t n, FfnPart part) {
     auto combine = [&](size_t c0, size_t c1, int) {
       for (uint32_t e = 0; e < ls.n_expert; ++e)
         for (uint32_t j = e_start_[e]; j < e_start_[e + 1]; ++j)
-          ops::axpy(before ? 1.0f : e_w_[j], ys_.data() + size_t(j) * E + c0, moe_out_.data() + e_tok_[j] * E + c0,
-                    static_cast<int64_t>(c1 - c0));
+          ops::axpy(before ? 1.0f : e_w_[j], ys_.data() + size_t(j) * E + c0,
+                    moe_out_.data() + e_tok_[j] * E + c0, static_cast<int64_t>(c1 - c0));
     };
     if (pool && n > 1) pool->parallel_for(E, combine, 256);
     else combine(0, E, 0);
