@@ -61,6 +61,13 @@ uint16_t f32_to_f16(float f) noexcept {
 
 #if defined(__x86_64__)
 namespace {
+// AVX2 + FMA + F16C usable (the x86 versions below). cpu_features() rather than __builtin_cpu_supports:
+// clang 14 does not know the "f16c" feature name, and cpu_features() also checks that the OS saves the
+// ymm state.
+bool have_f16c() {
+  static const bool ok = cpu_features().has_avx2_level();
+  return ok;
+}
 // F16C rounds to nearest even as f32_to_f16 does: the same bits (NaNs stay NaN).
 __attribute__((target("avx2,f16c"))) void f32_to_f16_row_f16c(const float* src, uint16_t* dst, int64_t n) {
   int64_t i = 0;
@@ -74,8 +81,7 @@ __attribute__((target("avx2,f16c"))) void f32_to_f16_row_f16c(const float* src, 
 
 void f32_to_f16_row(const float* src, uint16_t* dst, int64_t n) noexcept {
 #if defined(__x86_64__)
-  static const bool f16c = cpu_features().has_avx2_level();
-  if (f16c) return f32_to_f16_row_f16c(src, dst, n);
+  if (have_f16c()) return f32_to_f16_row_f16c(src, dst, n);
 #endif
   for (int64_t i = 0; i < n; ++i) dst[i] = f32_to_f16(src[i]);
 }
@@ -233,8 +239,7 @@ __attribute__((target("avx2,fma"))) void silu_mul_avx2(float* g, const float* u,
 // the non-matmul time of a prefill. The CUDA twin (expf) agrees within 1e-6 relative.
 void silu_mul(float* g, const float* u, int64_t n) noexcept {
 #if defined(__x86_64__)
-  static const bool simd = cpu_features().has_avx2_level();
-  if (simd) return silu_mul_avx2(g, u, n);
+  if (have_f16c()) return silu_mul_avx2(g, u, n);
 #endif
   silu_mul_scalar(g, u, n);
 }
@@ -311,9 +316,6 @@ __attribute__((target("avx2,f16c,fma"))) void axpy_f16_avx2(float w, const uint1
   }
   for (; i < d; ++i) y[i] += w * f16_to_f32(v[i]);
 }
-// cpu_features() rather than __builtin_cpu_supports: clang 14 does not know the "f16c" feature name,
-// and cpu_features() also checks that the OS saves the ymm state.
-bool have_f16c() { return cpu_features().has_avx2_level(); }
 #endif
 
 }  // namespace
