@@ -512,8 +512,8 @@ TEST_CASE("queued prefetches go before queued speculative reads, which are chunk
     CAPTURE(backend_name);
     IoOptions o = opts(b);
     o.prefetch_depth = 1;  // one prefetch-class read in flight: the queues decide the order
-    // The first read is held for 800 ms, so every other request is queued behind it (even under TSan).
-    o.faults = plan_with({rule(IoFaultRule::Kind::Delay, 0, 800)});
+    // The first read is held for 2 s, so every other request is queued behind it (even under TSan).
+    o.faults = plan_with({rule(IoFaultRule::Kind::Delay, 0, 2000)});
     auto r = IoReader::open(data_path(), o);
     std::vector<std::unique_ptr<AlignedBuf>> bufs;
     for (int i = 0; i < 40; ++i) bufs.push_back(std::make_unique<AlignedBuf>(256 << 10));
@@ -530,8 +530,19 @@ TEST_CASE("queued prefetches go before queued speculative reads, which are chunk
     };
     for (uint64_t i = 0; i < 20; ++i) submit(i, IoPriority::Speculative);
     for (uint64_t i = 100; i < 120; ++i) submit(i, IoPriority::Prefetch);
+    size_t done_while_submitting;
+    {
+      std::lock_guard lk(mu);
+      done_while_submitting = order.size();
+    }
     r->shutdown();
     REQUIRE(order.size() == 40);
+    // The order below only follows from the queues if the held read was still in flight when the last
+    // prefetch was queued (a machine stalled for 2 s breaks that premise, not the reader).
+    if (done_while_submitting > 0) {
+      MESSAGE("the held read completed before all requests were queued; order not checked");
+      continue;
+    }
     size_t last_prefetch = 0, speculative_before = 0;
     for (size_t i = 0; i < order.size(); ++i)
       if (order[i] >= 100) last_prefetch = i;
