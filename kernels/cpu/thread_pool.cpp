@@ -43,12 +43,17 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::run_chunks(int thread) {
-  const size_t n = job_n_, chunk = job_chunk_;
+  const size_t n = job_n_, grain = job_grain_, div = size_t(n_threads_) * 2;
+  size_t b = next_item_.load(std::memory_order_relaxed);
   for (;;) {
-    const size_t c = next_chunk_.fetch_add(1, std::memory_order_relaxed);
-    const size_t b = c * chunk;
     if (b >= n) break;
-    (*job_fn_)(b, std::min(n, b + chunk), thread);
+    // Guided: a claim takes 1/(2 threads) of what is left, in whole grains, so the first chunks are long
+    // streams and the last ones are single grains (a slow thread leaves little for the other to wait on).
+    size_t len = (n - b + div - 1) / div;
+    len = std::min(n - b, (len + grain - 1) / grain * grain);
+    if (!next_item_.compare_exchange_weak(b, b + len, std::memory_order_relaxed)) continue;
+    (*job_fn_)(b, b + len, thread);
+    b = next_item_.load(std::memory_order_relaxed);
   }
 }
 
@@ -98,15 +103,10 @@ void ThreadPool::parallel_for(size_t n, ChunkFnRef fn, size_t grain) {
     return;
   }
   std::lock_guard<std::mutex> lock(call_mutex_);
-  // About 4 chunks per thread balances a noisy machine while keeping each chunk a long contiguous
-  // stream (good for the hardware prefetcher).
-  const size_t target = size_t(n_threads_) * 4;
-  size_t chunk = std::max(grain, (n + target - 1) / target);
-  chunk = (chunk + grain - 1) / grain * grain;
   job_fn_ = &fn;
   job_n_ = n;
-  job_chunk_ = chunk;
-  next_chunk_.store(0, std::memory_order_relaxed);
+  job_grain_ = grain;
+  next_item_.store(0, std::memory_order_relaxed);
   const uint32_t gen = gen_of(state_.load(std::memory_order_relaxed)) + 1;
   state_.store(uint64_t(gen) << 32, std::memory_order_seq_cst);  // publishes the job fields
   if (sleepers_.load(std::memory_order_seq_cst) > 0) state_.notify_all();  // no syscall while all spin

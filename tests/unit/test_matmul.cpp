@@ -141,13 +141,17 @@ TEST_CASE("thread pool runs every index exactly once") {
     for (size_t n : {size_t(0), size_t(1), size_t(2), size_t(7), size_t(64), size_t(1000), size_t(4097)}) {
       for (size_t grain : {size_t(0), size_t(1), size_t(3), size_t(16)}) {
         std::vector<std::atomic<int>> hits(n);
-        std::atomic<int> bad_thread{0};
+        std::atomic<int> bad_thread{0}, bad_split{0};
         pool.parallel_for(n, [&](size_t b, size_t e, int th) {
           if (th < 0 || th >= nt) bad_thread++;
+          // Chunks are whole grains; only the one ending at n may be shorter.
+          const size_t g = std::max<size_t>(grain, 1);
+          if (b % g != 0 || (e != n && (e - b) % g != 0) || e <= b) bad_split++;
           for (size_t i = b; i < e; ++i) hits[i]++;
         }, grain);
         for (size_t i = 0; i < n; ++i) REQUIRE(hits[i].load() == 1);
         CHECK(bad_thread.load() == 0);
+        CHECK(bad_split.load() == 0);
       }
     }
     // Many back-to-back small jobs (the decode pattern).

@@ -131,9 +131,9 @@ void per_token(kernels::ThreadPool* pool, uint32_t n, F&& fn) {
 constexpr uint32_t kOooTokens = 4;
 
 // Experts run together (acquired at once, one parallel dispatch for their gate and up products and one
-// for their down products) are at most this many, and at most n_expert_used; only over the memory map
-// (see Session::ffn_block).
-constexpr uint32_t kMaxExpertGroup = 16;
+// for their down products) are at most this many; only over the memory map (see Session::ffn_block). A
+// prefill batch touches most experts: fewer, larger dispatches leave the threads less to wait for.
+constexpr uint32_t kMaxExpertGroup = 64;
 
 }  // namespace
 
@@ -660,7 +660,7 @@ void Session::ffn_block(uint32_t il, uint32_t n, FfnPart part) {
     // Groups only over the memory map: a cached source may need a free slot for each expert of a group
     // while the others stay pinned, and its pool (a layer's quota under --cache-scope layer) can be
     // smaller than k, so there each expert is acquired, computed and released alone.
-    const uint32_t group = src_may_block_ ? 1u : std::max<uint32_t>(1, std::min(ls.n_expert_used, kMaxExpertGroup));
+    const uint32_t group = src_may_block_ ? 1u : kMaxExpertGroup;
     uint32_t es[kMaxExpertGroup];
     ExpertWeights ew[kMaxExpertGroup];
     uint32_t m = 0;

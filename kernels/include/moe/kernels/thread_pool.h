@@ -42,9 +42,10 @@ class ThreadPool {
 
   int size() const noexcept { return n_threads_; }
 
-  // Splits [0, n) into contiguous chunks of at least `grain` items (grain 0 means 1) and runs
-  // fn(begin, end, thread) on them, thread in [0, size()); the caller runs as thread 0. Chunks are
-  // handed out dynamically, so which thread runs a chunk is not fixed: fn must make its results
+  // Splits [0, n) into contiguous chunks of whole `grain`s (grain 0 means 1; the last chunk may be
+  // shorter) and runs fn(begin, end, thread) on them, thread in [0, size()); the caller runs as thread 0.
+  // Chunks shrink as the job runs (each claim takes about 1/(2 size()) of what is left) and are handed
+  // out dynamically, so which thread runs a chunk is not fixed: fn must make its results
   // independent of `thread` (use it only to pick scratch space). Returns when all chunks finished.
   // Exceptions thrown by fn terminate the program (kernels do not throw).
   void parallel_for(size_t n, ChunkFnRef fn, size_t grain = 1);
@@ -60,8 +61,8 @@ class ThreadPool {
   // workers that joined it (acquire); see thread_pool.cpp for the protocol.
   ChunkFnRef* job_fn_ = nullptr;
   size_t job_n_ = 0;
-  size_t job_chunk_ = 0;
-  alignas(64) std::atomic<size_t> next_chunk_{0};
+  size_t job_grain_ = 0;
+  alignas(64) std::atomic<size_t> next_item_{0};
   alignas(64) std::atomic<uint64_t> state_{0};  // generation << 32 | closed bit 31 | workers inside
   alignas(64) std::atomic<int> sleepers_{0};
   std::atomic<bool> stop_{false};
