@@ -22,10 +22,12 @@
 // the nibble types Q4_0/MXFP4, Q8_256 blocks for the K-quants, f32 for F32/F16/BF16. Integer sums stay in int32 within a block/super-block (bounds noted per kernel).
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
 #include "matmul_internal.h"
+#include "moe/kernels/cpu_features.h"
 
 // GCC 12's own intrinsic headers (_mm512_castps512_ps256 via _mm256_undefined_pd) trip
 // -Wmaybe-uninitialized / -Wuninitialized; the value is fully defined.
@@ -921,6 +923,69 @@ void rows_float(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, 
   for (; r < r1; ++r) rows_float_r<E, NT, 1>(W + r * rb, rb, r, cols, a, Y, ldy);
 }
 
+#ifdef MOE_DOT_AVX512
+// BF16 weights against BF16-rounded activations (AVX512_BF16 CPUs only, see fill): vdpbf16ps does
+// 32 products per instruction, twice the f32 FMA rate. Per (row, token) two accumulators, each taking
+// every other group of 32 columns, then one masked step for the columns left; the sum of the two
+// accumulators' lanes in vsum's order. That order depends on cols only, so results do not depend on
+// the tiling. Rows in pairs for several tokens (the weight vectors loaded once for all of them).
+template <int NT, int R>
+inline void rows_bf16dp_r(const uint8_t* w0p, size_t rb, size_t r, size_t cols, const ActView* a, float* Y,
+                          size_t ldy) {
+  __m512 acc0[R][NT], acc1[R][NT];
+  MOE_UNROLL
+  for (int k = 0; k < R; ++k) {
+    MOE_UNROLL
+    for (int t = 0; t < NT; ++t) acc0[k][t] = acc1[k][t] = _mm512_setzero_ps();
+  }
+  auto bh = [](__m512i v) { return reinterpret_cast<__m512bh&>(v); };
+  size_t i = 0;
+  for (; i + 64 <= cols; i += 64) {
+    __m512i w0[R], w1[R];
+    MOE_UNROLL
+    for (int k = 0; k < R; ++k) {
+      w0[k] = _mm512_loadu_si512(w0p + k * rb + i * 2);
+      w1[k] = _mm512_loadu_si512(w0p + k * rb + i * 2 + 64);
+    }
+    MOE_UNROLL
+    for (int t = 0; t < NT; ++t) {
+      const __m512i x0 = _mm512_loadu_si512(a[t].h + i), x1 = _mm512_loadu_si512(a[t].h + i + 32);
+      MOE_UNROLL
+      for (int k = 0; k < R; ++k) {
+        acc0[k][t] = _mm512_dpbf16_ps(acc0[k][t], bh(w0[k]), bh(x0));
+        acc1[k][t] = _mm512_dpbf16_ps(acc1[k][t], bh(w1[k]), bh(x1));
+      }
+    }
+  }
+  // The rest (under 64 columns): whole groups of 32, then a masked group (zeros add nothing).
+  for (; i < cols; i += 32) {
+    const size_t left = std::min<size_t>(32, cols - i);
+    const __mmask32 m = left == 32 ? ~__mmask32(0) : static_cast<__mmask32>((uint32_t(1) << left) - 1u);
+    MOE_UNROLL
+    for (int k = 0; k < R; ++k) {
+      const __m512i w = _mm512_maskz_loadu_epi16(m, w0p + k * rb + i * 2);
+      MOE_UNROLL
+      for (int t = 0; t < NT; ++t)
+        acc0[k][t] = _mm512_dpbf16_ps(acc0[k][t], bh(w), bh(_mm512_maskz_loadu_epi16(m, a[t].h + i)));
+    }
+  }
+  MOE_UNROLL
+  for (int k = 0; k < R; ++k) {
+    MOE_UNROLL
+    for (int t = 0; t < NT; ++t) Y[t * ldy + r + size_t(k)] = vsum(_mm512_add_ps(acc0[k][t], acc1[k][t]));
+  }
+}
+
+template <int NT>
+void rows_bf16dp(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, float* Y,
+                 size_t ldy) {
+  size_t r = r0;
+  if (NT > 1)
+    for (; r + 2 <= r1; r += 2) rows_bf16dp_r<NT, 2>(W + r * rb, rb, r, cols, a, Y, ldy);
+  for (; r < r1; ++r) rows_bf16dp_r<NT, 1>(W + r * rb, rb, r, cols, a, Y, ldy);
+}
+#endif
+
 // ---------------- activation quantizers (contract in matmul_internal.h) ----------------
 inline float hmax8(__m256 v) {
   __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -1055,6 +1120,9 @@ template <int NT> struct KQ6P { static void run(const uint8_t* W, size_t rb, siz
 } };
 #endif
 template <int NT> struct KQ6 { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_q6k<NT>(W, rb, r0, r1, c, a, Y, l); } };
+#ifdef MOE_DOT_AVX512
+template <int NT> struct KBF16DP { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_bf16dp<NT>(W, rb, r0, r1, c, a, Y, l); } };
+#endif
 template <class E> struct KF { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_float<E, NT>(W, rb, r0, r1, c, a, Y, l); } }; };
 
 void fill(KernelTable& t) {
@@ -1062,7 +1130,13 @@ void fill(KernelTable& t) {
   auto set = [&](int type, TileFn f, ActKind k) { t.fn[type] = f; t.act[type] = k; };
   set(0, &tile4<KF<WF32>::K>, ActKind::F32);
   set(1, &tile4<KF<WF16>::K>, ActKind::F32);
+#ifdef MOE_DOT_AVX512
+  // BF16 weights: vdpbf16ps with BF16-rounded activations where the CPU has AVX512_BF16.
+  if (cpu_features().avx512bf16) set(30, &tile4<KBF16DP>, ActKind::BF16);
+  else set(30, &tile4<KF<WBF16>::K>, ActKind::F32);
+#else
   set(30, &tile4<KF<WBF16>::K>, ActKind::F32);
+#endif
   set(2, &tile4<KNib<NibQ4_0>::K>, ActKind::Q8_32P);
 #ifdef MOE_DOT_AVX512
   set(8, &tile<KQ8P>, ActKind::Q8_32);

@@ -67,8 +67,18 @@ struct ActScratch {
   std::vector<float> d, s;
   std::vector<int32_t> qsum;
   std::vector<int16_t> bsums;
+  std::vector<uint16_t> h;
   std::vector<ActView> views;
 };
+
+// f32 to bfloat16, rounded to nearest even (a NaN stays a quiet NaN; overflow rounds to infinity).
+inline uint16_t bf16_rne(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
 
 // Fills sc.views[0..n) for kind; quantizes the tokens (in parallel when there are several).
 const ActView* prepare_acts(ActScratch& sc, const KernelTable& tab, ActKind kind, const float* X, size_t n,
@@ -76,6 +86,17 @@ const ActView* prepare_acts(ActScratch& sc, const KernelTable& tab, ActKind kind
   if (sc.views.size() < n) sc.views.resize(n);
   if (kind == ActKind::F32) {
     for (size_t t = 0; t < n; ++t) sc.views[t] = ActView{X + t * cols, nullptr, nullptr, nullptr, nullptr, nullptr};
+    return sc.views.data();
+  }
+  if (kind == ActKind::BF16) {
+    if (sc.h.size() < n * cols) sc.h.resize(n * cols);
+    for (size_t t = 0; t < n; ++t) {
+      uint16_t* h = sc.h.data() + t * cols;
+      const float* x = X + t * cols;
+      for (size_t c = 0; c < cols; ++c) h[c] = bf16_rne(x[c]);
+      sc.views[t] = ActView{};
+      sc.views[t].h = h;
+    }
     return sc.views.data();
   }
   const size_t blk = kind == ActKind::Q8_256 ? 256 : 32;
@@ -213,8 +234,8 @@ Plan make_plan(SimdLevel level, TensorType wt, const void* W, size_t rows, size_
   // Row blocks are multiples of 16 (the AVX-512 Q8_0 kernel's panel height) where there is room.
   p.rblock = ntiles <= 1 ? rows : std::max<size_t>(1, (size_t(128) << 10) / p.rb);
   if (p.rblock > 16 && p.rblock < rows) p.rblock &= ~size_t(15);
-  const bool f32_acts = p.fn && p.kind == ActKind::F32;
-  const size_t act_bytes = cols * (f32_acts ? 4 : 1) + 1;
+  const size_t act_el = !p.fn || p.kind == ActKind::F32 ? 4 : (p.kind == ActKind::BF16 ? 2 : 1);
+  const size_t act_bytes = cols * act_el + 1;
   p.tblock = std::max<size_t>(detail::kMaxTile, (size_t(512) << 10) / act_bytes / detail::kMaxTile * detail::kMaxTile);
   // Grain: several rows per chunk so chunk bookkeeping is negligible; for large batches a chunk is
   // a whole cache block.

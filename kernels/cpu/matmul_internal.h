@@ -16,12 +16,14 @@ struct ActView {
   const float* s = nullptr;         // Q8_32: per block d * sum(q)
   const int32_t* qsum = nullptr;    // Q8_32: per block sum(q) (exact)
   const int16_t* bsums = nullptr;   // Q8_256: per 16 elements sum(q)
+  const uint16_t* h = nullptr;      // ActKind::BF16: cols bfloat16 (x rounded to nearest even)
 };
 
 // Q8_32P is Q8_32 with the int8 values of each pair of blocks (2j, 2j+1) stored as
 // [2j: 0..15][2j+1: 0..15][2j: 16..31][2j+1: 16..31] (a last odd block stays as is): the layout in which
 // one 256-bit load of two nibble-packed weight blocks lines up with the activations.
-enum class ActKind : int { F32 = 0, Q8_32 = 1, Q8_256 = 2, Q8_32P = 3 };
+// BF16: the activations rounded to bfloat16 (for BF16 weights on CPUs with AVX512_BF16: vdpbf16ps).
+enum class ActKind : int { F32 = 0, Q8_32 = 1, Q8_256 = 2, Q8_32P = 3, BF16 = 4 };
 
 // Computes Y[t * ldy + r] = dot(row r of W, token t) for r in [r0, r1), t in [0, n_tok),
 // n_tok <= kMaxTile. W points at row 0; rows are row_bytes apart. The order of every reduction depends

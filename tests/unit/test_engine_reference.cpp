@@ -143,8 +143,11 @@ TEST_CASE("engine logits match the numpy reference on every architecture and typ
 TEST_CASE("engine matches the reference on models written by moe gen (generate_model)") {
   skip_without_python();
   for (const char* arch : {"llama", "qwen2moe", "qwen3moe", "olmoe", "granitemoe", "dbrx", "arctic", "grok"}) {
-    for (const char* type : {"f32", "q8_0"}) {
-      const double tol = std::string(type) == "f32" ? 2e-3 : 3e-2;
+    // bf16: on AVX512_BF16 CPUs the activations are rounded to bfloat16 for vdpbf16ps (relative error
+    // 2^-8 each; about 2.3e-3 measured here).
+    for (const char* type : {"f32", "q8_0", "bf16"}) {
+      const std::string ty = type;
+      const double tol = ty == "f32" ? 2e-3 : (ty == "bf16" ? 1e-2 : 3e-2);
       GenOptions g;
       g.arch = arch;
       g.preset = "tiny";
