@@ -421,7 +421,7 @@ int run_grid(const GridArgs& a) {
         fmt::print(stderr, "bench: no --ram: every point reads experts through the memory map (policies have no "
                            "effect)\n");
     }
-    auto model = Model::load(a.model);
+    auto model = a.offload.load_model(a.model);
     const ModelSpec& spec = model->spec();
     ModelBench mb{a, *model,
                   a.threads > 0 ? a.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())),

@@ -43,7 +43,7 @@ double now_s() {
 }
 
 int bench(const BenchArgs& a) {
-  auto model = Model::load(a.model);
+  auto model = a.offload.load_model(a.model);
   const ModelSpec& spec = model->spec();
   const int threads = a.threads > 0 ? a.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   SessionOptions so;

@@ -33,6 +33,7 @@ struct ChatArgs {
   int n_predict = 512;
   uint32_t n_ctx = 0;
   int threads = 0;
+  bool no_mmap = false;
   moe_sampling_params sp = moe_session_default_params().sampling;
 };
 
@@ -100,6 +101,7 @@ int chat(const ChatArgs& a) {
   moe_model_params mp = moe_model_default_params();
   mp.n_threads = a.threads;
   mp.ram_budget_bytes = a.ram.empty() ? 0 : parse_bytes(a.ram);
+  mp.load_to_ram = a.no_mmap;
   mp.cache_policy = a.policy.c_str();
   mp.cache_scope = a.scope.c_str();
   mp.io_backend = a.io.c_str();
@@ -212,6 +214,8 @@ Registrar reg("chat", "Chat with a model (its chat template, streamed replies, m
   app.add_option("-m,--model", a->model, "GGUF model file")->required();
   app.add_option("--system", a->system, "System message");
   app.add_option("--ram", a->ram, "Memory budget of the process (e.g. 8G): experts are cached in RAM");
+  app.add_flag("--no-mmap", a->no_mmap,
+               "Copy the whole model into RAM (transparent huge pages) instead of mapping the file. Not with --ram");
   app.add_option("--vram", a->vram, "Run on the GPU with this much device memory (e.g. 12G); default: CPU");
   app.add_option("--policy", a->policy, "Expert cache eviction policy: arc, lru, lfu, lfru")->capture_default_str();
   app.add_option("--predictor", a->predictor,

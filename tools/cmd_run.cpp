@@ -56,7 +56,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 
 int run(const RunArgs& a) {
-  auto model = Model::load(a.model);
+  auto model = a.offload.load_model(a.model);
   const ModelSpec& spec = model->spec();
   std::unique_ptr<Tokenizer> tok;
   if (model->file().find("tokenizer.ggml.tokens") && model->file().get_string("tokenizer.ggml.model") != "none") {

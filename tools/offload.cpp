@@ -64,6 +64,9 @@ void OffloadArgs::add_to(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--io", io, "Expert reads: auto (io_uring, else pread), uring, pread")->capture_default_str();
   app.add_flag("--no-direct", no_direct, "Read experts through the page cache (no O_DIRECT)");
+  app.add_flag("--no-mmap", no_mmap,
+               "Copy the whole model into RAM (transparent huge pages) instead of mapping the file: faster "
+               "weight streaming, but the OS cannot reclaim that memory. Not with --ram");
   app.add_option("--profile", profile, "Usage profile for --policy static (written by --save-profile)");
   app.add_option("--predictor", predictor,
                  "Expert prefetch predictors, comma-separated to combine: none, pregated, transition, popularity, "
@@ -207,6 +210,13 @@ std::string OffloadMetrics::to_text() const {
 void reset_offload_stats(ExpertSource& src, PrefetchPlanner* planner) {
   reset_offload_stats(src);
   if (planner) planner->reset_stats();
+}
+
+std::unique_ptr<Model> OffloadArgs::load_model(const std::string& path) const {
+  if (no_mmap && !ram.empty())
+    fail(ErrorCode::InvalidArgument, "--no-mmap loads the whole model into RAM; it cannot be combined with --ram {}",
+         ram);
+  return Model::load(path, no_mmap);
 }
 
 std::unique_ptr<ExpertSource> OffloadArgs::make_source(const Model& m, const SessionOptions& so) const {

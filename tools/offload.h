@@ -20,6 +20,7 @@ struct OffloadArgs {
   std::string scope = "global";
   std::string io = "auto";      // auto | uring | pread
   bool no_direct = false;
+  bool no_mmap = false;         // --no-mmap: copy the model into RAM (huge pages) instead of mapping it
   uint32_t prefetch_inflight = StoreOptions{}.prefetch_inflight;  // --prefetch-inflight
   std::string profile;          // usage profile for --policy static
   bool quiet = false;           // no notices on stderr
@@ -44,6 +45,9 @@ struct OffloadArgs {
   bool no_gpu_prefetch = false;
 
   void add_to(CLI::App& app);
+  // Loads the model as --no-mmap says. Throws moe::Error (InvalidArgument) for --no-mmap with --ram (a
+  // budget streams experts from the file; loading the whole file would defeat it).
+  std::unique_ptr<Model> load_model(const std::string& path) const;
   // Copies the CUDA backend options into `so` (vram_bytes stays 0 without --vram). Throws
   // moe::Error (InvalidArgument) for an unknown --gpu-misses value.
   void apply_gpu(SessionOptions& so) const;

@@ -224,6 +224,14 @@ TEST_CASE("missing and corrupt files give a status and a message naming the file
   p.io_backend = "floppy";
   CHECK(moe_model_load(tiny_model("phi-3").c_str(), &p, nullptr, nullptr, &m) == MOE_STATUS_INVALID_ARGUMENT);
   CHECK(std::string(moe_last_error()).find("floppy") != std::string::npos);
+  p.io_backend = nullptr;
+  p.load_to_ram = true;  // a budget streams experts from the file: copying it all is refused
+  CHECK(moe_model_load(tiny_model("phi-3").c_str(), &p, nullptr, nullptr, &m) == MOE_STATUS_INVALID_ARGUMENT);
+  CHECK(std::string(moe_last_error()).find("load_to_ram") != std::string::npos);
+  p.ram_budget_bytes = 0;  // without one it loads
+  REQUIRE(moe_model_load(tiny_model("phi-3").c_str(), &p, nullptr, nullptr, &m) == MOE_STATUS_OK);
+  moe_model_free(m);
+  m = nullptr;
 
   // The last error is per thread.
   std::string other = "unset";

@@ -151,6 +151,35 @@ TEST_CASE("missing file names the path") {
   }
 }
 
+TEST_CASE("to_ram: the same bytes as the map; a missing or truncated file names the path") {
+  const std::string path = write_sample("r.gguf");
+  auto mapped = GgufFile::open(path);
+  auto copied = GgufFile::open(path, /*to_ram=*/true);
+  REQUIRE(copied->bytes().size() == mapped->bytes().size());
+  CHECK(std::memcmp(copied->bytes().data(), mapped->bytes().data(), mapped->bytes().size()) == 0);
+  CHECK(copied->tensors().size() == mapped->tensors().size());
+  try {
+    GgufFile::open("/nonexistent/y.gguf", true);
+    FAIL("expected an error");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::Io);
+    CHECK(std::string(e.what()).find("/nonexistent/y.gguf") != std::string::npos);
+  }
+  const auto good = slurp(path);
+  const std::string cut = path + ".cut";
+  {
+    std::ofstream o(cut, std::ios::binary);
+    o.write(reinterpret_cast<const char*>(good.data()), static_cast<std::streamsize>(good.size() / 2));
+  }
+  try {
+    GgufFile::open(cut, true);
+    FAIL("expected an error");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::Corrupt);
+    CHECK(std::string(e.what()).find(cut) != std::string::npos);
+  }
+}
+
 TEST_CASE("header corruption gives clear errors") {
   const auto good = slurp(write_sample("c.gguf"));
   GgufFile::parse_memory(good, "good.gguf");  // sanity

@@ -131,8 +131,9 @@ struct LayerWeights {
 
 class Model {
  public:
-  // Maps and validates the file; throws moe::Error (Io, Corrupt, Unsupported) naming the path.
-  static std::unique_ptr<Model> load(const std::string& path);
+  // Maps (or, to_ram, copies: see gguf::GgufFile::open) and validates the file; throws moe::Error (Io,
+  // Corrupt, Unsupported) naming the path.
+  static std::unique_ptr<Model> load(const std::string& path, bool to_ram = false);
   // Builds from an already open file (takes ownership).
   static std::unique_ptr<Model> from_file(std::unique_ptr<gguf::GgufFile> f);
 

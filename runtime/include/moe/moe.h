@@ -95,10 +95,13 @@ typedef struct moe_model_params {
      "pregated" (NULL), "none", or predictors combined with commas (pregated, transition, popularity,
      history). Never changes the output. */
   const char* predictor;
+  /* Copy the whole model into RAM (transparent huge pages) instead of mapping the file: faster weight
+     streaming, but the OS cannot reclaim the memory. Only without a budget (ram_budget_bytes 0). */
+  bool load_to_ram;
 } moe_model_params;
 
 /* Defaults: all cores, no budget, arc/global/auto, direct IO on, 1 session, n_ctx 0, n_batch 64,
- * warm_dense on, pregated prefetch. Thread-safe. */
+ * warm_dense on, pregated prefetch, the file mapped (load_to_ram off). Thread-safe. */
 MOE_API moe_model_params moe_model_default_params(void);
 
 /* Load progress in [0, 1] (monotonic; 1 is reported once at the end). Return false to cancel the

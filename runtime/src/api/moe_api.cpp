@@ -199,6 +199,7 @@ moe_model_params moe_model_default_params(void) {
   p.n_batch = 64;
   p.warm_dense = true;
   p.predictor = nullptr;
+  p.load_to_ram = false;
   return p;
 }
 
@@ -260,13 +261,15 @@ moe_status moe_model_load(const char* path, const moe_model_params* params, moe_
     MOE_REQUIRE(p.n_sessions >= 1, "moe_model_load: n_sessions must be >= 1");
     MOE_REQUIRE(p.n_batch >= 1, "moe_model_load: n_batch must be >= 1");
     MOE_REQUIRE(p.n_threads >= 0, "moe_model_load: n_threads must be >= 0");
+    MOE_REQUIRE(!(p.load_to_ram && p.ram_budget_bytes > 0),
+                "moe_model_load: load_to_ram copies the whole model; it cannot be combined with ram_budget_bytes");
     auto report = [&](float f) {
       if (progress && !progress(f, user_data))
         api_fail(MOE_STATUS_CANCELLED, std::string(path) + ": loading cancelled by the progress callback");
     };
     report(0.0f);
     auto m = std::make_unique<moe_model>();
-    m->model = moe::Model::load(path);
+    m->model = moe::Model::load(path, p.load_to_ram);
     const moe::gguf::GgufFile& f = m->model->file();
     report(0.05f);
     if (f.find("tokenizer.ggml.tokens") && f.get_string("tokenizer.ggml.model").value_or("none") != "none") {

@@ -24,7 +24,9 @@ bool arch_supported(Arch a) {
 
 }  // namespace
 
-std::unique_ptr<Model> Model::load(const std::string& path) { return from_file(gguf::GgufFile::open(path)); }
+std::unique_ptr<Model> Model::load(const std::string& path, bool to_ram) {
+  return from_file(gguf::GgufFile::open(path, to_ram));
+}
 
 std::unique_ptr<Model> Model::from_file(std::unique_ptr<gguf::GgufFile> f) {
   std::unique_ptr<Model> m(new Model());

@@ -391,7 +391,45 @@ size_t Array::bytes_used() const noexcept {
 
 // --- GgufFile ------------------------------------------------------------------------------------
 
-std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
+namespace {
+
+// Copies the file (len bytes) into anonymous memory advised for huge pages; see GgufFile::open.
+void* load_to_ram(int fd, size_t len, const std::string& path) {
+  void* a = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (a == MAP_FAILED)
+    fail(ErrorCode::Io, "{}: cannot allocate {} bytes to load it into RAM: {}", path, len, std::strerror(errno));
+#ifdef MADV_HUGEPAGE
+  ::madvise(a, len, MADV_HUGEPAGE);
+#endif
+  constexpr size_t kChunk = size_t(64) << 20;
+  uint8_t* dst = static_cast<uint8_t*>(a);
+  for (size_t off = 0; off < len;) {
+    const size_t want = std::min(kChunk, len - off);
+    size_t got = 0;
+    while (got < want) {
+      const ssize_t r = ::pread(fd, dst + off + got, want - got, static_cast<off_t>(off + got));
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) {
+        const int e = errno;
+        ::munmap(a, len);
+        if (r == 0)
+          fail(ErrorCode::Io, "{}: file ended at byte {} while loading {} bytes (changed on disk?)", path, off + got,
+               len);
+        fail(ErrorCode::Io, "{}: read failed at byte {}: {}", path, off + got, std::strerror(e));
+      }
+      got += static_cast<size_t>(r);
+    }
+    // why: the copy is what is used; keeping the file in the page cache too would hold the model twice.
+    ::posix_fadvise(fd, static_cast<off_t>(off), static_cast<off_t>(want), POSIX_FADV_DONTNEED);
+    off += want;
+  }
+  ::mprotect(a, len, PROT_READ);
+  return a;
+}
+
+}  // namespace
+
+std::unique_ptr<GgufFile> GgufFile::open(const std::string& path, bool to_ram) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail(ErrorCode::Io, "{}: cannot open: {}", path, std::strerror(errno));
   struct stat st {};
@@ -407,7 +445,16 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
   auto f = std::unique_ptr<GgufFile>(new GgufFile());
   f->path_ = path;
   size_t len = static_cast<size_t>(st.st_size);
-  if (len > 0) {
+  if (len > 0 && to_ram) {
+    try {
+      f->map_ = load_to_ram(fd, len, path);
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+    f->map_len_ = len;
+    f->bytes_ = {static_cast<const uint8_t*>(f->map_), len};
+  } else if (len > 0) {
     void* m = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0);
     if (m == MAP_FAILED) {
       int e = errno;
