@@ -9,6 +9,7 @@
 // decode rate as a fraction of the machine's read bandwidth, measured in the same run with a
 // streaming-read probe on the same threads (kernels::measure_read_bandwidth).
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <random>
@@ -101,6 +102,20 @@ int bench(const BenchArgs& a) {
     return v.empty() ? 0.0 : s / v.size();
   };
   auto best = [](const std::vector<double>& v) { return v.empty() ? 0.0 : *std::max_element(v.begin(), v.end()); };
+  // The median and the sample standard deviation: on a noisy machine one slow repetition moves the mean.
+  auto median = [](std::vector<double> v) {
+    if (v.empty()) return 0.0;
+    std::sort(v.begin(), v.end());
+    const size_t h = v.size() / 2;
+    return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
+  };
+  auto sd = [&](const std::vector<double>& v) {
+    if (v.size() < 2) return 0.0;
+    const double m = mean(v);
+    double s2 = 0;
+    for (double x : v) s2 += (x - m) * (x - m);
+    return std::sqrt(s2 / double(v.size() - 1));
+  };
   const double bytes_per_token = decode_tokens ? double(decode_bytes) / decode_tokens : 0;
   double bw = 0;
   if (!a.no_bw) {
@@ -134,8 +149,12 @@ int bench(const BenchArgs& a) {
     }
     o.set("prefill_tok_s", json::Value(mean(pp)));
     o.set("prefill_tok_s_best", json::Value(best(pp)));
+    o.set("prefill_tok_s_median", json::Value(median(pp)));
+    o.set("prefill_tok_s_sd", json::Value(sd(pp)));
     o.set("decode_tok_s", json::Value(dec));
     o.set("decode_tok_s_best", json::Value(best(tg)));
+    o.set("decode_tok_s_median", json::Value(median(tg)));
+    o.set("decode_tok_s_sd", json::Value(sd(tg)));
     o.set("bytes_read_per_token", json::Value(bytes_per_token));
     o.set("read_bandwidth_bytes_s", json::Value(bw));
     o.set("mem_bw_fraction", json::Value(frac));
@@ -148,9 +167,11 @@ int bench(const BenchArgs& a) {
   } else {
     std::printf("model %s (%s), %d threads, simd %s\n", a.model.c_str(), spec.arch_name.c_str(), threads,
                 kernels::simd_level_name(kernels::best_simd_level()));
-    std::printf("| test   | tok/s (mean) | tok/s (best) |\n|--------|--------------|--------------|\n");
-    std::printf("| pp%-4u | %12.2f | %12.2f |\n", a.prompt_tokens, mean(pp), best(pp));
-    std::printf("| tg%-4u | %12.2f | %12.2f |\n", a.gen_tokens, dec, best(tg));
+    std::printf("| test   | tok/s (mean) |     sd | tok/s (median) | tok/s (best) |\n"
+                "|--------|--------------|--------|----------------|--------------|\n");
+    std::printf("| pp%-4u | %12.2f | %6.2f | %14.2f | %12.2f |\n", a.prompt_tokens, mean(pp), sd(pp), median(pp),
+                best(pp));
+    std::printf("| tg%-4u | %12.2f | %6.2f | %14.2f | %12.2f |\n", a.gen_tokens, dec, sd(tg), median(tg), best(tg));
     std::printf("bytes read per decoded token: %.1f MB; read bandwidth %.2f GB/s; decode uses %.1f%% of it\n",
                 bytes_per_token / 1e6, bw / 1e9, frac * 100);
     if (metrics.cached || planner) std::printf("%s", metrics.to_text().c_str());

@@ -200,7 +200,8 @@ TEST_CASE("moe run --json prints the engine's greedy tokens; moe bench --json re
   CHECK(out.find("\"decode_tok_s\"") != std::string::npos);
   const std::string b = capture(std::string(MOE_TOOL_PATH) + " bench -m " + path +
                                 " -t 1 --prompt-tokens 8 --gen-tokens 4 --reps 1 --no-bandwidth --json");
-  for (const char* k : {"\"decode_tok_s\"", "\"prefill_tok_s\"", "\"bytes_read_per_token\"", "\"mem_bw_fraction\""})
+  for (const char* k : {"\"decode_tok_s\"", "\"prefill_tok_s\"", "\"bytes_read_per_token\"", "\"mem_bw_fraction\"",
+                        "\"decode_tok_s_median\"", "\"decode_tok_s_sd\"", "\"prefill_tok_s_median\""})
     CHECK_MESSAGE(b.find(k) != std::string::npos, b);
   // --no-mmap (the model copied into RAM): the same tokens.
   const std::string nm = capture(std::string(MOE_TOOL_PATH) + " run -m " + path + " --prompt-ids " + ids +
