@@ -676,9 +676,8 @@ inline void kscales(const uint8_t* s, uint64_t& sc, uint64_t& mn) {
 
 // Q4_K and Q5_K (kHigh): y += dx * (d * sum_s sc_s * dot_s - dmin * sum_s m_s * sum_x_s).
 // Bounds: |dot_s| <= 31*127*32, sc <= 63: the int32 sum over 8 sub-blocks stays below 2^26.
-// kCanon (the AVX-512 build's 1-token tiles): the panel's order instead (see rows_q45k_panel): per
-// super-block the exact integer totals, then two scalar FMAs into one float accumulator per row.
-template <bool kHigh, int NT, bool kCanon = false>
+// (The AVX-512 build uses rows_q45k_t8 and rows_q45k_panel instead, in the panel's order.)
+template <bool kHigh, int NT>
 void rows_q45k(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, float* Y,
                size_t ldy) {
   constexpr size_t kBytes = kHigh ? 176 : 144;
@@ -727,26 +726,102 @@ void rows_q45k(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, c
       for (int t = 0; t < NT; ++t) {
         const __m256i msum = _mm256_madd_epi16(mexp, ldu(a[t].bsums + b * 16));
         const float dx = a[t].d[b];
-        if constexpr (kCanon) {
-          // Lanes [isum, msum, isum, msum] after two pairwise adds and a fold of the halves (exact).
-          __m256i h = _mm256_hadd_epi32(_mm256_add_epi32(isum[t], isum2[t]), msum);
-          h = _mm256_hadd_epi32(h, h);
-          const __m128i tot = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-          const __m128 fi = _mm_cvtepi32_ps(tot);  // [isum, msum, ..]
-          __m128 acc1 = _mm256_castps256_ps128(acc[t]);
-          acc1 = _mm_fmadd_ss(fi, _mm_set_ss(d * dx), acc1);
-          acc1 = _mm_fnmadd_ss(_mm_movehdup_ps(fi), _mm_set_ss(dmin * dx), acc1);
-          acc[t] = _mm256_castps128_ps256(acc1);
-        } else {
-          acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(isum[t], isum2[t])), _mm256_set1_ps(d * dx), acc[t]);
-          acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(dmin * dx), acc[t]);
-        }
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(isum[t], isum2[t])), _mm256_set1_ps(d * dx), acc[t]);
+        acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(dmin * dx), acc[t]);
       }
     }
     MOE_UNROLL
-    for (int t = 0; t < NT; ++t) Y[t * ldy + r] = kCanon ? _mm256_cvtss_f32(acc[t]) : hsum8(acc[t]);
+    for (int t = 0; t < NT; ++t) Y[t * ldy + r] = hsum8(acc[t]);
   }
 }
+
+#ifdef MOE_DOT_AVX512
+// One token of Q4_K / Q5_K (kHigh) in the panel's order (the same bits as rows_q45k_panel), without the panel's interleaved row streams: rows are read one at a time, and
+// each row's per-super-block integer sums are kept after one pairwise add ([isum, msum] halves). Every
+// 8 rows they are transposed so that the rows sit in the lanes (exact integer adds), and the panel's two
+// FMAs per super-block run on the 8 rows at once: no per-row horizontal reduction or scalar FMA chain.
+template <bool kHigh>
+void rows_q45k_t8(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, float* Y) {
+  constexpr size_t kBytes = kHigh ? 176 : 144;
+  constexpr size_t kQs = kHigh ? 48 : 16;
+  constexpr size_t kSeg = 64;  // super-blocks per step (16384 columns: a whole row for common shapes)
+  const size_t nb = cols / 256;
+  const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
+  alignas(32) int32_t hs[kSeg][8][8];  // [super-block][row]: hadd(isum, msum)
+  alignas(32) uint16_t dd[kSeg][8], dm[kSeg][8];  // [super-block][row]: d, dmin (f16)
+  for (size_t r = r0; r < r1; r += 8) {
+    const size_t nr = std::min<size_t>(8, r1 - r);
+    __m256 acc = _mm256_setzero_ps();
+    for (size_t s0 = 0; s0 < nb; s0 += kSeg) {
+      const size_t ns = std::min(kSeg, nb - s0);
+      for (size_t k = 0; k < 8; ++k) {
+        if (k >= nr) {
+          for (size_t j = 0; j < ns; ++j) {
+            _mm256_store_si256(reinterpret_cast<__m256i*>(hs[j][k]), _mm256_setzero_si256());
+            dd[j][k] = dm[j][k] = 0;
+          }
+          continue;
+        }
+        const uint8_t* w = W + (r + k) * rb;
+        for (size_t j = 0; j < ns; ++j) {
+          const size_t b = s0 + j;
+          const uint8_t* blk = w + b * kBytes;
+          dd[j][k] = static_cast<uint16_t>(ld16(blk));
+          dm[j][k] = static_cast<uint16_t>(ld16(blk + 2));
+          uint64_t sc8, mn8;
+          kscales(blk + 4, sc8, mn8);
+          const __m256i scv = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<long long>(sc8))));
+          const __m128i mn = _mm_cvtsi64_si128(static_cast<long long>(mn8));
+          const __m256i mexp = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn, mn));  // m0,m0,m1,m1,...
+          __m256i isum = _mm256_setzero_si256(), isum2 = _mm256_setzero_si256();
+          const uint8_t* qs = blk + kQs;
+          __m256i hb = kHigh ? ldu(blk + 16) : _mm256_setzero_si256();
+          MOE_UNROLL
+          for (int jj = 0; jj < 4; ++jj) {
+            const __m256i q = ldu(qs + 32 * jj);
+            __m256i lo = _mm256_and_si256(q, m4);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            if (kHigh) {
+              lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
+              hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one), 4));
+              hb = _mm256_srli_epi16(hb, 2);
+            }
+            const int8_t* x = a[0].q + b * 256 + 64 * jj;
+            isum = dot_us_scaled(isum, lo, ldu(x), bcast16(scv, 2 * jj));
+            isum2 = dot_us_scaled(isum2, hi, ldu(x + 32), bcast16(scv, 2 * jj + 1));
+          }
+          const __m256i msum = _mm256_madd_epi16(mexp, ldu(a[0].bsums + b * 16));
+          _mm256_store_si256(reinterpret_cast<__m256i*>(hs[j][k]),
+                             _mm256_hadd_epi32(_mm256_add_epi32(isum, isum2), msum));
+        }
+      }
+      for (size_t j = 0; j < ns; ++j) {
+        // Per row pair: [I_lo, M_lo, I'_lo, M'_lo | I_hi, M_hi, I'_hi, M'_hi], then the halves folded.
+        __m128i x[4];
+        MOE_UNROLL
+        for (int p = 0; p < 4; ++p) {
+          const __m256i h = _mm256_hadd_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(hs[j][2 * p])),
+                                              _mm256_load_si256(reinterpret_cast<const __m256i*>(hs[j][2 * p + 1])));
+          x[p] = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));  // [I, M, I', M']
+        }
+        auto pick = [](__m128i u, __m128i v, int odd) {
+          const __m128 uf = _mm_castsi128_ps(u), vf = _mm_castsi128_ps(v);
+          return _mm_castps_si128(odd ? _mm_shuffle_ps(uf, vf, _MM_SHUFFLE(3, 1, 3, 1))
+                                      : _mm_shuffle_ps(uf, vf, _MM_SHUFFLE(2, 0, 2, 0)));
+        };
+        const __m256i I = _mm256_set_m128i(pick(x[2], x[3], 0), pick(x[0], x[1], 0));
+        const __m256i M = _mm256_set_m128i(pick(x[2], x[3], 1), pick(x[0], x[1], 1));
+        const __m256 dx = _mm256_set1_ps(a[0].d[s0 + j]);
+        const __m256 dv = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dd[j])));
+        const __m256 dmv = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dm[j])));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(I), _mm256_mul_ps(dv, dx), acc);
+        acc = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(M), _mm256_mul_ps(dmv, dx), acc);
+      }
+    }
+    _mm256_mask_storeu_ps(Y + r, static_cast<__mmask8>((1u << nr) - 1u), acc);
+  }
+}
+#endif
 
 // Q6_K: y += dx * d * (sum_g sc_g * dot_g - 32 * sum_g sc_g * sum_x_g) over 16 groups of 16.
 // Bounds: |dot| <= 63*127 per pair (no int16 saturation); the int32 total stays below 2^29.
@@ -1098,10 +1173,10 @@ void tile4(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const
 template <class B> struct KQ32 { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_q32<B, NT>(W, rb, r0, r1, c, a, Y, l); } }; };
 template <class B> struct KNib { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_nib<B, NT>(W, rb, r0, r1, c, a, Y, l); } }; };
 #ifdef MOE_DOT_AVX512
-// One token (decode): rows_q45k in the panel's order, each row streamed alone (with two threads sharing
-// the memory bus it beats the panel's 16 interleaved streams); more: the panel. Same bits either way.
+// One token (decode): rows_q45k_t8, each row streamed alone (with two threads sharing the memory bus it
+// beats the panel's 16 interleaved streams); more: the panel. Same bits either way.
 template <bool H> struct KQ45P { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) {
-  if constexpr (NT == 1) rows_q45k<H, NT, true>(W, rb, r0, r1, c, a, Y, l);
+  if constexpr (NT == 1) rows_q45k_t8<H>(W, rb, r0, r1, c, a, Y);
   else rows_q45k_panel<H, NT>(W, rb, r0, r1, c, a, Y, l);
 } }; };
 #endif
