@@ -275,7 +275,8 @@ TEST_CASE("K-quant batches (2..8-token tiles) equal single-token products bit fo
   // Rows 16k and 16k + tail (the AVX-512 panels' 16 rows), several super-blocks, every tile size.
   ThreadPool pool(2);
   for (TensorType t : {TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K}) {
-    for (size_t cols : {size_t(1024), size_t(2816)}) {
+    // 16640 columns: 65 super-blocks, past the one-token kernel's 64-super-block step.
+    for (size_t cols : {size_t(1024), size_t(2816), size_t(16640)}) {
       const size_t rows = 53;
       Problem p = make_problem(t, rows, cols, 8, 31);
       const std::string type_str = type_name(t);
