@@ -171,6 +171,19 @@ TEST_CASE("bad input gives clear errors") {
   CHECK_THROWS_AS(Model::load(tmp("does-not-exist.gguf")), Error);
 }
 
+namespace {
+// Runs a shell command; returns its standard output and stores its exit status in *status.
+std::string run_command(const std::string& cmd, int* status) {
+  std::string out;
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  char buf[4096];
+  while (fgets(buf, sizeof buf, p)) out += buf;
+  *status = pclose(p);
+  return out;
+}
+}  // namespace
+
 TEST_CASE("moe run --json prints the engine's greedy tokens; moe bench --json reports its keys") {
   test::TinyModel tm;
   tm.arch = "qwen3moe";
@@ -180,12 +193,9 @@ TEST_CASE("moe run --json prints the engine's greedy tokens; moe bench --json re
   auto m = Model::load(path);
   const auto expect = greedy(*m, kPrompt, 6, 1, 64);
   auto capture = [](const std::string& cmd) {
-    std::string out;
-    FILE* p = popen(cmd.c_str(), "r");
-    REQUIRE(p != nullptr);
-    char buf[4096];
-    while (fgets(buf, sizeof buf, p)) out += buf;
-    CHECK(pclose(p) == 0);
+    int status = -1;
+    std::string out = run_command(cmd, &status);
+    CHECK(status == 0);
     return out;
   };
   std::string ids;
@@ -224,12 +234,9 @@ TEST_CASE("a model copied into RAM (to_ram, --no-mmap) gives the mapped model's 
   CHECK(l1 == l2);
   // With a budget the experts stream from the file: the CLI refuses the pair, naming both flags.
   const std::string cmd = std::string(MOE_TOOL_PATH) + " run -m " + path + " -p hi -n 1 --no-mmap --ram 1G 2>&1";
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  while (fgets(buf, sizeof buf, p)) out += buf;
-  CHECK(pclose(p) != 0);
+  int status = 0;
+  const std::string out = run_command(cmd, &status);
+  CHECK(status != 0);
   CHECK_MESSAGE(out.find("--no-mmap") != std::string::npos, out);
   CHECK_MESSAGE(out.find("--ram") != std::string::npos, out);
 }
