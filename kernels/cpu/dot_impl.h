@@ -674,16 +674,99 @@ inline void kscales(const uint8_t* s, uint64_t& sc, uint64_t& mn) {
   mn = uint64_t(mn_lo) | (uint64_t(mn_hi) << 32);
 }
 
-// Q4_K and Q5_K (kHigh): y += dx * (d * sum_s sc_s * dot_s - dmin * sum_s m_s * sum_x_s).
+// One Q4_K / Q5_K (kHigh) super-block against NT tokens' Q8_256 activations (block b): per token, int32
+// lanes summing to sum_s sc_s * dot_s (isum) and to sum_s m_s * sum_x_s (msum).
 // Bounds: |dot_s| <= 31*127*32, sc <= 63: the int32 sum over 8 sub-blocks stays below 2^26.
-// (The AVX-512 build uses rows_q45k_t8 and rows_q45k_panel instead, in the panel's order.)
+template <bool kHigh, int NT>
+inline void q45k_block(const uint8_t* blk, const ActView* a, size_t b, __m256i* isum, __m256i* msum) {
+  constexpr size_t kQs = kHigh ? 48 : 16;
+  const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
+  uint64_t sc8, mn8;
+  kscales(blk + 4, sc8, mn8);
+  const __m256i scv = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<long long>(sc8))));
+  const __m128i mn = _mm_cvtsi64_si128(static_cast<long long>(mn8));
+  const __m256i mexp = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn, mn));  // m0,m0,m1,m1,...
+  // Two integer accumulators per token (low / high nibble sub-blocks) halve the dependency chain.
+  __m256i isum2[NT];
+  MOE_UNROLL
+  for (int t = 0; t < NT; ++t) isum[t] = isum2[t] = _mm256_setzero_si256();
+  const uint8_t* qs = blk + kQs;
+  __m256i hb = kHigh ? ldu(blk + 16) : _mm256_setzero_si256();
+  MOE_UNROLL
+  for (int j = 0; j < 4; ++j) {
+    const __m256i q = ldu(qs + 32 * j);
+    __m256i lo = _mm256_and_si256(q, m4);
+    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+    if (kHigh) {
+      lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
+      hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one), 4));
+      hb = _mm256_srli_epi16(hb, 2);
+    }
+    const __m256i slo = bcast16(scv, 2 * j), shi = bcast16(scv, 2 * j + 1);
+    MOE_UNROLL
+    for (int t = 0; t < NT; ++t) {
+      const int8_t* x = a[t].q + b * 256 + 64 * j;
+      isum[t] = dot_us_scaled(isum[t], lo, ldu(x), slo);
+      isum2[t] = dot_us_scaled(isum2[t], hi, ldu(x + 32), shi);
+    }
+  }
+  MOE_UNROLL
+  for (int t = 0; t < NT; ++t) {
+    isum[t] = _mm256_add_epi32(isum[t], isum2[t]);
+    msum[t] = _mm256_madd_epi16(mexp, ldu(a[t].bsums + b * 16));
+  }
+}
+
+// One Q6_K super-block against NT tokens (block b): per token, int32 lanes summing to the exact total
+// sum_g sc_g * dot_g - 32 * sum_g sc_g * sum_x_g over 16 groups of 16.
+// Bounds: |dot| <= 63*127 per pair (no int16 saturation); the int32 total stays below 2^29.
+template <int NT>
+inline void q6k_block(const uint8_t* blk, const ActView* a, size_t b, __m256i* tot) {
+  const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
+  const __m256i sc_all = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 192)));
+  __m256i isum2[NT];  // even / odd chunks: two shorter dependency chains
+  MOE_UNROLL
+  for (int t = 0; t < NT; ++t) tot[t] = isum2[t] = _mm256_setzero_si256();
+  MOE_UNROLL
+  for (int h = 0; h < 2; ++h) {
+    const uint8_t* ql = blk + 64 * h;
+    const uint8_t* qh = blk + 128 + 32 * h;
+    const __m128i sc8 = _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 192 + 8 * h)));
+    const __m256i scv = _mm256_broadcastsi128_si256(sc8);
+    const __m256i qa = ldu(ql), qb = ldu(ql + 32), hb = ldu(qh);
+    __m256i u[4];
+    u[0] = _mm256_or_si256(_mm256_and_si256(qa, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m30));
+    u[1] = _mm256_or_si256(_mm256_and_si256(qb, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m30));
+    u[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qa, 4), m4), _mm256_and_si256(hb, m30));
+    u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4),
+                           _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30));
+    MOE_UNROLL
+    for (int c = 0; c < 4; ++c) {
+      // Low lane: scale 2c (elements 0..15 of the chunk), high lane: scale 2c+1.
+      const __m256i ctl = _mm256_set_m128i(_mm_set1_epi16(short(((4 * c + 3) << 8) | (4 * c + 2))),
+                                           _mm_set1_epi16(short(((4 * c + 1) << 8) | (4 * c))));
+      const __m256i sc = _mm256_shuffle_epi8(scv, ctl);
+      MOE_UNROLL
+      for (int t = 0; t < NT; ++t) {
+        __m256i& acc_i = (c & 1) ? isum2[t] : tot[t];
+        acc_i = dot_us_scaled(acc_i, u[c], ldu(a[t].q + b * 256 + 128 * h + 32 * c), sc);
+      }
+    }
+  }
+  MOE_UNROLL
+  for (int t = 0; t < NT; ++t) {
+    const __m256i corr = _mm256_madd_epi16(sc_all, ldu(a[t].bsums + b * 16));
+    tot[t] = _mm256_sub_epi32(_mm256_add_epi32(tot[t], isum2[t]), _mm256_slli_epi32(corr, 5));
+  }
+}
+
+// Q4_K and Q5_K (kHigh): y += dx * (d * sum_s sc_s * dot_s - dmin * sum_s m_s * sum_x_s).
+// (The AVX-512 build uses rows_t8 and rows_q45k_panel instead, in the panel's order.)
 template <bool kHigh, int NT>
 void rows_q45k(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, float* Y,
                size_t ldy) {
   constexpr size_t kBytes = kHigh ? 176 : 144;
-  constexpr size_t kQs = kHigh ? 48 : 16;
   const size_t nb = cols / 256;
-  const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
   for (size_t r = r0; r < r1; ++r) {
     const uint8_t* w = W + r * rb;
     __m256 acc[NT];
@@ -692,42 +775,13 @@ void rows_q45k(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, c
     for (size_t b = 0; b < nb; ++b) {
       const uint8_t* blk = w + b * kBytes;
       const float d = f16f(blk), dmin = f16f(blk + 2);
-      uint64_t sc8, mn8;
-      kscales(blk + 4, sc8, mn8);
-      const __m128i sc16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<long long>(sc8)));
-      const __m256i scv = _mm256_broadcastsi128_si256(sc16);
-      const __m128i mn = _mm_cvtsi64_si128(static_cast<long long>(mn8));
-      const __m256i mexp = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn, mn));  // m0,m0,m1,m1,...
-      // Two integer accumulators per token (low / high nibble sub-blocks) halve the dependency chain.
-      __m256i isum[NT], isum2[NT];
-      MOE_UNROLL
-      for (int t = 0; t < NT; ++t) isum[t] = isum2[t] = _mm256_setzero_si256();
-      const uint8_t* qs = blk + kQs;
-      __m256i hb = kHigh ? ldu(blk + 16) : _mm256_setzero_si256();
-      MOE_UNROLL
-      for (int j = 0; j < 4; ++j) {
-        const __m256i q = ldu(qs + 32 * j);
-        __m256i lo = _mm256_and_si256(q, m4);
-        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-        if (kHigh) {
-          lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
-          hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one), 4));
-          hb = _mm256_srli_epi16(hb, 2);
-        }
-        const __m256i slo = bcast16(scv, 2 * j), shi = bcast16(scv, 2 * j + 1);
-        MOE_UNROLL
-        for (int t = 0; t < NT; ++t) {
-          const int8_t* x = a[t].q + b * 256 + 64 * j;
-          isum[t] = dot_us_scaled(isum[t], lo, ldu(x), slo);
-          isum2[t] = dot_us_scaled(isum2[t], hi, ldu(x + 32), shi);
-        }
-      }
+      __m256i isum[NT], msum[NT];
+      q45k_block<kHigh, NT>(blk, a, b, isum, msum);
       MOE_UNROLL
       for (int t = 0; t < NT; ++t) {
-        const __m256i msum = _mm256_madd_epi16(mexp, ldu(a[t].bsums + b * 16));
         const float dx = a[t].d[b];
-        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(isum[t], isum2[t])), _mm256_set1_ps(d * dx), acc[t]);
-        acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(dmin * dx), acc[t]);
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(d * dx), acc[t]);
+        acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum[t]), _mm256_set1_ps(dmin * dx), acc[t]);
       }
     }
     MOE_UNROLL
@@ -735,19 +789,92 @@ void rows_q45k(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, c
   }
 }
 
+// Q6_K: y += dx * d * total, per super-block (see q6k_block).
+// (The AVX-512 build uses rows_t8 and rows_q6k_panel instead, in the panel's order.)
+template <int NT>
+void rows_q6k(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, float* Y,
+              size_t ldy) {
+  const size_t nb = cols / 256;
+  for (size_t r = r0; r < r1; ++r) {
+    const uint8_t* w = W + r * rb;
+    __m256 acc[NT];
+    MOE_UNROLL
+    for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+    for (size_t b = 0; b < nb; ++b) {
+      const uint8_t* blk = w + b * 210;
+      const float d = f16f(blk + 208);
+      __m256i tot[NT];
+      q6k_block<NT>(blk, a, b, tot);
+      MOE_UNROLL
+      for (int t = 0; t < NT; ++t)
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot[t]), _mm256_set1_ps(d * a[t].d[b]), acc[t]);
+    }
+    MOE_UNROLL
+    for (int t = 0; t < NT; ++t) Y[t * ldy + r] = hsum8(acc[t]);
+  }
+}
+
 #ifdef MOE_DOT_AVX512
-// One token of Q4_K / Q5_K (kHigh) in the panel's order (the same bits as rows_q45k_panel), without the panel's interleaved row streams: rows are read one at a time, and
-// each row's per-super-block integer sums are kept after one pairwise add ([isum, msum] halves). Every
-// 8 rows they are transposed so that the rows sit in the lanes (exact integer adds), and the panel's two
-// FMAs per super-block run on the 8 rows at once: no per-row horizontal reduction or scalar FMA chain.
-template <bool kHigh>
-void rows_q45k_t8(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, float* Y) {
-  constexpr size_t kBytes = kHigh ? 176 : 144;
-  constexpr size_t kQs = kHigh ? 48 : 16;
+// Per-type parts of rows_t8. block(): one row's super-block as 8 int32 lanes; fold(): 8 rows' lanes of
+// one super-block (hs[row]) summed exactly so that the rows sit in the lanes, then the panel's FMAs.
+template <bool kHigh> struct T8Q45 {
+  static constexpr size_t kBytes = kHigh ? 176 : 144;
+  static uint16_t d(const uint8_t* blk) { return static_cast<uint16_t>(ld16(blk)); }
+  static uint16_t dmin(const uint8_t* blk) { return static_cast<uint16_t>(ld16(blk + 2)); }
+  static __m256i block(const uint8_t* blk, const ActView* a, size_t b) {
+    __m256i isum, msum;
+    q45k_block<kHigh, 1>(blk, a, b, &isum, &msum);
+    return _mm256_hadd_epi32(isum, msum);  // [isum, msum] halves, one pairwise add
+  }
+  static __m256 fold(const int32_t (*hs)[8], __m256 dv, __m256 dmv, __m256 dx, __m256 acc) {
+    // Per row pair: [I_lo, M_lo, I'_lo, M'_lo | I_hi, M_hi, I'_hi, M'_hi], then the halves folded.
+    __m128i x[4];
+    MOE_UNROLL
+    for (int p = 0; p < 4; ++p) {
+      const __m256i h = _mm256_hadd_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(hs[2 * p])),
+                                          _mm256_load_si256(reinterpret_cast<const __m256i*>(hs[2 * p + 1])));
+      x[p] = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));  // [I, M, I', M']
+    }
+    auto pick = [](__m128i u, __m128i v, int odd) {
+      const __m128 uf = _mm_castsi128_ps(u), vf = _mm_castsi128_ps(v);
+      return _mm_castps_si128(odd ? _mm_shuffle_ps(uf, vf, _MM_SHUFFLE(3, 1, 3, 1))
+                                  : _mm_shuffle_ps(uf, vf, _MM_SHUFFLE(2, 0, 2, 0)));
+    };
+    const __m256i I = _mm256_set_m128i(pick(x[2], x[3], 0), pick(x[0], x[1], 0));
+    const __m256i M = _mm256_set_m128i(pick(x[2], x[3], 1), pick(x[0], x[1], 1));
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(I), _mm256_mul_ps(dv, dx), acc);
+    return _mm256_fnmadd_ps(_mm256_cvtepi32_ps(M), _mm256_mul_ps(dmv, dx), acc);
+  }
+};
+struct T8Q6 {
+  static constexpr size_t kBytes = 210;
+  static uint16_t d(const uint8_t* blk) { return static_cast<uint16_t>(ld16(blk + 208)); }
+  static uint16_t dmin(const uint8_t*) { return 0; }
+  static __m256i block(const uint8_t* blk, const ActView* a, size_t b) {
+    __m256i tot;
+    q6k_block<1>(blk, a, b, &tot);
+    return tot;
+  }
+  static __m256 fold(const int32_t (*hs)[8], __m256 dv, __m256, __m256 dx, __m256 acc) {
+    auto ld = [&](int k) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(hs[k])); };
+    // hadd twice: [T0, T1, T2, T3 | T0', T1', T2', T3'] (each row's low and high 128-bit halves), then folded.
+    const __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(ld(0), ld(1)), _mm256_hadd_epi32(ld(2), ld(3)));
+    const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(ld(4), ld(5)), _mm256_hadd_epi32(ld(6), ld(7)));
+    const __m256i T = _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20), _mm256_permute2x128_si256(h0, h1, 0x31));
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(T), _mm256_mul_ps(dv, dx), acc);
+  }
+};
+
+// One token of a K-quant in the panel's order (the same bits as rows_q45k_panel / rows_q6k_panel),
+// without the panel's interleaved row streams: rows are read one at a time, and each row's per-super-block
+// integer sums are kept as 8 lanes. Every 8 rows they are summed exactly so that the rows sit in the lanes,
+// and the panel's FMAs per super-block run on the 8 rows at once: no per-row horizontal reduction or scalar
+// FMA chain.
+template <class P>
+void rows_t8(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, float* Y) {
   constexpr size_t kSeg = 64;  // super-blocks per step (16384 columns: a whole row for common shapes)
   const size_t nb = cols / 256;
-  const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
-  alignas(32) int32_t hs[kSeg][8][8];  // [super-block][row]: hadd(isum, msum)
+  alignas(32) int32_t hs[kSeg][8][8];             // [super-block][row]: P::block
   alignas(32) uint16_t dd[kSeg][8], dm[kSeg][8];  // [super-block][row]: d, dmin (f16)
   for (size_t r = r0; r < r1; r += 8) {
     const size_t nr = std::min<size_t>(8, r1 - r);
@@ -764,131 +891,22 @@ void rows_q45k_t8(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols
         }
         const uint8_t* w = W + (r + k) * rb;
         for (size_t j = 0; j < ns; ++j) {
-          const size_t b = s0 + j;
-          const uint8_t* blk = w + b * kBytes;
-          dd[j][k] = static_cast<uint16_t>(ld16(blk));
-          dm[j][k] = static_cast<uint16_t>(ld16(blk + 2));
-          uint64_t sc8, mn8;
-          kscales(blk + 4, sc8, mn8);
-          const __m256i scv = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<long long>(sc8))));
-          const __m128i mn = _mm_cvtsi64_si128(static_cast<long long>(mn8));
-          const __m256i mexp = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn, mn));  // m0,m0,m1,m1,...
-          __m256i isum = _mm256_setzero_si256(), isum2 = _mm256_setzero_si256();
-          const uint8_t* qs = blk + kQs;
-          __m256i hb = kHigh ? ldu(blk + 16) : _mm256_setzero_si256();
-          MOE_UNROLL
-          for (int jj = 0; jj < 4; ++jj) {
-            const __m256i q = ldu(qs + 32 * jj);
-            __m256i lo = _mm256_and_si256(q, m4);
-            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            if (kHigh) {
-              lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
-              hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one), 4));
-              hb = _mm256_srli_epi16(hb, 2);
-            }
-            const int8_t* x = a[0].q + b * 256 + 64 * jj;
-            isum = dot_us_scaled(isum, lo, ldu(x), bcast16(scv, 2 * jj));
-            isum2 = dot_us_scaled(isum2, hi, ldu(x + 32), bcast16(scv, 2 * jj + 1));
-          }
-          const __m256i msum = _mm256_madd_epi16(mexp, ldu(a[0].bsums + b * 16));
-          _mm256_store_si256(reinterpret_cast<__m256i*>(hs[j][k]),
-                             _mm256_hadd_epi32(_mm256_add_epi32(isum, isum2), msum));
+          const uint8_t* blk = w + (s0 + j) * P::kBytes;
+          dd[j][k] = P::d(blk);
+          dm[j][k] = P::dmin(blk);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(hs[j][k]), P::block(blk, a, s0 + j));
         }
       }
       for (size_t j = 0; j < ns; ++j) {
-        // Per row pair: [I_lo, M_lo, I'_lo, M'_lo | I_hi, M_hi, I'_hi, M'_hi], then the halves folded.
-        __m128i x[4];
-        MOE_UNROLL
-        for (int p = 0; p < 4; ++p) {
-          const __m256i h = _mm256_hadd_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(hs[j][2 * p])),
-                                              _mm256_load_si256(reinterpret_cast<const __m256i*>(hs[j][2 * p + 1])));
-          x[p] = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));  // [I, M, I', M']
-        }
-        auto pick = [](__m128i u, __m128i v, int odd) {
-          const __m128 uf = _mm_castsi128_ps(u), vf = _mm_castsi128_ps(v);
-          return _mm_castps_si128(odd ? _mm_shuffle_ps(uf, vf, _MM_SHUFFLE(3, 1, 3, 1))
-                                      : _mm_shuffle_ps(uf, vf, _MM_SHUFFLE(2, 0, 2, 0)));
-        };
-        const __m256i I = _mm256_set_m128i(pick(x[2], x[3], 0), pick(x[0], x[1], 0));
-        const __m256i M = _mm256_set_m128i(pick(x[2], x[3], 1), pick(x[0], x[1], 1));
-        const __m256 dx = _mm256_set1_ps(a[0].d[s0 + j]);
         const __m256 dv = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dd[j])));
         const __m256 dmv = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dm[j])));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(I), _mm256_mul_ps(dv, dx), acc);
-        acc = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(M), _mm256_mul_ps(dmv, dx), acc);
+        acc = P::fold(hs[j], dv, dmv, _mm256_set1_ps(a[0].d[s0 + j]), acc);
       }
     }
     _mm256_mask_storeu_ps(Y + r, static_cast<__mmask8>((1u << nr) - 1u), acc);
   }
 }
 #endif
-
-// Q6_K: y += dx * d * (sum_g sc_g * dot_g - 32 * sum_g sc_g * sum_x_g) over 16 groups of 16.
-// Bounds: |dot| <= 63*127 per pair (no int16 saturation); the int32 total stays below 2^29.
-// kCanon (the AVX-512 build's 1-token tiles): the panel's order (see rows_q6k_panel): the exact integer
-// total per super-block, then one scalar FMA into one float accumulator per row.
-template <int NT, bool kCanon = false>
-void rows_q6k(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, float* Y,
-              size_t ldy) {
-  const size_t nb = cols / 256;
-  const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
-  for (size_t r = r0; r < r1; ++r) {
-    const uint8_t* w = W + r * rb;
-    __m256 acc[NT];
-    MOE_UNROLL
-    for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
-    for (size_t b = 0; b < nb; ++b) {
-      const uint8_t* blk = w + b * 210;
-      const float d = f16f(blk + 208);
-      const __m256i sc_all = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 192)));
-      __m256i isum[NT], isum2[NT];  // even / odd chunks: two shorter dependency chains
-      MOE_UNROLL
-      for (int t = 0; t < NT; ++t) isum[t] = isum2[t] = _mm256_setzero_si256();
-      MOE_UNROLL
-      for (int h = 0; h < 2; ++h) {
-        const uint8_t* ql = blk + 64 * h;
-        const uint8_t* qh = blk + 128 + 32 * h;
-        const __m128i sc8 = _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 192 + 8 * h)));
-        const __m256i scv = _mm256_broadcastsi128_si256(sc8);
-        const __m256i qa = ldu(ql), qb = ldu(ql + 32), hb = ldu(qh);
-        __m256i u[4];
-        u[0] = _mm256_or_si256(_mm256_and_si256(qa, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m30));
-        u[1] = _mm256_or_si256(_mm256_and_si256(qb, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m30));
-        u[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qa, 4), m4), _mm256_and_si256(hb, m30));
-        u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4),
-                               _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30));
-        MOE_UNROLL
-        for (int c = 0; c < 4; ++c) {
-          // Low lane: scale 2c (elements 0..15 of the chunk), high lane: scale 2c+1.
-          const __m256i ctl = _mm256_set_m128i(_mm_set1_epi16(short(((4 * c + 3) << 8) | (4 * c + 2))),
-                                               _mm_set1_epi16(short(((4 * c + 1) << 8) | (4 * c))));
-          const __m256i sc = _mm256_shuffle_epi8(scv, ctl);
-          MOE_UNROLL
-          for (int t = 0; t < NT; ++t) {
-            __m256i& acc_i = (c & 1) ? isum2[t] : isum[t];
-            acc_i = dot_us_scaled(acc_i, u[c], ldu(a[t].q + b * 256 + 128 * h + 32 * c), sc);
-          }
-        }
-      }
-      MOE_UNROLL
-      for (int t = 0; t < NT; ++t) {
-        const __m256i corr = _mm256_madd_epi16(sc_all, ldu(a[t].bsums + b * 16));
-        const __m256i tot = _mm256_sub_epi32(_mm256_add_epi32(isum[t], isum2[t]), _mm256_slli_epi32(corr, 5));
-        if constexpr (kCanon) {
-          __m128i v = _mm_add_epi32(_mm256_castsi256_si128(tot), _mm256_extracti128_si256(tot, 1));
-          v = _mm_add_epi32(v, _mm_unpackhi_epi64(v, v));
-          v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 1));
-          const __m128 acc1 = _mm_fmadd_ss(_mm_cvtepi32_ps(v), _mm_set_ss(d * a[t].d[b]), _mm256_castps256_ps128(acc[t]));
-          acc[t] = _mm256_castps128_ps256(acc1);
-        } else {
-          acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot), _mm256_set1_ps(d * a[t].d[b]), acc[t]);
-        }
-      }
-    }
-    MOE_UNROLL
-    for (int t = 0; t < NT; ++t) Y[t * ldy + r] = kCanon ? _mm256_cvtss_f32(acc[t]) : hsum8(acc[t]);
-  }
-}
 
 // ---------------- F32 / F16 / BF16 weights with f32 activations ----------------
 #ifdef MOE_DOT_AVX512
@@ -1173,17 +1191,17 @@ void tile4(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const
 template <class B> struct KQ32 { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_q32<B, NT>(W, rb, r0, r1, c, a, Y, l); } }; };
 template <class B> struct KNib { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_nib<B, NT>(W, rb, r0, r1, c, a, Y, l); } }; };
 #ifdef MOE_DOT_AVX512
-// One token (decode): rows_q45k_t8, each row streamed alone (with two threads sharing the memory bus it
+// One token (decode): rows_t8, each row streamed alone (with two threads sharing the memory bus it
 // beats the panel's 16 interleaved streams); more: the panel. Same bits either way.
 template <bool H> struct KQ45P { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) {
-  if constexpr (NT == 1) rows_q45k_t8<H>(W, rb, r0, r1, c, a, Y);
+  if constexpr (NT == 1) rows_t8<T8Q45<H>>(W, rb, r0, r1, c, a, Y);
   else rows_q45k_panel<H, NT>(W, rb, r0, r1, c, a, Y, l);
 } }; };
 #endif
 template <bool H> struct KQ45 { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_q45k<H, NT>(W, rb, r0, r1, c, a, Y, l); } }; };
 #ifdef MOE_DOT_AVX512
 template <int NT> struct KQ6P { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) {
-  if constexpr (NT == 1) rows_q6k<NT, true>(W, rb, r0, r1, c, a, Y, l);
+  if constexpr (NT == 1) rows_t8<T8Q6>(W, rb, r0, r1, c, a, Y);
   else rows_q6k_panel<NT>(W, rb, r0, r1, c, a, Y, l);
 } };
 #endif
