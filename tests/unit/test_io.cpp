@@ -512,7 +512,7 @@ TEST_CASE("queued prefetches go before queued speculative reads, which are chunk
     CAPTURE(backend_name);
     IoOptions o = opts(b);
     o.prefetch_depth = 1;  // one prefetch-class read in flight: the queues decide the order
-    // The first read is held for 2 s, so every other request is queued behind it (even under TSan).
+    // The first request's read is held for 2 s (even under TSan); every other request is queued behind it.
     o.faults = plan_with({rule(IoFaultRule::Kind::Delay, 0, 2000)});
     auto r = IoReader::open(data_path(), o);
     std::vector<std::unique_ptr<AlignedBuf>> bufs;
@@ -524,40 +524,34 @@ TEST_CASE("queued prefetches go before queued speculative reads, which are chunk
       order.push_back(c.tag);
     };
     size_t next_buf = 0;
+    std::vector<uint64_t> tickets;
     auto submit = [&](uint64_t i, IoPriority prio) {
       IoPiece p{(i % 100) * (512 << 10), 256 << 10, bufs[next_buf++]->p};
-      r->submit({&p, 1}, prio, i, cb);
+      tickets.push_back(r->submit({&p, 1}, prio, i, cb));
     };
-    for (uint64_t i = 0; i < 20; ++i) submit(i, IoPriority::Speculative);
+    submit(0, IoPriority::Speculative);
+    // Wait until the reader has issued it (it is the only request, so nothing can overtake it); before
+    // this wait, a slow reader thread could find the prefetches below already queued and rightly take
+    // one of them first (the held read was then a prefetch, and the order below did not follow).
+    // (peak_depth counts issued reads; reads counts them as they complete.)
+    for (int spin = 0; spin < 5000 && r->stats().peak_depth == 0; ++spin)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    REQUIRE(r->stats().peak_depth == 1);
+    REQUIRE(r->stats().reads == 0);  // still held: queued behind it, the requests below are ordered by the queues
+    for (uint64_t i = 1; i < 20; ++i) submit(i, IoPriority::Speculative);
     for (uint64_t i = 100; i < 120; ++i) submit(i, IoPriority::Prefetch);
-    size_t done_while_submitting;
-    {
-      std::lock_guard lk(mu);
-      done_while_submitting = order.size();
-    }
-    const uint64_t reads_while_submitting = r->stats().reads;
-    r->shutdown();
-    REQUIRE(order.size() == 40);
+    for (uint64_t t : tickets) REQUIRE(r->wait(t).ok());
+    r->shutdown();  // a callback may still be running when wait() returns; shutdown joins the reader
     CHECK(r->stats().peak_depth <= 1);  // prefetch_depth 1: never two prefetch-class reads at once
-    // The order below only follows from the queues if the held read was the only one issued, still in
-    // flight, when the last prefetch was queued (a stalled machine breaks that premise, not the reader).
-    if (done_while_submitting > 0 || reads_while_submitting > 1) {
-      MESSAGE("more than the held read was issued before all requests were queued (" << reads_while_submitting
-              << " reads, " << done_while_submitting << " done); order not checked");
-      continue;
-    }
-    size_t last_prefetch = 0, speculative_before = 0;
-    for (size_t i = 0; i < order.size(); ++i)
-      if (order[i] >= 100) last_prefetch = i;
-    for (size_t i = 0; i < last_prefetch; ++i) speculative_before += order[i] < 100;
-    CAPTURE(speculative_before);
+    std::lock_guard lk(mu);
+    REQUIRE(order.size() == 40);
     std::string completion_order;
     for (uint64_t v : order) completion_order += std::to_string(v) + " ";
     CAPTURE(completion_order);
-    // Only the held one, in flight before any prefetch came. A WARN, not a CHECK: on an idle 2-core VM
-    // this failed 6 times in 10 (before this session's changes too), with completions such as
-    // "101 .. 119 0 .. 19 100": the held read was not the one that completed last. Not understood yet.
-    WARN(speculative_before <= 1);  // only the held one, in flight before any prefetch came
+    // The held read first, then the 20 prefetches in submission order, then the speculative reads.
+    CHECK(order[0] == 0);
+    for (size_t i = 0; i < 20; ++i) CHECK(order[1 + i] == 100 + i);
+    for (size_t i = 1; i < 20; ++i) CHECK(order[20 + i] == i);
   }
   // 2 MiB: one read at Prefetch priority, four 512 KiB reads at Speculative; the bytes are the same.
   auto r = IoReader::open(data_path(), opts(IoBackend::Auto));
