@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -47,6 +49,15 @@ const Tables& tables() {
 #else
     (void)f;
 #endif
+    // MOE_SIMD=avx2|scalar caps the level (to measure or rule out a code path on a wider CPU); it never
+    // raises it past what the CPU has.
+    if (const char* e = std::getenv("MOE_SIMD"); e && *e) {
+      const std::string v = e;
+      if (v == "scalar") r.best = SimdLevel::Scalar;
+      else if (v == "avx2") r.best = std::min(r.best, SimdLevel::AVX2);
+      else if (v != "avx512")
+        std::fprintf(stderr, "moe: ignoring MOE_SIMD='%s' (use avx512, avx2 or scalar)\n", e);
+    }
     return r;
   }();
   return t;

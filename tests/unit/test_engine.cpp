@@ -11,10 +11,12 @@
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "moe/engine.h"
 #include "moe/error.h"
+#include "moe/kernels/matmul.h"
 #include "moe/kernels/quant.h"
 #include "moe/sampler.h"
 #include "test_engine_models.h"
@@ -217,6 +219,25 @@ TEST_CASE("moe run --json prints the engine's greedy tokens; moe bench --json re
   const std::string nm = capture(std::string(MOE_TOOL_PATH) + " run -m " + path + " --prompt-ids " + ids +
                                  " -n 6 --temp 0 -t 2 --ignore-eos --json --no-mmap");
   CHECK_MESSAGE(nm.find(want) != std::string::npos, nm);
+}
+
+TEST_CASE("MOE_SIMD caps the kernel level the CLI runs; an unknown value is named and ignored") {
+  const std::string tool = MOE_TOOL_PATH;
+  const std::string best = moe::kernels::simd_level_name(moe::kernels::best_simd_level());
+  const std::string avx2 = moe::kernels::best_simd_level() >= moe::kernels::SimdLevel::AVX2 ? "avx2" : best;
+  const std::pair<const char*, std::string> cases[] = {{"scalar", "scalar"}, {"avx2", avx2}, {"avx512", best}};
+  for (const auto& [env, want] : cases) {
+    CAPTURE(env);
+    int status = -1;
+    const std::string out = run_command("MOE_SIMD=" + std::string(env) + " " + tool + " --version 2>&1", &status);
+    CHECK(status == 0);
+    CHECK_MESSAGE(out.find("cpu kernels: " + want + "\n") != std::string::npos, out);
+  }
+  int status = -1;
+  const std::string out = run_command("MOE_SIMD=sse9 " + tool + " --version 2>&1", &status);
+  CHECK(status == 0);
+  CHECK_MESSAGE(out.find("MOE_SIMD='sse9'") != std::string::npos, out);
+  CHECK_MESSAGE(out.find("cpu kernels: " + best + "\n") != std::string::npos, out);
 }
 
 TEST_CASE("a model copied into RAM (to_ram, --no-mmap) gives the mapped model's bits") {
