@@ -272,27 +272,33 @@ TEST_CASE("other dequantizable types go through the reference; bad arguments thr
 }
 
 TEST_CASE("K-quant batches (2..8-token tiles) equal single-token products bit for bit") {
-  // Rows 16k and 16k + tail (the AVX-512 panels' 16 rows), several super-blocks, every tile size.
+  // Rows 16k and 16k + tail (the AVX-512 panels' 16 rows, rows_t8's 8), several super-blocks, every tile
+  // size, at every SIMD level.
   ThreadPool pool(2);
   for (TensorType t : {TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K}) {
-    // 16640 columns: 65 super-blocks, past the one-token kernel's 64-super-block step.
+    // 16640 columns: 65 super-blocks, past rows_t8's 64-super-block step.
     for (size_t cols : {size_t(1024), size_t(2816), size_t(16640)}) {
       const size_t rows = 53;
       Problem p = make_problem(t, rows, cols, 8, 31);
       const std::string type_str = type_name(t);
       CAPTURE(type_str);
       CAPTURE(cols);
-      for (size_t n = 1; n <= 8; ++n) {
-        CAPTURE(n);
-        std::vector<float> Y(n * rows), y(rows);
-        matmul(t, p.w.data(), rows, cols, p.x.data(), n, Y.data(), &pool);
-        for (size_t k = 0; k < n; ++k) {
-          matvec(t, p.w.data(), rows, cols, p.x.data() + k * cols, y.data(), nullptr);
-          REQUIRE(std::memcmp(y.data(), Y.data() + k * rows, rows * sizeof(float)) == 0);
+      for (SimdLevel lv : levels()) {
+        if (lv == SimdLevel::Scalar) continue;
+        const std::string level_name = simd_level_name(lv);
+        CAPTURE(level_name);
+        for (size_t n = 1; n <= 8; ++n) {
+          CAPTURE(n);
+          std::vector<float> Y(n * rows), y(rows);
+          matmul_at(lv, t, p.w.data(), rows, cols, p.x.data(), n, Y.data(), &pool);
+          for (size_t k = 0; k < n; ++k) {
+            matmul_at(lv, t, p.w.data(), rows, cols, p.x.data() + k * cols, 1, y.data(), nullptr);
+            REQUIRE(std::memcmp(y.data(), Y.data() + k * rows, rows * sizeof(float)) == 0);
+          }
+          Problem sub = p;
+          sub.n = n;
+          check(sub, Y, acts_for(t, lv));
         }
-        Problem sub = p;
-        sub.n = n;
-        check(sub, Y, acts_for(t, best_simd_level()));
       }
     }
   }
