@@ -1,12 +1,14 @@
 // `moe run`: generate text from a prompt on the CPU engine.
-//   moe run -m MODEL -p PROMPT -n N [--temp T --top-k K --top-p P --min-p M --seed S -t THREADS] [--json]
+//   moe run -m MODEL -p PROMPT|-f FILE -n N [--temp T --top-k K --top-p P --min-p M --seed S -t THREADS] [--json]
 // Prints the generated text as it is produced, or with --json one object: prompt_tokens and
 // generated_tokens (id lists), text, prefill_tok_s, decode_tok_s. Generation stops after N tokens,
 // at an end-of-generation token (unless --ignore-eos) or when the text contains a --stop string
 // (the stop string itself is not printed).
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -25,7 +27,7 @@ namespace moe::tools {
 namespace {
 
 struct RunArgs {
-  std::string model, prompt, prompt_ids;
+  std::string model, prompt, prompt_ids, prompt_file;
   int n_predict = 64;
   SamplerParams sp;
   int threads = 0;
@@ -49,6 +51,21 @@ std::vector<int32_t> parse_ids(const std::string& s) {
     }
   }
   return ids;
+}
+
+// The whole file as the prompt (as llama.cpp's -f); "-" reads standard input.
+std::string read_prompt_file(const std::string& path) {
+  FILE* f = path == "-" ? stdin : std::fopen(path.c_str(), "rb");
+  if (!f) fail(ErrorCode::Io, "moe run: cannot open the prompt file '{}': {}", path, std::strerror(errno));
+  std::string text;
+  char buf[65536];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+  const bool bad = std::ferror(f) != 0;
+  const int err = errno;
+  if (f != stdin) std::fclose(f);
+  if (bad) fail(ErrorCode::Io, "moe run: cannot read the prompt file '{}': {}", path, std::strerror(err));
+  return text;
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -226,8 +243,11 @@ Registrar reg("run", "Generate text from a prompt (CPU engine)", [](CLI::App& ap
   auto a = std::make_shared<RunArgs>();
   a->sp.temperature = 0.8f;
   app.add_option("-m,--model", a->model, "GGUF model file")->required();
-  app.add_option("-p,--prompt", a->prompt, "Prompt text");
-  app.add_option("--prompt-ids", a->prompt_ids, "Prompt as comma-separated token ids (instead of -p)");
+  auto* p_text = app.add_option("-p,--prompt", a->prompt, "Prompt text");
+  auto* p_file = app.add_option("-f,--file", a->prompt_file, "Prompt text from this file (- = standard input)");
+  auto* p_ids = app.add_option("--prompt-ids", a->prompt_ids, "Prompt as comma-separated token ids (instead of -p)");
+  p_text->excludes(p_file)->excludes(p_ids);
+  p_file->excludes(p_ids);
   app.add_option("-n,--n-predict", a->n_predict, "Tokens to generate")->check(CLI::NonNegativeNumber);
   app.add_option("--temp", a->sp.temperature, "Temperature (0 = greedy)");
   app.add_option("--top-k", a->sp.top_k, "Top-k (0 = off)");
@@ -252,8 +272,10 @@ Registrar reg("run", "Generate text from a prompt (CPU engine)", [](CLI::App& ap
                "Decode metrics of the expert cache and prefetch (hit rate, precision/recall per layer, overlap, "
                "stalls); with --json as keys of the object");
   return [a] {
+    if (!a->prompt_file.empty()) a->prompt = read_prompt_file(a->prompt_file);
     if (a->prompt.empty() && a->prompt_ids.empty())
-      fail(ErrorCode::InvalidArgument, "moe run: give a prompt with -p or --prompt-ids");
+      fail(ErrorCode::InvalidArgument, "moe run: give a prompt with -p, -f or --prompt-ids{}",
+           a->prompt_file.empty() ? "" : " (the prompt file '" + a->prompt_file + "' is empty)");
     return run(*a);
   };
 });

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "moe/engine.h"
+#include "moe/gen.h"
 #include "moe/error.h"
 #include "moe/kernels/matmul.h"
 #include "moe/kernels/quant.h"
@@ -219,6 +220,45 @@ TEST_CASE("moe run --json prints the engine's greedy tokens; moe bench --json re
   const std::string nm = capture(std::string(MOE_TOOL_PATH) + " run -m " + path + " --prompt-ids " + ids +
                                  " -n 6 --temp 0 -t 2 --ignore-eos --json --no-mmap");
   CHECK_MESSAGE(nm.find(want) != std::string::npos, nm);
+}
+
+TEST_CASE("moe run -f reads the prompt from a file or standard input; a bad file is named") {
+  moe::GenOptions o;
+  o.arch = "qwen3moe";
+  o.preset = "tiny";
+  o.type = "q8_0";
+  o.vocab = "gpt-2";
+  o.out = tmp("prompt_file.gguf");
+  moe::generate_model(o);
+  const std::string prompt_path = tmp("prompt.txt");
+  {
+    FILE* f = std::fopen(prompt_path.c_str(), "wb");
+    REQUIRE(f != nullptr);
+    std::fputs("The quick brown fox\njumps", f);
+    std::fclose(f);
+  }
+  const std::string base = std::string(MOE_TOOL_PATH) + " run -m " + o.out + " -n 4 --temp 0 -t 1 --json";
+  auto tokens = [](const std::string& out) {
+    const size_t a = out.find("\"prompt_tokens\"");
+    const size_t b = out.find("\"text\"");
+    return a == std::string::npos || b == std::string::npos ? std::string() : out.substr(a, b - a);
+  };
+  int status = -1;
+  const std::string from_arg = run_command(base + " -p 'The quick brown fox\njumps'", &status);  // a newline inside the quotes
+  CHECK(status == 0);
+  REQUIRE(!tokens(from_arg).empty());
+  const std::string from_file = run_command(base + " -f " + prompt_path, &status);
+  CHECK(status == 0);
+  CHECK(tokens(from_file) == tokens(from_arg));
+  const std::string from_stdin = run_command(base + " -f - < " + prompt_path, &status);
+  CHECK(status == 0);
+  CHECK(tokens(from_stdin) == tokens(from_arg));
+  const std::string missing = run_command(base + " -f " + tmp("no-such-prompt.txt") + " 2>&1", &status);
+  CHECK(status != 0);
+  CHECK_MESSAGE(missing.find("no-such-prompt.txt") != std::string::npos, missing);
+  const std::string both = run_command(base + " -f " + prompt_path + " -p hi 2>&1", &status);
+  CHECK(status != 0);
+  CHECK_MESSAGE(both.find("excludes") != std::string::npos, both);
 }
 
 TEST_CASE("MOE_SIMD caps the kernel level the CLI runs; an unknown value is named and ignored") {
