@@ -165,6 +165,7 @@ void add_offload_metrics(json::Value& o, const OffloadMetrics& m) {
     o.set("prefetch_hits", json::Value(m.store.prefetch_hits));
     o.set("prefetch_wasted", json::Value(m.store.prefetch_wasted));
     o.set("prefetch_cancelled", json::Value(m.planner.cancel_requests));
+    o.set("reads_raised", json::Value(m.store.io.raised));  // queued reads moved up (IoReader::raise)
   }
   json::Value layers = json::Value::array();
   const std::vector<double>& stall = m.store.stall_seconds_per_layer;

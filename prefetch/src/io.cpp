@@ -313,6 +313,25 @@ CancelResult IoReader::cancel(uint64_t ticket) {
   return res;
 }
 
+bool IoReader::raise(uint64_t ticket, IoPriority priority) {
+  Impl& m = *impl_;
+  if (size_t(priority) >= kIoPriorities) return false;
+  {
+    std::lock_guard lk(m.mu);
+    auto it = m.reqs.find(ticket);
+    if (it == m.reqs.end()) return false;
+    Request* r = it->second.get();
+    if (r->done || r->cancelled || r->stop || !r->in_queue || priority >= r->prio) return false;
+    m.remove_from_queue_locked(r);
+    r->prio = priority;
+    r->in_queue = true;
+    m.queue[size_t(priority)].push_back(r);
+    m.st.raised++;
+  }
+  m.backend->wake();
+  return true;
+}
+
 std::optional<IoStatus> IoReader::wait_for(uint64_t ticket, std::chrono::milliseconds timeout) {
   Impl& m = *impl_;
   std::unique_lock lk(m.mu);
@@ -447,7 +466,8 @@ Chunk* IoReader::Impl::next_chunk_locked() {
     account_locked();
     r->inflight++;
     inflight++;
-    if (r->prio != IoPriority::Demand) inflight_prefetch++;
+    c.prefetch_class = r->prio != IoPriority::Demand;  // raise() may change r->prio while c is in flight
+    if (c.prefetch_class) inflight_prefetch++;
     st.peak_depth = std::max(st.peak_depth, inflight);
     return &c;
   }
@@ -541,7 +561,7 @@ Next IoReader::Impl::handle(Chunk* c, int res) {
   }
   account_locked();
   inflight--;
-  if (r->prio != IoPriority::Demand) inflight_prefetch--;
+  if (c->prefetch_class) inflight_prefetch--;
   r->inflight--;
   if (r->inflight == 0 && (r->stop || r->next == r->chunks.size())) complete_locked(r);
   return Next::Finished;

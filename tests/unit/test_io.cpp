@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <cstdlib>
 #include <cstring>
 #include <future>
@@ -563,6 +564,61 @@ TEST_CASE("queued prefetches go before queued speculative reads, which are chunk
   CHECK(r->stats().reads == 5);
   CHECK(same(c.p, 4 << 20, 2 << 20));
   CHECK_THROWS_AS(r->submit({&pa, 1}, IoPriority(7)), Error);
+}
+
+TEST_CASE("raise() moves a queued request up: speculative to prefetch, or to demand past the prefetch limit") {
+  for (IoBackend b : kBackends) {
+    const std::string backend_name = to_string(b);
+    CAPTURE(backend_name);
+    IoOptions o = opts(b);
+    o.prefetch_depth = 1;
+    o.faults = plan_with({rule(IoFaultRule::Kind::Delay, 0, 2000)});  // request 0 is held 2 s
+    auto r = IoReader::open(data_path(), o);
+    std::vector<std::unique_ptr<AlignedBuf>> bufs;
+    for (int i = 0; i < 12; ++i) bufs.push_back(std::make_unique<AlignedBuf>(256 << 10));
+    std::mutex mu;
+    std::vector<uint64_t> order;
+    auto cb = [&](const IoCompletion& c) {
+      std::lock_guard lk(mu);
+      order.push_back(c.tag);
+    };
+    std::map<uint64_t, uint64_t> ticket;  // tag -> ticket
+    size_t next_buf = 0;
+    auto submit = [&](uint64_t i, IoPriority prio) {
+      IoPiece p{(i % 100) * (512 << 10), 256 << 10, bufs[next_buf++]->p};
+      ticket[i] = r->submit({&p, 1}, prio, i, cb);
+    };
+    submit(0, IoPriority::Speculative);
+    for (int spin = 0; spin < 5000 && r->stats().peak_depth == 0; ++spin)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    REQUIRE(r->stats().peak_depth == 1);  // request 0 issued (and held): the rest queue behind it
+    for (uint64_t i = 1; i <= 5; ++i) submit(i, IoPriority::Speculative);
+    for (uint64_t i = 100; i <= 104; ++i) submit(i, IoPriority::Prefetch);
+    CHECK_FALSE(r->raise(ticket[0], IoPriority::Demand));        // in flight: nothing queued to move
+    CHECK_FALSE(r->raise(ticket[100], IoPriority::Speculative));  // not a raise
+    CHECK_FALSE(r->raise(ticket[101], IoPriority::Prefetch));     // its own priority
+    CHECK_FALSE(r->raise(999999, IoPriority::Demand));            // unknown
+    CHECK(r->raise(ticket[3], IoPriority::Prefetch));             // behind the queued prefetches
+    CHECK(r->raise(ticket[5], IoPriority::Demand));               // a demand read: issued at once
+    REQUIRE(r->wait(ticket[5]).ok());
+    {
+      std::lock_guard lk(mu);
+      CHECK(std::find(order.begin(), order.end(), 0) == order.end());  // overtook the held read
+    }
+    for (auto [tag, t] : ticket)
+      if (tag != 5) REQUIRE(r->wait(t).ok());
+    r->shutdown();
+    const IoStats st = r->stats();
+    CHECK(st.raised == 2u);
+    CHECK(st.peak_depth <= 2);  // the held prefetch-class read and the raised demand read
+    std::lock_guard lk(mu);
+    std::string completion_order;
+    for (uint64_t v : order) completion_order += std::to_string(v) + " ";
+    CAPTURE(completion_order);
+    const std::vector<uint64_t> want = {5, 0, 100, 101, 102, 103, 104, 3, 1, 2, 4};
+    CHECK(order == want);
+    CHECK(same(bufs[5]->p, 5 * (512 << 10), 256 << 10));  // request 5 read into buffer 5
+  }
 }
 
 TEST_CASE("poll delivers callback-less completions exactly once") {

@@ -439,6 +439,33 @@ TEST_CASE("prefetch fills slots asynchronously; a demand waits for it; cancellat
     src.will_acquire(9, 0);  // out of range: ignored
     CHECK(src.stats().io.requests == 1u);
   }
+  SUBCASE("a queued read moves up: a speculative one when prefetched again, a prefetch when demanded") {
+    StoreOptions o = first_read_fault(*m, 8, prefetch::IoFaultRule::Kind::Delay, 1000);
+    o.prefetch_inflight = 1;  // the held first read fills the prefetch limit: the others stay queued
+    CachedExpertSource src(*m, o);
+    REQUIRE(src.prefetch(0, 1));
+    REQUIRE(src.prefetch(0, 2, /*speculative=*/true));
+    REQUIRE(src.prefetch(0, 3));
+    CHECK(src.stats().io.raised == 0u);
+    CHECK(src.prefetch(0, 2));  // the guess confirmed: the speculative read goes at prefetch priority
+    CHECK(src.stats().io.raised == 1u);
+    src.will_acquire(0, 3);  // demanded: a demand read, not held back by the prefetch limit
+    CHECK(src.stats().io.raised == 2u);
+    const auto t0 = std::chrono::steady_clock::now();
+    ExpertWeights w = src.acquire(0, 3);
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    CHECK(waited < 0.5);  // did not wait for the held read (1 s)
+    CHECK(src.state(0, 1) == EntryState::InFlight);
+    const ExpertSlices& sl = *m->experts().at(0, 3);
+    CHECK(std::memcmp(w.gate.data, file + sl.gate.offset, sl.gate.nbytes) == 0);
+    src.release(0, 3);
+    src.wait_idle();
+    CHECK(src.state(0, 1) == EntryState::Resident);
+    CHECK(src.state(0, 2) == EntryState::Resident);
+    const StoreStats s = src.stats();
+    CHECK(s.inflight_hits == 1u);
+    CHECK(s.misses == 0u);
+  }
   SUBCASE("prefetch into a cache whose slots are all pinned is refused, not blocking") {
     CachedExpertSource src(*m, base_opts(budget_for_slots(*m, 4)));
     for (uint32_t e = 0; e < 4; ++e) src.acquire(0, e);

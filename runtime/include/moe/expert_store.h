@@ -153,7 +153,10 @@ class CachedExpertSource final : public ExpertSource {
   // false when no slot could be had (every slot pinned or in flight) — prefetch is best effort.
   // Completion marks the expert resident from the IO thread; an error only frees the slot (a later
   // acquire reads it again on demand). `speculative`: at the reader's lowest priority, behind every
-  // queued prefetch (guesses further ahead, read while the link would otherwise idle).
+  // queued prefetch (guesses further ahead, read while the link would otherwise idle). A read that is
+  // still queued moves up when it becomes more urgent: a non-speculative prefetch() of an expert being
+  // read speculatively raises it to Prefetch priority, and acquire() / will_acquire() raise a queued
+  // prefetch to Demand (IoReader::raise).
   bool prefetch(uint32_t layer, uint32_t expert, bool speculative = false);
   // Cancels a prefetch that is still queued or in flight and not yet waited for by an acquire.
   // Returns true when a cancellation was requested (the slot is freed when the reader delivers it).

@@ -174,6 +174,8 @@ struct PrefetchPlanner::Impl {
           pl.pop_back();
           continue;
         }
+        // Confirmed one layer ahead: what of its speculative read is still queued goes at prefetch priority.
+        if (speculative[target][e] && in_step[e] && store) store->prefetch(target, e, /*speculative=*/false);
         speculative[target][e] = 0;
         ++i;
       }

@@ -161,9 +161,10 @@ std::string StoreMemoryPlan::to_text() const {
 
 std::string StoreStats::to_text() const {
   return fmt::format("experts: {} acquires, hit rate {:.1f}% ({} hits, {} in-flight, {} misses), {} evictions, "
-                     "{:.1f} MiB read, stall {:.3f} s, prefetch {} issued / {} used / {} wasted / {} cancelled",
+                     "{:.1f} MiB read, stall {:.3f} s, prefetch {} issued / {} used / {} wasted / {} cancelled / {} "
+                     "raised",
                      acquires, 100.0 * hit_rate(), hits, inflight_hits, misses, evictions, mib(bytes_read),
-                     stall_seconds, prefetches, prefetch_hits, prefetch_wasted, prefetch_cancelled);
+                     stall_seconds, prefetches, prefetch_hits, prefetch_wasted, prefetch_cancelled, io.raised);
 }
 
 // ---- the source ---------------------------------------------------------------------------------
@@ -177,6 +178,7 @@ struct CachedExpertSource::Impl {
     bool prefetch = false;   // issued by prefetch()
     bool demanded = false;   // an acquire waits for it (not cancellable then)
     bool cancel_req = false; // cancel_prefetch() came before the ticket was known
+    prefetch::IoPriority raise_to = prefetch::IoPriority::Speculative;  // raise_locked() before the ticket
     prefetch::IoStatus status;  // the last completion's status (read by a waiter holding a pin)
   };
 
@@ -254,6 +256,18 @@ struct CachedExpertSource::Impl {
     cv.notify_all();
   }
 
+  // The prefetch read into `slot` became more urgent (a guess confirmed, an acquire waits for it): what
+  // of it is still queued moves up to `p` (under mu). Before submit() returned, the submitter does it.
+  void raise_locked(uint32_t slot, prefetch::IoPriority p) {
+    SlotIo& s = io[slot];
+    if (!s.active || !s.prefetch) return;
+    if (s.ticket == 0) {
+      s.raise_to = std::min(s.raise_to, p);
+      return;
+    }
+    reader->raise(s.ticket, p);
+  }
+
   // Submits the read of `k` into `slot` (reserved InFlight by the caller). Throws on a submit error
   // after aborting the reservation.
   void start_read(ExpertKey k, uint32_t slot, bool is_prefetch,
@@ -269,6 +283,7 @@ struct CachedExpertSource::Impl {
       s.prefetch = is_prefetch;
       s.demanded = !is_prefetch;
       s.cancel_req = false;
+      s.raise_to = prefetch::IoPriority::Speculative;
       s.status = {};
       io_slot_of_key[ki] = slot;
       ++inflight;
@@ -304,6 +319,7 @@ struct CachedExpertSource::Impl {
     if (s.gen == gen && s.active) {
       s.ticket = ticket;
       if (s.cancel_req && !s.demanded) reader->cancel(ticket);
+      else if (s.raise_to < prio) reader->raise(ticket, s.raise_to);
     }
   }
 };
@@ -463,9 +479,12 @@ ExpertWeights CachedExpertSource::acquire(uint32_t layer, uint32_t expert) {
     I.stall_ns_layer[layer] += ns;
   };
   bool own_read = false;
-  if (h) {  // in flight (a prefetch or another thread's read): make it uncancellable
+  if (h) {  // in flight (a prefetch or another thread's read): make it uncancellable and urgent
     std::lock_guard<std::mutex> g(I.mu);
-    if (I.io_slot_of_key[ki] == h.slot()) I.io[h.slot()].demanded = true;
+    if (I.io_slot_of_key[ki] == h.slot()) {
+      I.io[h.slot()].demanded = true;
+      I.raise_locked(h.slot(), prefetch::IoPriority::Demand);
+    }
   }
   for (int attempt = 0;; ++attempt) {
     if (!h) {
@@ -494,7 +513,10 @@ ExpertWeights CachedExpertSource::acquire(uint32_t layer, uint32_t expert) {
         if (r.status == cache::ReserveStatus::AlreadyPresent) {
           h = std::move(r.handle);
           std::lock_guard<std::mutex> g(I.mu);
-          if (I.io_slot_of_key[ki] == h.slot()) I.io[h.slot()].demanded = true;
+          if (I.io_slot_of_key[ki] == h.slot()) {
+            I.io[h.slot()].demanded = true;
+            I.raise_locked(h.slot(), prefetch::IoPriority::Demand);
+          }
           break;
         }
         if (r.status != cache::ReserveStatus::NoSlot) {
@@ -583,7 +605,13 @@ bool CachedExpertSource::prefetch(uint32_t layer, uint32_t expert, bool speculat
   const ExpertKey k{layer, expert};
   cache::Reservation r = I.mgr->BeginFetch(k, cache::FetchKind::Prefetch, /*pin=*/false,
                                            I.m.experts().at(layer, expert)->bytes());
-  if (r.status == cache::ReserveStatus::AlreadyPresent) return true;
+  if (r.status == cache::ReserveStatus::AlreadyPresent) {
+    if (!speculative) {  // a speculative read now guessed one layer ahead: read it at prefetch priority
+      std::lock_guard<std::mutex> g(I.mu);
+      if (I.io_slot_of_key[I.key_index(layer, expert)] == r.slot) I.raise_locked(r.slot, prefetch::IoPriority::Prefetch);
+    }
+    return true;
+  }
   if (r.status != cache::ReserveStatus::Reserved) return false;
   I.start_read(k, r.slot, /*is_prefetch=*/true,
                speculative ? prefetch::IoPriority::Speculative : prefetch::IoPriority::Prefetch);
@@ -600,7 +628,10 @@ void CachedExpertSource::will_acquire(uint32_t layer, uint32_t expert) noexcept 
                                              I.m.experts().at(layer, expert)->bytes());
     if (r.status == cache::ReserveStatus::AlreadyPresent) {
       std::lock_guard<std::mutex> g(I.mu);
-      if (I.io_slot_of_key[ki] == r.slot) I.io[r.slot].demanded = true;
+      if (I.io_slot_of_key[ki] == r.slot) {
+        I.io[r.slot].demanded = true;
+        I.raise_locked(r.slot, prefetch::IoPriority::Demand);
+      }
     } else if (r.status == cache::ReserveStatus::Reserved) {
       I.start_read(k, r.slot, /*is_prefetch=*/false);
     }
@@ -669,6 +700,7 @@ StoreStats CachedExpertSource::stats() const {
     s.io.reads -= b.reads;
     s.io.resubmits -= b.resubmits;
     s.io.retries -= b.retries;
+    s.io.raised -= b.raised;
     s.io.busy_seconds -= b.busy_seconds;
     s.acquires = I.acquires;
     s.prefetches = I.prefetches;

@@ -159,9 +159,10 @@ struct IoStats {
   uint64_t bytes_requested = 0; // payload bytes of Ok requests
   uint64_t bytes_read = 0;      // bytes the kernel returned (aligned supersets included)
   uint64_t bytes_bounced = 0;   // bytes copied out of bounce slots
-  uint64_t reads = 0;           // read submissions (resubmissions included)
+  uint64_t reads = 0;           // read submissions (resubmissions included), counted as they complete
   uint64_t resubmits = 0;       // short-read remainders
   uint64_t retries = 0;         // EAGAIN/EINTR retries
+  uint64_t raised = 0;          // requests moved to a higher priority's queue by raise()
   uint32_t peak_depth = 0;      // max reads in flight at once
   double avg_depth = 0;         // time-weighted reads in flight while busy
   double busy_seconds = 0;      // time with at least one read in flight
@@ -189,6 +190,12 @@ class IoReader {
 
   // Cancels a request that became stale (see CancelResult). Never blocks on IO.
   CancelResult cancel(uint64_t ticket);
+
+  // A request became more urgent (a speculative guess was confirmed, a prefetch is now demanded):
+  // what of it is still queued moves to the back of `priority`'s queue; reads already in flight go on.
+  // Its chunk sizes stay as submitted. Returns false when nothing of it is queued any more (already
+  // issued, done, cancelled or unknown) or `priority` is not higher than its own. Never blocks on IO.
+  bool raise(uint64_t ticket, IoPriority priority);
 
   // Blocks until the request completes; consumes its completion.
   IoStatus wait(uint64_t ticket);

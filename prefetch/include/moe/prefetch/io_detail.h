@@ -38,6 +38,7 @@ struct Chunk {
   int32_t buf_index = -1;    // io_uring fixed-buffer index, -1 when none
   int32_t bounce_slot = -1;  // >= 0 while holding a bounce slot
   bool bounce = false;
+  bool prefetch_class = false;  // counted in inflight_prefetch while in flight (its request's class at issue)
   // backend-owned progress
   uint32_t done = 0;         // bytes read so far
   uint32_t attempts = 0;     // submissions so far
