@@ -31,6 +31,16 @@ std::string tmp(const std::string& name) {
   return std::string(MOE_TEST_TMP) + "/" + name;
 }
 
+// Writes a tiny model (test_engine_models.h's defaults otherwise) to tmp(name); returns its path.
+std::string write_tiny(const std::string& arch, TensorType wtype, const std::string& name) {
+  test::TinyModel tm;
+  tm.arch = arch;
+  tm.wtype = wtype;
+  const std::string path = tmp(name);
+  test::write_tiny_model(tm, path);
+  return path;
+}
+
 const std::vector<int32_t> kPrompt = {5, 17, 200, 3, 99, 42, 255, 7};  // < 256: fits every test vocabulary
 
 double rel_err(const std::vector<float>& a, const std::vector<float>& ref) {
@@ -188,11 +198,7 @@ std::string run_command(const std::string& cmd, int* status) {
 }  // namespace
 
 TEST_CASE("moe run --json prints the engine's greedy tokens; moe bench --json reports its keys") {
-  test::TinyModel tm;
-  tm.arch = "qwen3moe";
-  tm.wtype = TensorType::Q8_0;
-  const std::string path = tmp("run.gguf");
-  test::write_tiny_model(tm, path);
+  const std::string path = write_tiny("qwen3moe", TensorType::Q8_0, "run.gguf");
   auto m = Model::load(path);
   const auto expect = greedy(*m, kPrompt, 6, 1, 64);
   auto capture = [](const std::string& cmd) {
@@ -281,11 +287,7 @@ TEST_CASE("MOE_SIMD caps the kernel level the CLI runs; an unknown value is name
 }
 
 TEST_CASE("a model copied into RAM (to_ram, --no-mmap) gives the mapped model's bits") {
-  test::TinyModel tm;
-  tm.arch = "olmoe";
-  tm.wtype = TensorType::Q4_K;
-  const std::string path = tmp("ram.gguf");
-  test::write_tiny_model(tm, path);
+  const std::string path = write_tiny("olmoe", TensorType::Q4_K, "ram.gguf");
   auto mapped = Model::load(path);
   auto copied = Model::load(path, /*to_ram=*/true);
   REQUIRE(copied->file().file_size() == mapped->file().file_size());

@@ -167,6 +167,55 @@ void random_reads(IoReader& r, uint64_t seed, int requests) {
 
 const IoBackend kBackends[] = {IoBackend::Uring, IoBackend::Pread};
 
+// A reader with prefetch_depth 1 whose first request is held `hold_ms` by a Delay fault, so the requests
+// after it queue and the queues decide their order. Request `tag` reads 256 KiB at (tag % 100) * 512 KiB
+// into its own buffer; completions are recorded in order.
+struct HeldReader {
+  std::unique_ptr<IoReader> r;
+  std::vector<std::unique_ptr<AlignedBuf>> bufs;
+  std::map<uint64_t, uint64_t> ticket;  // tag -> ticket
+  std::mutex mu;
+  std::vector<uint64_t> order;  // tags as they completed
+
+  HeldReader(IoBackend b, uint64_t hold_ms) {
+    IoOptions o = opts(b);
+    o.prefetch_depth = 1;  // one prefetch-class read in flight at a time
+    o.faults = plan_with({rule(IoFaultRule::Kind::Delay, 0, hold_ms)});
+    r = IoReader::open(data_path(), o);
+  }
+  uint64_t submit(uint64_t tag, IoPriority prio) {
+    bufs.push_back(std::make_unique<AlignedBuf>(256 << 10));
+    IoPiece p{(tag % 100) * (512 << 10), 256 << 10, bufs.back()->p};
+    return ticket[tag] = r->submit({&p, 1}, prio, tag, [this](const IoCompletion& c) {
+      std::lock_guard lk(mu);
+      order.push_back(c.tag);
+    });
+  }
+  // Submits the held request and waits until the reader has issued it: it is the only request, so
+  // nothing overtakes it. (Without this wait, a slow reader thread could find later requests queued and
+  // rightly issue one of them first.) peak_depth counts issued reads; reads counts them as they complete.
+  void submit_held(uint64_t tag, IoPriority prio) {
+    submit(tag, prio);
+    for (int spin = 0; spin < 5000 && r->stats().peak_depth == 0; ++spin)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    REQUIRE(r->stats().peak_depth == 1);
+    REQUIRE(r->stats().reads == 0);  // still held
+  }
+  // Waits for every request not yet consumed, then joins the reader (a callback may still be running
+  // when wait() returns).
+  void finish(const std::vector<uint64_t>& consumed = {}) {
+    for (auto [tag, t] : ticket)
+      if (std::find(consumed.begin(), consumed.end(), tag) == consumed.end()) REQUIRE(r->wait(t).ok());
+    r->shutdown();
+  }
+  std::string order_text() {
+    std::lock_guard lk(mu);
+    std::string s;
+    for (uint64_t v : order) s += std::to_string(v) + " ";
+    return s;
+  }
+};
+
 }  // namespace
 
 TEST_CASE("random aligned and unaligned reads match the file on both backends") {
@@ -511,48 +560,19 @@ TEST_CASE("queued prefetches go before queued speculative reads, which are chunk
   for (IoBackend b : kBackends) {
     const std::string backend_name = to_string(b);
     CAPTURE(backend_name);
-    IoOptions o = opts(b);
-    o.prefetch_depth = 1;  // one prefetch-class read in flight: the queues decide the order
-    // The first request's read is held for 2 s (even under TSan); every other request is queued behind it.
-    o.faults = plan_with({rule(IoFaultRule::Kind::Delay, 0, 2000)});
-    auto r = IoReader::open(data_path(), o);
-    std::vector<std::unique_ptr<AlignedBuf>> bufs;
-    for (int i = 0; i < 40; ++i) bufs.push_back(std::make_unique<AlignedBuf>(256 << 10));
-    std::mutex mu;
-    std::vector<uint64_t> order;
-    auto cb = [&](const IoCompletion& c) {
-      std::lock_guard lk(mu);
-      order.push_back(c.tag);
-    };
-    size_t next_buf = 0;
-    std::vector<uint64_t> tickets;
-    auto submit = [&](uint64_t i, IoPriority prio) {
-      IoPiece p{(i % 100) * (512 << 10), 256 << 10, bufs[next_buf++]->p};
-      tickets.push_back(r->submit({&p, 1}, prio, i, cb));
-    };
-    submit(0, IoPriority::Speculative);
-    // Wait until the reader has issued it (it is the only request, so nothing can overtake it); before
-    // this wait, a slow reader thread could find the prefetches below already queued and rightly take
-    // one of them first (the held read was then a prefetch, and the order below did not follow).
-    // (peak_depth counts issued reads; reads counts them as they complete.)
-    for (int spin = 0; spin < 5000 && r->stats().peak_depth == 0; ++spin)
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    REQUIRE(r->stats().peak_depth == 1);
-    REQUIRE(r->stats().reads == 0);  // still held: queued behind it, the requests below are ordered by the queues
-    for (uint64_t i = 1; i < 20; ++i) submit(i, IoPriority::Speculative);
-    for (uint64_t i = 100; i < 120; ++i) submit(i, IoPriority::Prefetch);
-    for (uint64_t t : tickets) REQUIRE(r->wait(t).ok());
-    r->shutdown();  // a callback may still be running when wait() returns; shutdown joins the reader
-    CHECK(r->stats().peak_depth <= 1);  // prefetch_depth 1: never two prefetch-class reads at once
-    std::lock_guard lk(mu);
-    REQUIRE(order.size() == 40);
-    std::string completion_order;
-    for (uint64_t v : order) completion_order += std::to_string(v) + " ";
+    HeldReader h(b, 2000);  // 2 s: every other request is queued behind it, even under TSan
+    h.submit_held(0, IoPriority::Speculative);
+    for (uint64_t i = 1; i < 20; ++i) h.submit(i, IoPriority::Speculative);
+    for (uint64_t i = 100; i < 120; ++i) h.submit(i, IoPriority::Prefetch);
+    h.finish();
+    CHECK(h.r->stats().peak_depth <= 1);  // prefetch_depth 1: never two prefetch-class reads at once
+    const std::string completion_order = h.order_text();
     CAPTURE(completion_order);
+    REQUIRE(h.order.size() == 40);
     // The held read first, then the 20 prefetches in submission order, then the speculative reads.
-    CHECK(order[0] == 0);
-    for (size_t i = 0; i < 20; ++i) CHECK(order[1 + i] == 100 + i);
-    for (size_t i = 1; i < 20; ++i) CHECK(order[20 + i] == i);
+    CHECK(h.order[0] == 0);
+    for (size_t i = 0; i < 20; ++i) CHECK(h.order[1 + i] == 100 + i);
+    for (size_t i = 1; i < 20; ++i) CHECK(h.order[20 + i] == i);
   }
   // 2 MiB: one read at Prefetch priority, four 512 KiB reads at Speculative; the bytes are the same.
   auto r = IoReader::open(data_path(), opts(IoBackend::Auto));
@@ -570,54 +590,31 @@ TEST_CASE("raise() moves a queued request up: speculative to prefetch, or to dem
   for (IoBackend b : kBackends) {
     const std::string backend_name = to_string(b);
     CAPTURE(backend_name);
-    IoOptions o = opts(b);
-    o.prefetch_depth = 1;
-    o.faults = plan_with({rule(IoFaultRule::Kind::Delay, 0, 2000)});  // request 0 is held 2 s
-    auto r = IoReader::open(data_path(), o);
-    std::vector<std::unique_ptr<AlignedBuf>> bufs;
-    for (int i = 0; i < 12; ++i) bufs.push_back(std::make_unique<AlignedBuf>(256 << 10));
-    std::mutex mu;
-    std::vector<uint64_t> order;
-    auto cb = [&](const IoCompletion& c) {
-      std::lock_guard lk(mu);
-      order.push_back(c.tag);
-    };
-    std::map<uint64_t, uint64_t> ticket;  // tag -> ticket
-    size_t next_buf = 0;
-    auto submit = [&](uint64_t i, IoPriority prio) {
-      IoPiece p{(i % 100) * (512 << 10), 256 << 10, bufs[next_buf++]->p};
-      ticket[i] = r->submit({&p, 1}, prio, i, cb);
-    };
-    submit(0, IoPriority::Speculative);
-    for (int spin = 0; spin < 5000 && r->stats().peak_depth == 0; ++spin)
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    REQUIRE(r->stats().peak_depth == 1);  // request 0 issued (and held): the rest queue behind it
-    for (uint64_t i = 1; i <= 5; ++i) submit(i, IoPriority::Speculative);
-    for (uint64_t i = 100; i <= 104; ++i) submit(i, IoPriority::Prefetch);
-    CHECK_FALSE(r->raise(ticket[0], IoPriority::Demand));        // in flight: nothing queued to move
-    CHECK_FALSE(r->raise(ticket[100], IoPriority::Speculative));  // not a raise
-    CHECK_FALSE(r->raise(ticket[101], IoPriority::Prefetch));     // its own priority
-    CHECK_FALSE(r->raise(999999, IoPriority::Demand));            // unknown
-    CHECK(r->raise(ticket[3], IoPriority::Prefetch));             // behind the queued prefetches
-    CHECK(r->raise(ticket[5], IoPriority::Demand));               // a demand read: issued at once
-    REQUIRE(r->wait(ticket[5]).ok());
+    HeldReader h(b, 2000);
+    h.submit_held(0, IoPriority::Speculative);
+    for (uint64_t i = 1; i <= 5; ++i) h.submit(i, IoPriority::Speculative);
+    for (uint64_t i = 100; i <= 104; ++i) h.submit(i, IoPriority::Prefetch);
+    IoReader& r = *h.r;
+    CHECK_FALSE(r.raise(h.ticket[0], IoPriority::Demand));        // in flight: nothing queued to move
+    CHECK_FALSE(r.raise(h.ticket[100], IoPriority::Speculative));  // not a raise
+    CHECK_FALSE(r.raise(h.ticket[101], IoPriority::Prefetch));     // its own priority
+    CHECK_FALSE(r.raise(999999, IoPriority::Demand));              // unknown
+    CHECK(r.raise(h.ticket[3], IoPriority::Prefetch));             // behind the queued prefetches
+    CHECK(r.raise(h.ticket[5], IoPriority::Demand));               // a demand read: issued at once
+    REQUIRE(r.wait(h.ticket[5]).ok());
     {
-      std::lock_guard lk(mu);
-      CHECK(std::find(order.begin(), order.end(), 0) == order.end());  // overtook the held read
+      std::lock_guard lk(h.mu);
+      CHECK(std::find(h.order.begin(), h.order.end(), 0) == h.order.end());  // it overtook the held read
     }
-    for (auto [tag, t] : ticket)
-      if (tag != 5) REQUIRE(r->wait(t).ok());
-    r->shutdown();
-    const IoStats st = r->stats();
+    h.finish({5});
+    const IoStats st = r.stats();
     CHECK(st.raised == 2u);
     CHECK(st.peak_depth <= 2);  // the held prefetch-class read and the raised demand read
-    std::lock_guard lk(mu);
-    std::string completion_order;
-    for (uint64_t v : order) completion_order += std::to_string(v) + " ";
+    const std::string completion_order = h.order_text();
     CAPTURE(completion_order);
     const std::vector<uint64_t> want = {5, 0, 100, 101, 102, 103, 104, 3, 1, 2, 4};
-    CHECK(order == want);
-    CHECK(same(bufs[5]->p, 5 * (512 << 10), 256 << 10));  // request 5 read into buffer 5
+    CHECK(h.order == want);
+    CHECK(same(h.bufs[5]->p, 5 * (512 << 10), 256 << 10));  // request 5 read into its buffer
   }
 }
 
