@@ -819,6 +819,7 @@ void rows_q6k(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, co
 // one super-block (hs[row]) summed exactly so that the rows sit in the lanes, then the panel's FMAs.
 template <bool kHigh> struct T8Q45 {
   static constexpr size_t kBytes = kHigh ? 176 : 144;
+  static constexpr bool kMin = true;  // a dmin per super-block
   static uint16_t d(const uint8_t* blk) { return static_cast<uint16_t>(ld16(blk)); }
   static uint16_t dmin(const uint8_t* blk) { return static_cast<uint16_t>(ld16(blk + 2)); }
   static __m256i block(const uint8_t* blk, const ActView* a, size_t b) {
@@ -848,8 +849,8 @@ template <bool kHigh> struct T8Q45 {
 };
 struct T8Q6 {
   static constexpr size_t kBytes = 210;
+  static constexpr bool kMin = false;
   static uint16_t d(const uint8_t* blk) { return static_cast<uint16_t>(ld16(blk + 208)); }
-  static uint16_t dmin(const uint8_t*) { return 0; }
   static __m256i block(const uint8_t* blk, const ActView* a, size_t b) {
     __m256i tot;
     q6k_block<1>(blk, a, b, &tot);
@@ -875,7 +876,7 @@ void rows_t8(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, con
   constexpr size_t kSeg = 64;  // super-blocks per step (16384 columns: a whole row for common shapes)
   const size_t nb = cols / 256;
   alignas(32) int32_t hs[kSeg][8][8];             // [super-block][row]: P::block
-  alignas(32) uint16_t dd[kSeg][8], dm[kSeg][8];  // [super-block][row]: d, dmin (f16)
+  alignas(32) uint16_t dd[kSeg][8], dm[kSeg][8];  // [super-block][row]: d, dmin (f16; dmin if P::kMin)
   for (size_t r = r0; r < r1; r += 8) {
     const size_t nr = std::min<size_t>(8, r1 - r);
     __m256 acc = _mm256_setzero_ps();
@@ -893,13 +894,14 @@ void rows_t8(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, con
         for (size_t j = 0; j < ns; ++j) {
           const uint8_t* blk = w + (s0 + j) * P::kBytes;
           dd[j][k] = P::d(blk);
-          dm[j][k] = P::dmin(blk);
+          if constexpr (P::kMin) dm[j][k] = P::dmin(blk);
           _mm256_store_si256(reinterpret_cast<__m256i*>(hs[j][k]), P::block(blk, a, s0 + j));
         }
       }
       for (size_t j = 0; j < ns; ++j) {
         const __m256 dv = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dd[j])));
-        const __m256 dmv = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dm[j])));
+        const __m256 dmv = P::kMin ? _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dm[j])))
+                                   : _mm256_setzero_ps();
         acc = P::fold(hs[j], dv, dmv, _mm256_set1_ps(a[0].d[s0 + j]), acc);
       }
     }

@@ -268,6 +268,14 @@ struct CachedExpertSource::Impl {
     reader->raise(s.ticket, p);
   }
 
+  // An acquire waits (or will wait) for the read of key `ki` in flight into `slot`: it is no longer
+  // cancellable, and what of it is still queued goes at demand priority (under mu).
+  void demand_locked(uint32_t ki, uint32_t slot) {
+    if (io_slot_of_key[ki] != slot) return;
+    io[slot].demanded = true;
+    raise_locked(slot, prefetch::IoPriority::Demand);
+  }
+
   // Submits the read of `k` into `slot` (reserved InFlight by the caller). Throws on a submit error
   // after aborting the reservation.
   void start_read(ExpertKey k, uint32_t slot, bool is_prefetch,
@@ -481,10 +489,7 @@ ExpertWeights CachedExpertSource::acquire(uint32_t layer, uint32_t expert) {
   bool own_read = false;
   if (h) {  // in flight (a prefetch or another thread's read): make it uncancellable and urgent
     std::lock_guard<std::mutex> g(I.mu);
-    if (I.io_slot_of_key[ki] == h.slot()) {
-      I.io[h.slot()].demanded = true;
-      I.raise_locked(h.slot(), prefetch::IoPriority::Demand);
-    }
+    I.demand_locked(ki, h.slot());
   }
   for (int attempt = 0;; ++attempt) {
     if (!h) {
@@ -513,10 +518,7 @@ ExpertWeights CachedExpertSource::acquire(uint32_t layer, uint32_t expert) {
         if (r.status == cache::ReserveStatus::AlreadyPresent) {
           h = std::move(r.handle);
           std::lock_guard<std::mutex> g(I.mu);
-          if (I.io_slot_of_key[ki] == h.slot()) {
-            I.io[h.slot()].demanded = true;
-            I.raise_locked(h.slot(), prefetch::IoPriority::Demand);
-          }
+          I.demand_locked(ki, h.slot());
           break;
         }
         if (r.status != cache::ReserveStatus::NoSlot) {
@@ -628,10 +630,7 @@ void CachedExpertSource::will_acquire(uint32_t layer, uint32_t expert) noexcept 
                                              I.m.experts().at(layer, expert)->bytes());
     if (r.status == cache::ReserveStatus::AlreadyPresent) {
       std::lock_guard<std::mutex> g(I.mu);
-      if (I.io_slot_of_key[ki] == r.slot) {
-        I.io[r.slot].demanded = true;
-        I.raise_locked(r.slot, prefetch::IoPriority::Demand);
-      }
+      I.demand_locked(ki, r.slot);
     } else if (r.status == cache::ReserveStatus::Reserved) {
       I.start_read(k, r.slot, /*is_prefetch=*/false);
     }
