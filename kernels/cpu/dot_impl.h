@@ -770,8 +770,9 @@ inline void q6k_block(const uint8_t* blk, const ActView* a, size_t b, __m256i* t
 constexpr size_t kStreamAhead = 2048;
 template <size_t kBytes>
 inline void stream_ahead(const uint8_t* blk) {
+  const uintptr_t p = reinterpret_cast<uintptr_t>(blk) + kStreamAhead;  // an address, maybe past the end
   MOE_UNROLL
-  for (size_t o = 0; o < kBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(blk + kStreamAhead + o), _MM_HINT_T0);
+  for (size_t o = 0; o < kBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
 }
 
 // Q4_K and Q5_K (kHigh): y += dx * (d * sum_s sc_s * dot_s - dmin * sum_s m_s * sum_x_s).
