@@ -496,6 +496,100 @@ void rows_q45k_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c
   }
 }
 
+// rows_q45k_panel for any number of tokens n <= kPanelTok: the super-block's transposed codes stay in
+// registers while a loop over the tokens (not unrolled) keeps each token's state (the 16 rows' float
+// accumulator and the exact integer isum) in an L1 array. A large tile pays for the transposes once
+// (the register-tile kernel pays once per 8 tokens). Same integers, same float operations in the same
+// order per row and token: the same bits as rows_q45k_panel.
+constexpr int kPanelTok = 32;
+template <bool kHigh>
+void rows_q45k_panel_n(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, int n,
+                       float* Y, size_t ldy) {
+  constexpr size_t kBytes = kHigh ? 176 : 144;
+  constexpr size_t kQs = kHigh ? 48 : 16;
+  const size_t nb = cols / 256;
+  const __m512i m4 = _mm512_set1_epi8(0x0f), m3f = _mm512_set1_epi8(0x3f), m03 = _mm512_set1_epi8(0x03);
+  const __m512i mff = _mm512_set1_epi32(0xff), m10 = _mm512_set1_epi8(0x10);
+  alignas(64) float accm[kPanelTok][16];
+  alignas(64) int32_t isumm[kPanelTok][16];
+  for (size_t r = r0; r < r1; r += 16) {
+    const uint8_t* rp[16];
+    const size_t nr = panel_rows(W, rb, r, r1, rp);
+    for (int t = 0; t < n; ++t) _mm512_store_ps(accm[t], _mm512_setzero_ps());
+    for (size_t b = 0; b < nb; ++b) {
+      const size_t off = b * kBytes;
+      panel_prefetch_next(rp, rb, b, nb);
+      __m512i C[4];
+      panel_t16(rp, off, C);
+      const __m512 dv = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(C[0]));
+      const __m512 dmv = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(C[0], 16)));
+      const __m512i sc4[2] = {
+          _mm512_and_si512(C[1], m3f),
+          _mm512_or_si512(_mm512_and_si512(C[3], m4),
+                          _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(C[1], 6), m03), 4))};
+      const __m512i mn4[2] = {
+          _mm512_and_si512(C[2], m3f),
+          _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(C[3], 4), m4),
+                          _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(C[2], 6), m03), 4))};
+      __m512i QH[8];
+      if constexpr (kHigh) panel_t32(rp, off + 16, QH);
+      MOE_UNROLL
+      for (int j = 0; j < 4; ++j) {
+        __m512i Z[8], L[8], H[8];
+        panel_t32(rp, off + kQs + 32 * j, Z);
+        MOE_UNROLL
+        for (int k = 0; k < 8; ++k) {
+          L[k] = _mm512_and_si512(Z[k], m4);
+          H[k] = _mm512_and_si512(_mm512_srli_epi16(Z[k], 4), m4);
+          if constexpr (kHigh) {
+            const int sl = 2 * j, sh = 2 * j + 1;
+            const __m512i bl = sl >= 4 ? _mm512_srli_epi32(QH[k], sl - 4) : _mm512_slli_epi32(QH[k], 4 - sl);
+            const __m512i bh = sh >= 4 ? _mm512_srli_epi32(QH[k], sh - 4) : _mm512_slli_epi32(QH[k], 4 - sh);
+            L[k] = _mm512_or_si512(L[k], _mm512_and_si512(bl, m10));
+            H[k] = _mm512_or_si512(H[k], _mm512_and_si512(bh, m10));
+          }
+        }
+        const __m512i scl = _mm512_and_si512(_mm512_srli_epi32(sc4[j / 2], 16 * (j % 2)), mff);
+        const __m512i sch = _mm512_and_si512(_mm512_srli_epi32(sc4[j / 2], 16 * (j % 2) + 8), mff);
+        for (int t = 0; t < n; ++t) {
+          const int8_t* x = a[t].q + b * 256 + 64 * j;
+          // Four chains (exact integers: the split does not change the sums) so the dot latency overlaps.
+          __m512i dl = _mm512_setzero_si512(), dh = dl, dl2 = dl, dh2 = dl;
+          MOE_UNROLL
+          for (int k = 0; k < 4; ++k) {
+            dl = _mm512_dpbusd_epi32(dl, L[k], bcast32(x + 4 * k));
+            dh = _mm512_dpbusd_epi32(dh, H[k], bcast32(x + 32 + 4 * k));
+            dl2 = _mm512_dpbusd_epi32(dl2, L[k + 4], bcast32(x + 16 + 4 * k));
+            dh2 = _mm512_dpbusd_epi32(dh2, H[k + 4], bcast32(x + 48 + 4 * k));
+          }
+          dl = _mm512_add_epi32(dl, dl2);
+          dh = _mm512_add_epi32(dh, dh2);
+          const __m512i part = _mm512_add_epi32(_mm512_mullo_epi32(dl, scl), _mm512_mullo_epi32(dh, sch));
+          _mm512_store_si512(isumm[t], j == 0 ? part : _mm512_add_epi32(_mm512_load_si512(isumm[t]), part));
+        }
+      }
+      __m512i mm[8];
+      MOE_UNROLL
+      for (int s = 0; s < 8; ++s) {
+        const __m512i m = _mm512_and_si512(_mm512_srli_epi32(mn4[s / 4], 8 * (s % 4)), mff);
+        mm[s] = _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
+      }
+      for (int t = 0; t < n; ++t) {
+        __m512i msum = _mm512_setzero_si512();
+        MOE_UNROLL
+        for (int s = 0; s < 8; ++s) msum = _mm512_dpwssd_epi32(msum, mm[s], bcast32(a[t].bsums + b * 16 + 2 * s));
+        const __m512 dx = _mm512_set1_ps(a[t].d[b]);
+        __m512 acc = _mm512_load_ps(accm[t]);
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(isumm[t])), _mm512_mul_ps(dv, dx), acc);
+        acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(dmv, dx), acc);
+        _mm512_store_ps(accm[t], acc);
+      }
+    }
+    const __mmask16 mk = static_cast<__mmask16>((1u << nr) - 1u);
+    for (int t = 0; t < n; ++t) _mm512_mask_storeu_ps(Y + t * ldy + r, mk, _mm512_load_ps(accm[t]));
+  }
+}
+
 // Q6_K, 16 rows at a time with rows in the vector lanes (see rows_q45k_panel). Per row, token and
 // super-block the exact integer total  tot = sum_g sc_g * dot_g - 32 * sum_g sc_g * (sum of q over group g)
 // (16 groups of 16), then acc = fma(float(tot), fl(d * dx), acc), super-block by super-block.
@@ -1217,6 +1311,13 @@ template <bool H> struct KQ45P { template <int NT> struct K { static void run(co
   if constexpr (NT == 1) rows_t8<T8Q45<H>>(W, rb, r0, r1, c, a, Y);
   else rows_q45k_panel<H, NT>(W, rb, r0, r1, c, a, Y, l);
 } }; };
+// Tiles of up to kPanelTok tokens: more than 8 run through rows_q45k_panel_n (one transpose for all).
+template <bool H>
+void tile_q45k(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, int nt, float* Y,
+               size_t ldy) {
+  if (nt > kMaxTile) rows_q45k_panel_n<H>(W, rb, r0, r1, cols, a, nt, Y, ldy);
+  else tile<KQ45P<H>::template K>(W, rb, r0, r1, cols, a, nt, Y, ldy);
+}
 #endif
 template <bool H> struct KQ45 { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_q45k<H, NT>(W, rb, r0, r1, c, a, Y, l); } }; };
 #ifdef MOE_DOT_AVX512
@@ -1232,7 +1333,7 @@ template <int NT> struct KBF16DP { static void run(const uint8_t* W, size_t rb, 
 template <class E> struct KF { template <int NT> struct K { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_float<E, NT>(W, rb, r0, r1, c, a, Y, l); } }; };
 
 void fill(KernelTable& t) {
-  for (int i = 0; i < kNumTypes; ++i) { t.fn[i] = nullptr; t.act[i] = ActKind::F32; }
+  for (int i = 0; i < kNumTypes; ++i) { t.fn[i] = nullptr; t.act[i] = ActKind::F32; t.tile[i] = kMaxTile; }
   auto set = [&](int type, TileFn f, ActKind k) { t.fn[type] = f; t.act[type] = k; };
   set(0, &tile4<KF<WF32>::K>, ActKind::F32);
   set(1, &tile4<KF<WF16>::K>, ActKind::F32);
@@ -1251,8 +1352,9 @@ void fill(KernelTable& t) {
 #endif
   set(39, &tile4<KNib<NibMXFP4>::K>, ActKind::Q8_32P);
 #ifdef MOE_DOT_AVX512
-  set(12, &tile<KQ45P<false>::K>, ActKind::Q8_256);
-  set(13, &tile<KQ45P<true>::K>, ActKind::Q8_256);
+  set(12, &tile_q45k<false>, ActKind::Q8_256);
+  set(13, &tile_q45k<true>, ActKind::Q8_256);
+  t.tile[12] = t.tile[13] = kPanelTok;
 #else
   set(12, &tile4<KQ45<false>::K>, ActKind::Q8_256);
   set(13, &tile4<KQ45<true>::K>, ActKind::Q8_256);

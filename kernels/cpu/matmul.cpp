@@ -215,7 +215,7 @@ struct Plan {
   detail::TileFn fn;          // null: the scalar reference
   const ActView* acts;        // fn's activations (set by the caller after planning)
   ActKind kind;
-  size_t rblock, tblock, grain;
+  size_t tile, rblock, tblock, grain;
 };
 
 Plan make_plan(SimdLevel level, TensorType wt, const void* W, size_t rows, size_t cols, const float* X, size_t n,
@@ -237,17 +237,18 @@ Plan make_plan(SimdLevel level, TensorType wt, const void* W, size_t rows, size_
   const uint32_t ti = static_cast<uint32_t>(wt);
   p.fn = table && ti < uint32_t(detail::kNumTypes) ? table->fn[ti] : nullptr;
   p.kind = p.fn ? table->act[ti] : ActKind::F32;
+  p.tile = p.fn ? size_t(std::max(1, table->tile[ti])) : size_t(detail::kMaxTile);
   // Cache blocking for batches: a block of weight rows (~128 KiB) is re-read from L2 for each tile of
-  // kMaxTile tokens, and the tokens go in blocks whose activations fit beside it in L2 (~512 KiB: f32
+  // p.tile tokens, and the tokens go in blocks whose activations fit beside it in L2 (~512 KiB: f32
   // activations are 4x larger than quantized ones). With a single tile the whole chunk is one block
   // (pure streaming). Weights are read from memory once per token block (once for n <= 128 quantized).
-  const size_t ntiles = (n + detail::kMaxTile - 1) / detail::kMaxTile;
+  const size_t ntiles = (n + p.tile - 1) / p.tile;
   // Row blocks are multiples of 16 (the AVX-512 Q8_0 kernel's panel height) where there is room.
   p.rblock = ntiles <= 1 ? rows : std::max<size_t>(1, (size_t(128) << 10) / p.rb);
   if (p.rblock > 16 && p.rblock < rows) p.rblock &= ~size_t(15);
   const size_t act_el = !p.fn || p.kind == ActKind::F32 ? 4 : (p.kind == ActKind::BF16 ? 2 : 1);
   const size_t act_bytes = cols * act_el + 1;
-  p.tblock = std::max<size_t>(detail::kMaxTile, (size_t(512) << 10) / act_bytes / detail::kMaxTile * detail::kMaxTile);
+  p.tblock = std::max<size_t>(p.tile, (size_t(512) << 10) / act_bytes / p.tile * p.tile);
   // Grain: several rows per chunk so chunk bookkeeping is negligible; for large batches a chunk is
   // a whole cache block.
   p.grain = p.fn ? std::max<size_t>(ntiles <= 1 ? 16 : p.rblock, 1) : 16;
@@ -264,8 +265,8 @@ void run_rows(const Plan& p, size_t r0, size_t r1) {
     const size_t tb1 = std::min(p.n, tb0 + p.tblock);
     for (size_t b0 = r0; b0 < r1; b0 += p.rblock) {
       const size_t b1 = std::min(r1, b0 + p.rblock);
-      for (size_t t0 = tb0; t0 < tb1; t0 += detail::kMaxTile) {
-        const int nt = static_cast<int>(std::min<size_t>(detail::kMaxTile, tb1 - t0));
+      for (size_t t0 = tb0; t0 < tb1; t0 += p.tile) {
+        const int nt = static_cast<int>(std::min<size_t>(p.tile, tb1 - t0));
         p.fn(p.W, p.rb, b0, b1, p.cols, p.acts + t0, nt, p.Y + t0 * p.rows, p.rows);
       }
     }

@@ -271,15 +271,16 @@ TEST_CASE("other dequantizable types go through the reference; bad arguments thr
   CHECK(matmul_supported(TensorType::Q4_K));
 }
 
-TEST_CASE("K-quant batches (2..8-token tiles) equal single-token products bit for bit") {
-  // Rows 16k and 16k + tail (the AVX-512 panels' 16 rows, rows_t8's 8), several super-blocks, every tile
-  // size, at every SIMD level.
+TEST_CASE("K-quant batches (2..40 tokens) equal single-token products bit for bit") {
+  // Rows 16k and 16k + tail (the AVX-512 panels' 16 rows, rows_t8's 8), several super-blocks, every
+  // register-tile size, the AVX-512 Q4_K/Q5_K tiles of 9..32 tokens (rows_q45k_panel_n) and a batch past
+  // them (32 + 8), at every SIMD level.
   ThreadPool pool(2);
   for (TensorType t : {TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K}) {
     // 16640 columns: 65 super-blocks, past rows_t8's 64-super-block step.
     for (size_t cols : {size_t(1024), size_t(2816), size_t(16640)}) {
       const size_t rows = 53;
-      Problem p = make_problem(t, rows, cols, 8, 31);
+      Problem p = make_problem(t, rows, cols, 40, 31);
       const std::string type_str = type_name(t);
       CAPTURE(type_str);
       CAPTURE(cols);
@@ -287,7 +288,7 @@ TEST_CASE("K-quant batches (2..8-token tiles) equal single-token products bit fo
         if (lv == SimdLevel::Scalar) continue;
         const std::string level_name = simd_level_name(lv);
         CAPTURE(level_name);
-        for (size_t n = 1; n <= 8; ++n) {
+        for (size_t n : {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 13, 16, 31, 32, 33, 40}) {
           CAPTURE(n);
           std::vector<float> Y(n * rows), y(rows);
           matmul_at(lv, t, p.w.data(), rows, cols, p.x.data(), n, Y.data(), &pool);
