@@ -678,6 +678,89 @@ void rows_q6k_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t co
   }
 }
 
+// rows_q6k_panel for any number of tokens n <= kPanelTok (see rows_q45k_panel_n). The same bits.
+void rows_q6k_panel_n(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, int n,
+                      float* Y, size_t ldy) {
+  const size_t nb = cols / 256;
+  const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
+  alignas(64) float accm[kPanelTok][16];
+  alignas(64) int32_t isumm[kPanelTok][16];
+  for (size_t r = r0; r < r1; r += 16) {
+    const uint8_t* rp[16];
+    const size_t nr = panel_rows(W, rb, r, r1, rp);
+    for (int t = 0; t < n; ++t) _mm512_store_ps(accm[t], _mm512_setzero_ps());
+    for (size_t b = 0; b < nb; ++b) {
+      const size_t off = b * 210;
+      panel_prefetch_next(rp, rb, b, nb);
+      __m512i C[4];
+      panel_t16(rp, off + 192, C);
+      alignas(32) uint16_t dh[16];
+      MOE_UNROLL
+      for (int i = 0; i < 16; ++i) dh[i] = static_cast<uint16_t>(ld16(rp[i] + off + 208));
+      const __m512 dv = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(dh)));
+      MOE_UNROLL
+      for (int h = 0; h < 2; ++h) {
+        __m512i HB[8];
+        panel_t32(rp, off + 128 + 32 * h, HB);
+        MOE_UNROLL
+        for (int half = 0; half < 2; ++half) {
+          __m512i Q[8];
+          panel_t32(rp, off + 64 * h + 32 * half, Q);
+          MOE_UNROLL
+          for (int nib = 0; nib < 2; ++nib) {
+            const int c = half + 2 * nib;
+            __m512i U[8];
+            MOE_UNROLL
+            for (int k = 0; k < 8; ++k) {
+              const __m512i q = nib ? _mm512_and_si512(_mm512_srli_epi16(Q[k], 4), m4) : _mm512_and_si512(Q[k], m4);
+              const __m512i hb = c == 0 ? _mm512_slli_epi16(HB[k], 4) : c == 1 ? _mm512_slli_epi16(HB[k], 2)
+                               : c == 2 ? HB[k] : _mm512_srli_epi16(HB[k], 2);
+              U[k] = _mm512_or_si512(q, _mm512_and_si512(hb, m30));
+            }
+            const int g = 8 * h + 2 * c;
+            const __m512i sl = _mm512_srai_epi32(_mm512_slli_epi32(C[g / 4], 24 - 8 * (g % 4)), 24);
+            const __m512i sh = _mm512_srai_epi32(_mm512_slli_epi32(C[g / 4], 16 - 8 * (g % 4)), 24);
+            const bool first = h == 0 && half == 0 && nib == 0;
+            for (int t = 0; t < n; ++t) {
+              const int8_t* x = a[t].q + b * 256 + 128 * h + 32 * c;
+              __m512i dl = _mm512_setzero_si512(), dh2 = _mm512_setzero_si512();
+              MOE_UNROLL
+              for (int k = 0; k < 4; ++k) {
+                dl = _mm512_dpbusd_epi32(dl, U[k], bcast32(x + 4 * k));
+                dh2 = _mm512_dpbusd_epi32(dh2, U[k + 4], bcast32(x + 16 + 4 * k));
+              }
+              const __m512i part = _mm512_add_epi32(_mm512_mullo_epi32(dl, sl), _mm512_mullo_epi32(dh2, sh));
+              _mm512_store_si512(isumm[t], first ? part : _mm512_add_epi32(_mm512_load_si512(isumm[t]), part));
+            }
+          }
+        }
+      }
+      __m512i P[8];  // the scales as int16 pairs, as rows_q6k_panel's corr
+      MOE_UNROLL
+      for (int c = 0; c < 4; ++c) {
+        const __m512i lo = _mm512_srai_epi16(_mm512_slli_epi16(C[c], 8), 8);
+        const __m512i hi = _mm512_srai_epi16(C[c], 8);
+        P[2 * c] = _mm512_mask_blend_epi16(0xAAAAAAAAu, lo, _mm512_slli_epi32(hi, 16));
+        P[2 * c + 1] = _mm512_mask_blend_epi16(0xAAAAAAAAu, _mm512_srli_epi32(lo, 16), hi);
+      }
+      for (int t = 0; t < n; ++t) {
+        __m512i corr = _mm512_setzero_si512();
+        MOE_UNROLL
+        for (int c = 0; c < 4; ++c) {
+          const int16_t* bs = a[t].bsums + b * 16 + 4 * c;
+          corr = _mm512_dpwssd_epi32(corr, P[2 * c], bcast32(bs));
+          corr = _mm512_dpwssd_epi32(corr, P[2 * c + 1], bcast32(bs + 2));
+        }
+        const __m512i tot = _mm512_sub_epi32(_mm512_load_si512(isumm[t]), _mm512_slli_epi32(corr, 5));
+        _mm512_store_ps(accm[t], _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot), _mm512_mul_ps(dv, _mm512_set1_ps(a[t].d[b])),
+                                                 _mm512_load_ps(accm[t])));
+      }
+    }
+    const __mmask16 mk = static_cast<__mmask16>((1u << nr) - 1u);
+    for (int t = 0; t < n; ++t) _mm512_mask_storeu_ps(Y + t * ldy + r, mk, _mm512_load_ps(accm[t]));
+  }
+}
+
 template <int NT>
 void rows_q8_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, float* Y,
                    size_t ldy) {
@@ -728,6 +811,53 @@ void rows_q8_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t col
     for (int t = 0; t < NT; ++t) {
       // hsum8's order: ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)).
       const __m512* A = acc[t];
+      const __m512 y = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(A[0], A[4]), _mm512_add_ps(A[2], A[6])),
+                                     _mm512_add_ps(_mm512_add_ps(A[1], A[5]), _mm512_add_ps(A[3], A[7])));
+      _mm512_mask_storeu_ps(Y + t * ldy + r, m, y);
+    }
+  }
+}
+// rows_q8_panel for any number of tokens n <= kPanelTok (see rows_q45k_panel_n): each block's transposed
+// codes are shared by all n tokens, whose 8 partial-sum accumulators live in an L1 array. The same bits.
+void rows_q8_panel_n(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, int n,
+                     float* Y, size_t ldy) {
+  const size_t nb = cols / 32;
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  alignas(64) float accm[kPanelTok][8][16];
+  for (size_t r = r0; r < r1; r += 16) {
+    const uint8_t* rp[16];
+    const size_t nr = panel_rows(W, rb, r, r1, rp);
+    for (int t = 0; t < n; ++t)
+      for (int k = 0; k < 8; ++k) _mm512_store_ps(accm[t][k], _mm512_setzero_ps());
+    for (size_t b = 0; b < nb; ++b) {
+      const size_t off = b * Q8_0::kBytes;
+      panel_prefetch_next(rp, rb, b, nb);
+      __m512i Z[8];
+      panel_t32(rp, off + 2, Z);
+      MOE_UNROLL
+      for (int k = 0; k < 8; ++k) Z[k] = _mm512_xor_si512(Z[k], flip);
+      alignas(32) uint16_t dh[16];
+      MOE_UNROLL
+      for (int i = 0; i < 16; ++i) dh[i] = static_cast<uint16_t>(ld16(rp[i] + off));
+      const __m512 dw = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(dh)));
+      const size_t kb = b % 8;
+      for (int t = 0; t < n; ++t) {
+        const uint8_t* xq = reinterpret_cast<const uint8_t*>(a[t].q + b * 32);
+        __m512i s0 = _mm512_set1_epi32(-128 * a[t].qsum[b]), s1 = _mm512_setzero_si512();
+        MOE_UNROLL
+        for (int k = 0; k < 4; ++k) {
+          s0 = _mm512_dpbusd_epi32(s0, Z[k], bcast32(xq + 4 * k));
+          s1 = _mm512_dpbusd_epi32(s1, Z[k + 4], bcast32(xq + 16 + 4 * k));
+        }
+        const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(a[t].d[b]));
+        _mm512_store_ps(accm[t][kb], _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), sc,
+                                                     _mm512_load_ps(accm[t][kb])));
+      }
+    }
+    const __mmask16 m = static_cast<__mmask16>((1u << nr) - 1u);
+    for (int t = 0; t < n; ++t) {
+      __m512 A[8];
+      for (int k = 0; k < 8; ++k) A[k] = _mm512_load_ps(accm[t][k]);
       const __m512 y = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(A[0], A[4]), _mm512_add_ps(A[2], A[6])),
                                      _mm512_add_ps(_mm512_add_ps(A[1], A[5]), _mm512_add_ps(A[3], A[7])));
       _mm512_mask_storeu_ps(Y + t * ldy + r, m, y);
@@ -1282,6 +1412,12 @@ template <int NT> struct KQ8P { static void run(const uint8_t* W, size_t rb, siz
   if constexpr (NT < 4) rows_q32<Q8_0, NT>(W, rb, r0, r1, c, a, Y, l);
   else rows_q8_panel<NT>(W, rb, r0, r1, c, a, Y, l);
 } };
+// Tiles of up to kPanelTok tokens: more than 8 run through rows_q8_panel_n.
+void tile_q8(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, int nt, float* Y,
+             size_t ldy) {
+  if (nt > kMaxTile) rows_q8_panel_n(W, rb, r0, r1, cols, a, nt, Y, ldy);
+  else tile<KQ8P>(W, rb, r0, r1, cols, a, nt, Y, ldy);
+}
 #endif
 // Kernels whose registers hold at most 4 tokens' accumulators: larger tiles run as 4 + the rest (the
 // results do not depend on the tiling).
@@ -1325,6 +1461,12 @@ template <int NT> struct KQ6P { static void run(const uint8_t* W, size_t rb, siz
   if constexpr (NT == 1) rows_t8<T8Q6>(W, rb, r0, r1, c, a, Y);
   else rows_q6k_panel<NT>(W, rb, r0, r1, c, a, Y, l);
 } };
+// Tiles of up to kPanelTok tokens: more than 8 run through rows_q6k_panel_n.
+void tile_q6k(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, int nt, float* Y,
+              size_t ldy) {
+  if (nt > kMaxTile) rows_q6k_panel_n(W, rb, r0, r1, cols, a, nt, Y, ldy);
+  else tile<KQ6P>(W, rb, r0, r1, cols, a, nt, Y, ldy);
+}
 #endif
 template <int NT> struct KQ6 { static void run(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c, const ActView* a, float* Y, size_t l) { rows_q6k<NT>(W, rb, r0, r1, c, a, Y, l); } };
 #ifdef MOE_DOT_AVX512
@@ -1346,7 +1488,8 @@ void fill(KernelTable& t) {
 #endif
   set(2, &tile4<KNib<NibQ4_0>::K>, ActKind::Q8_32P);
 #ifdef MOE_DOT_AVX512
-  set(8, &tile<KQ8P>, ActKind::Q8_32);
+  set(8, &tile_q8, ActKind::Q8_32);
+  t.tile[8] = kPanelTok;
 #else
   set(8, &tile4<KQ32<Q8_0>::K>, ActKind::Q8_32);
 #endif
@@ -1360,7 +1503,8 @@ void fill(KernelTable& t) {
   set(13, &tile4<KQ45<true>::K>, ActKind::Q8_256);
 #endif
 #ifdef MOE_DOT_AVX512
-  set(14, &tile<KQ6P>, ActKind::Q8_256);
+  set(14, &tile_q6k, ActKind::Q8_256);
+  t.tile[14] = kPanelTok;
 #else
   set(14, &tile4<KQ6>, ActKind::Q8_256);
 #endif

@@ -271,12 +271,12 @@ TEST_CASE("other dequantizable types go through the reference; bad arguments thr
   CHECK(matmul_supported(TensorType::Q4_K));
 }
 
-TEST_CASE("K-quant batches (2..40 tokens) equal single-token products bit for bit") {
+TEST_CASE("Q8_0 and K-quant batches (2..40 tokens) equal single-token products bit for bit") {
   // Rows 16k and 16k + tail (the AVX-512 panels' 16 rows, rows_t8's 8), several super-blocks, every
-  // register-tile size, the AVX-512 Q4_K/Q5_K tiles of 9..32 tokens (rows_q45k_panel_n) and a batch past
-  // them (32 + 8), at every SIMD level.
+  // register-tile size, the AVX-512 tiles of 9..32 tokens (rows_q8_panel_n, rows_q45k_panel_n,
+  // rows_q6k_panel_n) and a batch past them (32 + 8), at every SIMD level.
   ThreadPool pool(2);
-  for (TensorType t : {TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K}) {
+  for (TensorType t : {TensorType::Q8_0, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K}) {
     // 16640 columns: 65 super-blocks, past rows_t8's 64-super-block step.
     for (size_t cols : {size_t(1024), size_t(2816), size_t(16640)}) {
       const size_t rows = 53;
