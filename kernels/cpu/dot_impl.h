@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 
 #include "matmul_internal.h"
 #include "moe/kernels/cpu_features.h"
@@ -403,6 +404,71 @@ inline __m512i bcast32(const void* p) {
   return _mm512_set1_epi32(static_cast<int>(ld32(static_cast<const uint8_t*>(p))));
 }
 
+// A Q4_K/Q5_K super-block header of a 16-row panel: d and dmin, and the 6-bit scales and mins as in
+// kscales, for 16 rows at once: bytes s of sc4[0] | sc4[1] (mn4 likewise).
+struct Q45kHead {
+  __m512 dv, dmv;
+  __m512i sc4[2], mn4[2];
+};
+inline Q45kHead q45k_head(const uint8_t* const* rp, size_t off) {
+  const __m512i m4 = _mm512_set1_epi8(0x0f), m3f = _mm512_set1_epi8(0x3f), m03 = _mm512_set1_epi8(0x03);
+  __m512i C[4];  // d | dmin, scales bytes 0..3, 4..7, 8..11
+  panel_t16(rp, off, C);
+  Q45kHead h;
+  h.dv = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(C[0]));
+  h.dmv = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(C[0], 16)));
+  h.sc4[0] = _mm512_and_si512(C[1], m3f);
+  h.sc4[1] = _mm512_or_si512(_mm512_and_si512(C[3], m4),
+                             _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(C[1], 6), m03), 4));
+  h.mn4[0] = _mm512_and_si512(C[2], m3f);
+  h.mn4[1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(C[3], 4), m4),
+                             _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(C[2], 6), m03), 4));
+  return h;
+}
+
+// The mins of sub-block s as int16 pairs (m_s, m_s), against a token's two 16-element sums (vpdpwssd).
+template <int S>
+inline __m512i q45k_min_pair(const Q45kHead& h) {
+  const __m512i m = _mm512_and_si512(_mm512_srli_epi32(h.mn4[S / 4], 8 * (S % 4)), _mm512_set1_epi32(0xff));
+  return _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
+}
+
+// Chunk J's codes of a 16-row panel: L[k] (sub-block 2J) and H[k] (2J + 1), lane i = 4 codes of row i;
+// for Q5_K (kHigh) bit 2J (2J + 1) of each qh byte (QH, transposed) becomes bit 4. scl / sch: the two
+// sub-blocks' scales.
+template <bool kHigh, int J>
+inline void q45k_chunk(const uint8_t* const* rp, size_t off, const __m512i* QH, const Q45kHead& h, __m512i* L,
+                       __m512i* H, __m512i& scl, __m512i& sch) {
+  constexpr size_t kQs = kHigh ? 48 : 16;
+  const __m512i m4 = _mm512_set1_epi8(0x0f), m10 = _mm512_set1_epi8(0x10), mff = _mm512_set1_epi32(0xff);
+  __m512i Z[8];
+  panel_t32(rp, off + kQs + 32 * J, Z);
+  MOE_UNROLL
+  for (int k = 0; k < 8; ++k) {
+    L[k] = _mm512_and_si512(Z[k], m4);
+    H[k] = _mm512_and_si512(_mm512_srli_epi16(Z[k], 4), m4);
+    if constexpr (kHigh) {
+      constexpr int sl = 2 * J, sh = 2 * J + 1;
+      const __m512i bl = sl >= 4 ? _mm512_srli_epi32(QH[k], sl - 4) : _mm512_slli_epi32(QH[k], 4 - sl);
+      const __m512i bh = sh >= 4 ? _mm512_srli_epi32(QH[k], sh - 4) : _mm512_slli_epi32(QH[k], 4 - sh);
+      L[k] = _mm512_or_si512(L[k], _mm512_and_si512(bl, m10));
+      H[k] = _mm512_or_si512(H[k], _mm512_and_si512(bh, m10));
+    }
+  }
+  scl = _mm512_and_si512(_mm512_srli_epi32(h.sc4[J / 2], 16 * (J % 2)), mff);
+  sch = _mm512_and_si512(_mm512_srli_epi32(h.sc4[J / 2], 16 * (J % 2) + 8), mff);
+}
+
+// Calls f(std::integral_constant<int, 0>{}) .. f(<N - 1>): compile-time indices for shift counts.
+template <int N, class F, int... I>
+inline void static_for_impl(F&& f, std::integer_sequence<int, I...>) {
+  (f(std::integral_constant<int, I>{}), ...);
+}
+template <int N, class F>
+inline void static_for(F&& f) {
+  static_for_impl<N>(f, std::make_integer_sequence<int, N>{});
+}
+
 // Q4_K and Q5_K (kHigh), 16 rows at a time with rows in the vector lanes (see rows_q8_panel): per
 // super-block the 16 rows' headers and code chunks are transposed in registers, shared by every token.
 // Per row, token and super-block the sums are exact integers
@@ -415,10 +481,7 @@ template <bool kHigh, int NT>
 void rows_q45k_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, float* Y,
                      size_t ldy) {
   constexpr size_t kBytes = kHigh ? 176 : 144;
-  constexpr size_t kQs = kHigh ? 48 : 16;
   const size_t nb = cols / 256;
-  const __m512i m4 = _mm512_set1_epi8(0x0f), m3f = _mm512_set1_epi8(0x3f), m03 = _mm512_set1_epi8(0x03);
-  const __m512i mff = _mm512_set1_epi32(0xff), m10 = _mm512_set1_epi8(0x10);
   for (size_t r = r0; r < r1; r += 16) {
     const uint8_t* rp[16];
     const size_t nr = panel_rows(W, rb, r, r1, rp);
@@ -428,51 +491,20 @@ void rows_q45k_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c
     for (size_t b = 0; b < nb; ++b) {
       const size_t off = b * kBytes;
       panel_prefetch_next(rp, rb, b, nb);
-      __m512i C[4];  // d | dmin, scales bytes 0..3, 4..7, 8..11
-      panel_t16(rp, off, C);
-      const __m512 dv = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(C[0]));
-      const __m512 dmv = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(C[0], 16)));
-      // The 6-bit scales and mins, as in kscales, for 16 rows at once: bytes s of sc4[0] | sc4[1].
-      const __m512i sc4[2] = {
-          _mm512_and_si512(C[1], m3f),
-          _mm512_or_si512(_mm512_and_si512(C[3], m4),
-                          _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(C[1], 6), m03), 4))};
-      const __m512i mn4[2] = {
-          _mm512_and_si512(C[2], m3f),
-          _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(C[3], 4), m4),
-                          _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(C[2], 6), m03), 4))};
+      const Q45kHead hd = q45k_head(rp, off);
       __m512i isum[NT], msum[NT];
       MOE_UNROLL
       for (int t = 0; t < NT; ++t) isum[t] = msum[t] = _mm512_setzero_si512();
-      // msum: the mins as int16 pairs (m_s, m_s) against the token's two 16-element sums of sub-block s.
-      MOE_UNROLL
-      for (int s = 0; s < 8; ++s) {
-        const __m512i m = _mm512_and_si512(_mm512_srli_epi32(mn4[s / 4], 8 * (s % 4)), mff);
-        const __m512i mm = _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
+      static_for<8>([&](auto s) {
+        const __m512i mm = q45k_min_pair<decltype(s)::value>(hd);
         MOE_UNROLL
         for (int t = 0; t < NT; ++t) msum[t] = _mm512_dpwssd_epi32(msum[t], mm, bcast32(a[t].bsums + b * 16 + 2 * s));
-      }
+      });
       __m512i QH[8];
       if constexpr (kHigh) panel_t32(rp, off + 16, QH);
-      MOE_UNROLL
-      for (int j = 0; j < 4; ++j) {
-        __m512i Z[8], L[8], H[8];
-        panel_t32(rp, off + kQs + 32 * j, Z);
-        MOE_UNROLL
-        for (int k = 0; k < 8; ++k) {
-          L[k] = _mm512_and_si512(Z[k], m4);
-          H[k] = _mm512_and_si512(_mm512_srli_epi16(Z[k], 4), m4);
-          if constexpr (kHigh) {
-            // Bit 2j (2j + 1) of each qh byte becomes bit 4 of the low (high) sub-block's code.
-            const int sl = 2 * j, sh = 2 * j + 1;
-            const __m512i bl = sl >= 4 ? _mm512_srli_epi32(QH[k], sl - 4) : _mm512_slli_epi32(QH[k], 4 - sl);
-            const __m512i bh = sh >= 4 ? _mm512_srli_epi32(QH[k], sh - 4) : _mm512_slli_epi32(QH[k], 4 - sh);
-            L[k] = _mm512_or_si512(L[k], _mm512_and_si512(bl, m10));
-            H[k] = _mm512_or_si512(H[k], _mm512_and_si512(bh, m10));
-          }
-        }
-        const __m512i scl = _mm512_and_si512(_mm512_srli_epi32(sc4[j / 2], 16 * (j % 2)), mff);
-        const __m512i sch = _mm512_and_si512(_mm512_srli_epi32(sc4[j / 2], 16 * (j % 2) + 8), mff);
+      static_for<4>([&](auto j) {
+        __m512i L[8], H[8], scl, sch;
+        q45k_chunk<kHigh, decltype(j)::value>(rp, off, QH, hd, L, H, scl, sch);
         MOE_UNROLL
         for (int t = 0; t < NT; ++t) {
           const int8_t* x = a[t].q + b * 256 + 64 * j;
@@ -484,12 +516,12 @@ void rows_q45k_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c
           }
           isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(dl, scl), _mm512_mullo_epi32(dh, sch)));
         }
-      }
+      });
       MOE_UNROLL
       for (int t = 0; t < NT; ++t) {
         const __m512 dx = _mm512_set1_ps(a[t].d[b]);
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dv, dx), acc[t]);
-        acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum[t]), _mm512_mul_ps(dmv, dx), acc[t]);
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(hd.dv, dx), acc[t]);
+        acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum[t]), _mm512_mul_ps(hd.dmv, dx), acc[t]);
       }
     }
     panel_store<NT>(acc, nr, Y + r, ldy);
@@ -506,10 +538,7 @@ template <bool kHigh>
 void rows_q45k_panel_n(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, int n,
                        float* Y, size_t ldy) {
   constexpr size_t kBytes = kHigh ? 176 : 144;
-  constexpr size_t kQs = kHigh ? 48 : 16;
   const size_t nb = cols / 256;
-  const __m512i m4 = _mm512_set1_epi8(0x0f), m3f = _mm512_set1_epi8(0x3f), m03 = _mm512_set1_epi8(0x03);
-  const __m512i mff = _mm512_set1_epi32(0xff), m10 = _mm512_set1_epi8(0x10);
   alignas(64) float accm[kPanelTok][16];
   alignas(64) int32_t isumm[kPanelTok][16];
   for (size_t r = r0; r < r1; r += 16) {
@@ -519,38 +548,12 @@ void rows_q45k_panel_n(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t
     for (size_t b = 0; b < nb; ++b) {
       const size_t off = b * kBytes;
       panel_prefetch_next(rp, rb, b, nb);
-      __m512i C[4];
-      panel_t16(rp, off, C);
-      const __m512 dv = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(C[0]));
-      const __m512 dmv = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(C[0], 16)));
-      const __m512i sc4[2] = {
-          _mm512_and_si512(C[1], m3f),
-          _mm512_or_si512(_mm512_and_si512(C[3], m4),
-                          _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(C[1], 6), m03), 4))};
-      const __m512i mn4[2] = {
-          _mm512_and_si512(C[2], m3f),
-          _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(C[3], 4), m4),
-                          _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(C[2], 6), m03), 4))};
+      const Q45kHead hd = q45k_head(rp, off);
       __m512i QH[8];
       if constexpr (kHigh) panel_t32(rp, off + 16, QH);
-      MOE_UNROLL
-      for (int j = 0; j < 4; ++j) {
-        __m512i Z[8], L[8], H[8];
-        panel_t32(rp, off + kQs + 32 * j, Z);
-        MOE_UNROLL
-        for (int k = 0; k < 8; ++k) {
-          L[k] = _mm512_and_si512(Z[k], m4);
-          H[k] = _mm512_and_si512(_mm512_srli_epi16(Z[k], 4), m4);
-          if constexpr (kHigh) {
-            const int sl = 2 * j, sh = 2 * j + 1;
-            const __m512i bl = sl >= 4 ? _mm512_srli_epi32(QH[k], sl - 4) : _mm512_slli_epi32(QH[k], 4 - sl);
-            const __m512i bh = sh >= 4 ? _mm512_srli_epi32(QH[k], sh - 4) : _mm512_slli_epi32(QH[k], 4 - sh);
-            L[k] = _mm512_or_si512(L[k], _mm512_and_si512(bl, m10));
-            H[k] = _mm512_or_si512(H[k], _mm512_and_si512(bh, m10));
-          }
-        }
-        const __m512i scl = _mm512_and_si512(_mm512_srli_epi32(sc4[j / 2], 16 * (j % 2)), mff);
-        const __m512i sch = _mm512_and_si512(_mm512_srli_epi32(sc4[j / 2], 16 * (j % 2) + 8), mff);
+      static_for<4>([&](auto j) {
+        __m512i L[8], H[8], scl, sch;
+        q45k_chunk<kHigh, decltype(j)::value>(rp, off, QH, hd, L, H, scl, sch);
         for (int t = 0; t < n; ++t) {
           const int8_t* x = a[t].q + b * 256 + 64 * j;
           // Four chains (exact integers: the split does not change the sums) so the dot latency overlaps.
@@ -567,27 +570,62 @@ void rows_q45k_panel_n(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t
           const __m512i part = _mm512_add_epi32(_mm512_mullo_epi32(dl, scl), _mm512_mullo_epi32(dh, sch));
           _mm512_store_si512(isumm[t], j == 0 ? part : _mm512_add_epi32(_mm512_load_si512(isumm[t]), part));
         }
-      }
+      });
       __m512i mm[8];
-      MOE_UNROLL
-      for (int s = 0; s < 8; ++s) {
-        const __m512i m = _mm512_and_si512(_mm512_srli_epi32(mn4[s / 4], 8 * (s % 4)), mff);
-        mm[s] = _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
-      }
+      static_for<8>([&](auto s) { mm[s] = q45k_min_pair<decltype(s)::value>(hd); });
       for (int t = 0; t < n; ++t) {
         __m512i msum = _mm512_setzero_si512();
         MOE_UNROLL
         for (int s = 0; s < 8; ++s) msum = _mm512_dpwssd_epi32(msum, mm[s], bcast32(a[t].bsums + b * 16 + 2 * s));
         const __m512 dx = _mm512_set1_ps(a[t].d[b]);
         __m512 acc = _mm512_load_ps(accm[t]);
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(isumm[t])), _mm512_mul_ps(dv, dx), acc);
-        acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(dmv, dx), acc);
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(isumm[t])), _mm512_mul_ps(hd.dv, dx), acc);
+        acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(hd.dmv, dx), acc);
         _mm512_store_ps(accm[t], acc);
       }
     }
     const __mmask16 mk = static_cast<__mmask16>((1u << nr) - 1u);
     for (int t = 0; t < n; ++t) _mm512_mask_storeu_ps(Y + t * ldy + r, mk, _mm512_load_ps(accm[t]));
   }
+}
+
+// Q6_K panel helpers. q6k_pairs: the 16 groups' int8 scales (C = panel_t16 of the scales) as int16 pairs
+// P[2c] = (sc_4c, sc_4c+1) and P[2c + 1] = (sc_4c+2, sc_4c+3), against a token's 16-element sums (vpdpwssd).
+inline void q6k_pairs(const __m512i* C, __m512i* P) {
+  MOE_UNROLL
+  for (int c = 0; c < 4; ++c) {
+    const __m512i lo = _mm512_srai_epi16(_mm512_slli_epi16(C[c], 8), 8);  // words: sc_4c, sc_4c+2
+    const __m512i hi = _mm512_srai_epi16(C[c], 8);                        // words: sc_4c+1, sc_4c+3
+    P[2 * c] = _mm512_mask_blend_epi16(0xAAAAAAAAu, lo, _mm512_slli_epi32(hi, 16));
+    P[2 * c + 1] = _mm512_mask_blend_epi16(0xAAAAAAAAu, _mm512_srli_epi32(lo, 16), hi);
+  }
+}
+
+// Chunk c of half H's 6-bit codes: low (nib 0) or high (nib 1) nibbles of Q (ql, transposed) with two
+// bits of HB (qh, transposed); sl / sh: the scales of groups 8H + 2c (l < 16) and 8H + 2c + 1
+// (byte 2c (2c + 1) mod 4 of C[2H + c / 2], sign-extended).
+template <int Hf, int Cc>
+inline void q6k_chunk(const __m512i* Q, const __m512i* HB, const __m512i* C, __m512i* U, __m512i& sl, __m512i& sh) {
+  const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
+  constexpr int nib = Cc / 2;
+  MOE_UNROLL
+  for (int k = 0; k < 8; ++k) {
+    const __m512i q = nib ? _mm512_and_si512(_mm512_srli_epi16(Q[k], 4), m4) : _mm512_and_si512(Q[k], m4);
+    const __m512i hb = Cc == 0 ? _mm512_slli_epi16(HB[k], 4) : Cc == 1 ? _mm512_slli_epi16(HB[k], 2)
+                     : Cc == 2 ? HB[k] : _mm512_srli_epi16(HB[k], 2);
+    U[k] = _mm512_or_si512(q, _mm512_and_si512(hb, m30));
+  }
+  constexpr int g = 8 * Hf + 2 * Cc;
+  sl = _mm512_srai_epi32(_mm512_slli_epi32(C[g / 4], 24 - 8 * (g % 4)), 24);
+  sh = _mm512_srai_epi32(_mm512_slli_epi32(C[g / 4], 16 - 8 * (g % 4)), 24);
+}
+
+// The 16 rows' f16 scales d (bytes 208..209 of each row's super-block) gathered through memory.
+inline __m512 q6k_d(const uint8_t* const* rp, size_t off) {
+  alignas(32) uint16_t dh[16];
+  MOE_UNROLL
+  for (int i = 0; i < 16; ++i) dh[i] = static_cast<uint16_t>(ld16(rp[i] + off + 208));
+  return _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(dh)));
 }
 
 // Q6_K, 16 rows at a time with rows in the vector lanes (see rows_q45k_panel). Per row, token and
@@ -598,7 +636,6 @@ template <int NT>
 void rows_q6k_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, float* Y,
                     size_t ldy) {
   const size_t nb = cols / 256;
-  const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
   for (size_t r = r0; r < r1; r += 16) {
     const uint8_t* rp[16];
     const size_t nr = panel_rows(W, rb, r, r1, rp);
@@ -610,50 +647,31 @@ void rows_q6k_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t co
       panel_prefetch_next(rp, rb, b, nb);
       __m512i C[4];  // scales bytes 0..3, 4..7, 8..11, 12..15 (int8)
       panel_t16(rp, off + 192, C);
-      alignas(32) uint16_t dh[16];
-      MOE_UNROLL
-      for (int i = 0; i < 16; ++i) dh[i] = static_cast<uint16_t>(ld16(rp[i] + off + 208));
-      const __m512 dv = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(dh)));
-      __m512i isum[NT], corr[NT];
+      const __m512 dv = q6k_d(rp, off);
+      __m512i isum[NT], corr[NT], P[8];
       MOE_UNROLL
       for (int t = 0; t < NT; ++t) isum[t] = corr[t] = _mm512_setzero_si512();
       // corr: the scales as int16 pairs (sc_2p, sc_2p+1) against the token's 16-element sums 2p, 2p+1.
+      q6k_pairs(C, P);
       MOE_UNROLL
       for (int c = 0; c < 4; ++c) {
-        const __m512i lo = _mm512_srai_epi16(_mm512_slli_epi16(C[c], 8), 8);  // words: sc_4c, sc_4c+2
-        const __m512i hi = _mm512_srai_epi16(C[c], 8);                        // words: sc_4c+1, sc_4c+3
-        const __m512i p0 = _mm512_mask_blend_epi16(0xAAAAAAAAu, lo, _mm512_slli_epi32(hi, 16));
-        const __m512i p1 = _mm512_mask_blend_epi16(0xAAAAAAAAu, _mm512_srli_epi32(lo, 16), hi);
         MOE_UNROLL
         for (int t = 0; t < NT; ++t) {
           const int16_t* bs = a[t].bsums + b * 16 + 4 * c;
-          corr[t] = _mm512_dpwssd_epi32(corr[t], p0, bcast32(bs));
-          corr[t] = _mm512_dpwssd_epi32(corr[t], p1, bcast32(bs + 2));
+          corr[t] = _mm512_dpwssd_epi32(corr[t], P[2 * c], bcast32(bs));
+          corr[t] = _mm512_dpwssd_epi32(corr[t], P[2 * c + 1], bcast32(bs + 2));
         }
       }
-      MOE_UNROLL
-      for (int h = 0; h < 2; ++h) {
+      static_for<2>([&](auto h) {
         __m512i HB[8];
         panel_t32(rp, off + 128 + 32 * h, HB);
-        MOE_UNROLL
-        for (int half = 0; half < 2; ++half) {  // ql bytes 64h..64h+31 (chunks 0, 2), then +32 (chunks 1, 3)
+        static_for<2>([&](auto half) {  // ql bytes 64h..64h+31 (chunks 0, 2), then +32 (chunks 1, 3)
           __m512i Q[8];
           panel_t32(rp, off + 64 * h + 32 * half, Q);
-          MOE_UNROLL
-          for (int nib = 0; nib < 2; ++nib) {
-            const int c = half + 2 * nib;  // chunk: elements 128h + 32c + l
-            __m512i U[8];
-            MOE_UNROLL
-            for (int k = 0; k < 8; ++k) {
-              const __m512i q = nib ? _mm512_and_si512(_mm512_srli_epi16(Q[k], 4), m4) : _mm512_and_si512(Q[k], m4);
-              const __m512i hb = c == 0 ? _mm512_slli_epi16(HB[k], 4) : c == 1 ? _mm512_slli_epi16(HB[k], 2)
-                               : c == 2 ? HB[k] : _mm512_srli_epi16(HB[k], 2);
-              U[k] = _mm512_or_si512(q, _mm512_and_si512(hb, m30));
-            }
-            // Groups 8h + 2c (l < 16) and 8h + 2c + 1: byte 2c (2c + 1) mod 4 of C[2h + c / 2], sign-extended.
-            const int g = 8 * h + 2 * c;
-            const __m512i sl = _mm512_srai_epi32(_mm512_slli_epi32(C[g / 4], 24 - 8 * (g % 4)), 24);
-            const __m512i sh = _mm512_srai_epi32(_mm512_slli_epi32(C[g / 4], 16 - 8 * (g % 4)), 24);
+          static_for<2>([&](auto nib) {
+            constexpr int c = decltype(half)::value + 2 * decltype(nib)::value;  // elements 128h + 32c + l
+            __m512i U[8], sl, sh;
+            q6k_chunk<decltype(h)::value, c>(Q, HB, C, U, sl, sh);
             MOE_UNROLL
             for (int t = 0; t < NT; ++t) {
               const int8_t* x = a[t].q + b * 256 + 128 * h + 32 * c;
@@ -665,9 +683,9 @@ void rows_q6k_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t co
               }
               isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(dl, sl), _mm512_mullo_epi32(dh2, sh)));
             }
-          }
-        }
-      }
+          });
+        });
+      });
       MOE_UNROLL
       for (int t = 0; t < NT; ++t) {
         const __m512i tot = _mm512_sub_epi32(isum[t], _mm512_slli_epi32(corr[t], 5));
@@ -682,7 +700,6 @@ void rows_q6k_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t co
 void rows_q6k_panel_n(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, int n,
                       float* Y, size_t ldy) {
   const size_t nb = cols / 256;
-  const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
   alignas(64) float accm[kPanelTok][16];
   alignas(64) int32_t isumm[kPanelTok][16];
   for (size_t r = r0; r < r1; r += 16) {
@@ -694,33 +711,18 @@ void rows_q6k_panel_n(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t 
       panel_prefetch_next(rp, rb, b, nb);
       __m512i C[4];
       panel_t16(rp, off + 192, C);
-      alignas(32) uint16_t dh[16];
-      MOE_UNROLL
-      for (int i = 0; i < 16; ++i) dh[i] = static_cast<uint16_t>(ld16(rp[i] + off + 208));
-      const __m512 dv = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(dh)));
-      MOE_UNROLL
-      for (int h = 0; h < 2; ++h) {
+      const __m512 dv = q6k_d(rp, off);
+      static_for<2>([&](auto h) {
         __m512i HB[8];
         panel_t32(rp, off + 128 + 32 * h, HB);
-        MOE_UNROLL
-        for (int half = 0; half < 2; ++half) {
+        static_for<2>([&](auto half) {
           __m512i Q[8];
           panel_t32(rp, off + 64 * h + 32 * half, Q);
-          MOE_UNROLL
-          for (int nib = 0; nib < 2; ++nib) {
-            const int c = half + 2 * nib;
-            __m512i U[8];
-            MOE_UNROLL
-            for (int k = 0; k < 8; ++k) {
-              const __m512i q = nib ? _mm512_and_si512(_mm512_srli_epi16(Q[k], 4), m4) : _mm512_and_si512(Q[k], m4);
-              const __m512i hb = c == 0 ? _mm512_slli_epi16(HB[k], 4) : c == 1 ? _mm512_slli_epi16(HB[k], 2)
-                               : c == 2 ? HB[k] : _mm512_srli_epi16(HB[k], 2);
-              U[k] = _mm512_or_si512(q, _mm512_and_si512(hb, m30));
-            }
-            const int g = 8 * h + 2 * c;
-            const __m512i sl = _mm512_srai_epi32(_mm512_slli_epi32(C[g / 4], 24 - 8 * (g % 4)), 24);
-            const __m512i sh = _mm512_srai_epi32(_mm512_slli_epi32(C[g / 4], 16 - 8 * (g % 4)), 24);
-            const bool first = h == 0 && half == 0 && nib == 0;
+          static_for<2>([&](auto nib) {
+            constexpr int c = decltype(half)::value + 2 * decltype(nib)::value;
+            constexpr bool first = decltype(h)::value == 0 && c == 0;
+            __m512i U[8], sl, sh;
+            q6k_chunk<decltype(h)::value, c>(Q, HB, C, U, sl, sh);
             for (int t = 0; t < n; ++t) {
               const int8_t* x = a[t].q + b * 256 + 128 * h + 32 * c;
               __m512i dl = _mm512_setzero_si512(), dh2 = _mm512_setzero_si512();
@@ -732,17 +734,11 @@ void rows_q6k_panel_n(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t 
               const __m512i part = _mm512_add_epi32(_mm512_mullo_epi32(dl, sl), _mm512_mullo_epi32(dh2, sh));
               _mm512_store_si512(isumm[t], first ? part : _mm512_add_epi32(_mm512_load_si512(isumm[t]), part));
             }
-          }
-        }
-      }
-      __m512i P[8];  // the scales as int16 pairs, as rows_q6k_panel's corr
-      MOE_UNROLL
-      for (int c = 0; c < 4; ++c) {
-        const __m512i lo = _mm512_srai_epi16(_mm512_slli_epi16(C[c], 8), 8);
-        const __m512i hi = _mm512_srai_epi16(C[c], 8);
-        P[2 * c] = _mm512_mask_blend_epi16(0xAAAAAAAAu, lo, _mm512_slli_epi32(hi, 16));
-        P[2 * c + 1] = _mm512_mask_blend_epi16(0xAAAAAAAAu, _mm512_srli_epi32(lo, 16), hi);
-      }
+          });
+        });
+      });
+      __m512i P[8];
+      q6k_pairs(C, P);
       for (int t = 0; t < n; ++t) {
         __m512i corr = _mm512_setzero_si512();
         MOE_UNROLL
@@ -761,11 +757,24 @@ void rows_q6k_panel_n(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t 
   }
 }
 
+// Block `off` of a Q8_0 panel: Z = the 16 rows' codes transposed and flipped to w + 128 (unsigned); returns
+// their f16 scales, gathered through memory: _mm_insert_epi16 needs a constant lane, which a loop index
+// is only after unrolling (not at -O0/-O1, nor under clang's fuzz build).
+inline __m512 q8_panel_block(const uint8_t* const* rp, size_t off, __m512i* Z) {
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  panel_t32(rp, off + 2, Z);
+  MOE_UNROLL
+  for (int k = 0; k < 8; ++k) Z[k] = _mm512_xor_si512(Z[k], flip);
+  alignas(32) uint16_t dh[16];
+  MOE_UNROLL
+  for (int i = 0; i < 16; ++i) dh[i] = static_cast<uint16_t>(ld16(rp[i] + off));
+  return _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(dh)));
+}
+
 template <int NT>
 void rows_q8_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, float* Y,
                    size_t ldy) {
   const size_t nb = cols / 32;
-  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   for (size_t r = r0; r < r1; r += 16) {
     const uint8_t* rp[16];
     const size_t nr = panel_rows(W, rb, r, r1, rp);
@@ -784,15 +793,7 @@ void rows_q8_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t col
       const size_t off = b * Q8_0::kBytes;
       panel_prefetch_next(rp, rb, b, nb);
       __m512i Z[8];
-      panel_t32(rp, off + 2, Z);
-      MOE_UNROLL
-      for (int k = 0; k < 8; ++k) Z[k] = _mm512_xor_si512(Z[k], flip);
-      // The 16 rows' f16 scales gathered through memory: _mm_insert_epi16 needs a constant lane,
-      // which a loop index is only after unrolling (not at -O0/-O1, nor under clang's fuzz build).
-      alignas(32) uint16_t dh[16];
-      MOE_UNROLL
-      for (int i = 0; i < 16; ++i) dh[i] = static_cast<uint16_t>(ld16(rp[i] + off));
-      const __m512 dw = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(dh)));
+      const __m512 dw = q8_panel_block(rp, off, Z);
       MOE_UNROLL
       for (int t = 0; t < NT; ++t) {
         const int8_t* xq = a[t].q + b * 32;
@@ -822,7 +823,6 @@ void rows_q8_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t col
 void rows_q8_panel_n(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, int n,
                      float* Y, size_t ldy) {
   const size_t nb = cols / 32;
-  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   alignas(64) float accm[kPanelTok][8][16];
   for (size_t r = r0; r < r1; r += 16) {
     const uint8_t* rp[16];
@@ -833,13 +833,7 @@ void rows_q8_panel_n(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c
       const size_t off = b * Q8_0::kBytes;
       panel_prefetch_next(rp, rb, b, nb);
       __m512i Z[8];
-      panel_t32(rp, off + 2, Z);
-      MOE_UNROLL
-      for (int k = 0; k < 8; ++k) Z[k] = _mm512_xor_si512(Z[k], flip);
-      alignas(32) uint16_t dh[16];
-      MOE_UNROLL
-      for (int i = 0; i < 16; ++i) dh[i] = static_cast<uint16_t>(ld16(rp[i] + off));
-      const __m512 dw = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(dh)));
+      const __m512 dw = q8_panel_block(rp, off, Z);
       const size_t kb = b % 8;
       for (int t = 0; t < n; ++t) {
         const uint8_t* xq = reinterpret_cast<const uint8_t*>(a[t].q + b * 32);
