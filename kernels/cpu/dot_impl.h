@@ -188,8 +188,26 @@ inline __m256i dot2_us(__m256i u0, __m256i x0, __m256i u1, __m256i x1) {
 #endif
 }
 
+// The row kernels read a block or super-block and then spend long on its integer sums, so the hardware
+// prefetchers, which follow the misses, keep too few lines in flight when memory is slow to answer: on
+// a VM whose single core swept memory at 15 GB/s, one thread read Q4_K rows at 8 GB/s and two at 14.
+// Each super-block (or group of 8 blocks) therefore asks for the lines kStreamAhead bytes further on (in
+// the same row or the rows after it, which these kernels read next) into L1: Q4_K one thread 13 GB/s,
+// two 21 (one token, 2048 columns), Q4_K decode 19.5 -> 26-28 tok/s (AVX-512), 17.8 -> 28.9 (AVX2);
+// Q8_0 one token 9.6-10.4 -> 11.8-12.0 GB/s (two threads 17.9 -> 20.3-21.5), Q4_0 7.8-8.6 -> 10.9-12.3
+// (14.4 -> 19.0). 2048 beat 4096 and 8192 end to end. Past the matrix end this only names addresses
+// (never faults).
+constexpr size_t kStreamAhead = 2048;
+template <size_t kBytes>
+inline void stream_ahead(const uint8_t* blk) {
+  const uintptr_t p = reinterpret_cast<uintptr_t>(blk) + kStreamAhead;  // an address, maybe past the end
+  MOE_UNROLL
+  for (size_t o = 0; o < kBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
+}
+
 template <class B, int NT>
 inline void group_nib_full(const uint8_t* p, size_t b, const ActView* a, __m256* acc, __m256* corr) {
+  stream_ahead<8 * B::kBytes>(p);
   const __m256i m4 = _mm256_set1_epi8(0x0f);
   __m256i lo[4], hi[4];
   MOE_UNROLL
@@ -274,6 +292,7 @@ inline void group_q32(const uint8_t* p, size_t b, int k, const ActView* a, __m25
   __m256i u[8];
   __m256 dw;
   if (kFull) {
+    stream_ahead<8 * B::kBytes>(p);
     MOE_UNROLL
     for (int i = 0; i < 8; ++i) u[i] = B::decode(p + i * B::kBytes);
     dw = B::scales8(p);
@@ -460,13 +479,13 @@ inline void q45k_chunk(const uint8_t* const* rp, size_t off, const __m512i* QH, 
 }
 
 // Calls f(std::integral_constant<int, 0>{}) .. f(<N - 1>): compile-time indices for shift counts.
-template <int N, class F, int... I>
+template <class F, int... I>
 inline void static_for_impl(F&& f, std::integer_sequence<int, I...>) {
   (f(std::integral_constant<int, I>{}), ...);
 }
 template <int N, class F>
 inline void static_for(F&& f) {
-  static_for_impl<N>(f, std::make_integer_sequence<int, N>{});
+  static_for_impl(f, std::make_integer_sequence<int, N>{});
 }
 
 // Q4_K and Q5_K (kHigh), 16 rows at a time with rows in the vector lanes (see rows_q8_panel): per
@@ -976,21 +995,6 @@ inline void q6k_block(const uint8_t* blk, const ActView* a, size_t b, __m256i* t
     const __m256i corr = _mm256_madd_epi16(sc_all, ldu(a[t].bsums + b * 16));
     tot[t] = _mm256_sub_epi32(_mm256_add_epi32(tot[t], isum2[t]), _mm256_slli_epi32(corr, 5));
   }
-}
-
-// The K-quant row kernels read a super-block (144-210 bytes) and then spend long on its integer sums,
-// so the hardware prefetchers, which follow the misses, keep too few lines in flight when memory is
-// slow to answer: on a day this VM's single core swept memory at 15 GB/s, one thread read Q4_K rows at
-// 8 GB/s and two at 14. Each super-block therefore asks for the lines kStreamAhead bytes further on (in
-// the same row or the rows after it, which these kernels read next) into L1: one thread 13 GB/s, two 21
-// (one token, 2048 columns); Q4_K decode 19.5 -> 26-28 tok/s (AVX-512), 17.8 -> 28.9 (AVX2). 2048
-// beat 4096 and 8192 end to end. Past the matrix end this only names addresses (never faults).
-constexpr size_t kStreamAhead = 2048;
-template <size_t kBytes>
-inline void stream_ahead(const uint8_t* blk) {
-  const uintptr_t p = reinterpret_cast<uintptr_t>(blk) + kStreamAhead;  // an address, maybe past the end
-  MOE_UNROLL
-  for (size_t o = 0; o < kBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
 }
 
 // Q4_K and Q5_K (kHigh): y += dx * (d * sum_s sc_s * dot_s - dmin * sum_s m_s * sum_x_s).

@@ -26,8 +26,9 @@ struct ActView {
 enum class ActKind : int { F32 = 0, Q8_32 = 1, Q8_256 = 2, Q8_32P = 3, BF16 = 4 };
 
 // Computes Y[t * ldy + r] = dot(row r of W, token t) for r in [r0, r1), t in [0, n_tok),
-// n_tok <= the table's tile for the type (kMaxTile unless a kernel takes more). W points at row 0; rows are row_bytes apart. The order of every reduction depends
-// only on cols (never on n_tok or r0/r1), so results do not depend on tiling or thread count.
+// n_tok <= the table's tile for the type (kMaxTile unless a kernel takes more). W points at row 0; rows
+// are row_bytes apart. The order of every reduction depends only on cols (never on n_tok or r0/r1), so
+// results do not depend on tiling or thread count.
 using TileFn = void (*)(const uint8_t* W, size_t row_bytes, size_t r0, size_t r1, size_t cols,
                         const ActView* acts, int n_tok, float* Y, size_t ldy);
 
