@@ -837,6 +837,7 @@ void rows_q8_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t col
     }
   }
 }
+
 // rows_q8_panel for any number of tokens n <= kPanelTok (see rows_q45k_panel_n): each block's transposed
 // codes are shared by all n tokens, whose 8 partial-sum accumulators live in an L1 array. The same bits.
 void rows_q8_panel_n(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, int n,
