@@ -547,16 +547,14 @@ void rows_q45k_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c
   }
 }
 
-// rows_q45k_panel for any number of tokens n <= kPanelTok: the super-block's transposed codes stay in
-// registers while a loop over the tokens (not unrolled) keeps each token's state (the 16 rows' float
-// accumulator and the exact integer isum) in an L1 array. A large tile pays for the transposes once
-// (the register-tile kernel pays once per 8 tokens). Same integers, same float operations in the same
-// order per row and token: the same bits as rows_q45k_panel.
 constexpr int kPanelTok = 32;
-template <bool kHigh>
-void rows_q45k_panel_n(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, int n,
-                       float* Y, size_t ldy) {
-  constexpr size_t kBytes = kHigh ? 176 : 144;
+
+// The frame of the any-tile K-quant panel kernels: per 16-row panel, each token's float accumulator
+// (accm) and exact integer super-block sum (isumm) in L1; sb(rp, off, b, accm, isumm) runs super-block b
+// (at byte off of each row) for all n tokens; then the panel's first nr rows are stored.
+template <size_t kBytes, class SuperBlock>
+inline void panel_n_frame(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, int n, float* Y,
+                          size_t ldy, SuperBlock&& sb) {
   const size_t nb = cols / 256;
   alignas(64) float accm[kPanelTok][16];
   alignas(64) int32_t isumm[kPanelTok][16];
@@ -565,47 +563,60 @@ void rows_q45k_panel_n(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t
     const size_t nr = panel_rows(W, rb, r, r1, rp);
     for (int t = 0; t < n; ++t) _mm512_store_ps(accm[t], _mm512_setzero_ps());
     for (size_t b = 0; b < nb; ++b) {
-      const size_t off = b * kBytes;
       panel_prefetch_next(rp, rb, b, nb);
-      const Q45kHead hd = q45k_head(rp, off);
-      __m512i QH[8];
-      if constexpr (kHigh) panel_t32(rp, off + 16, QH);
-      static_for<4>([&](auto j) {
-        __m512i L[8], H[8], scl, sch;
-        q45k_chunk<kHigh, decltype(j)::value>(rp, off, QH, hd, L, H, scl, sch);
-        for (int t = 0; t < n; ++t) {
-          const int8_t* x = a[t].q + b * 256 + 64 * j;
-          // Four chains (exact integers: the split does not change the sums) so the dot latency overlaps.
-          __m512i dl = _mm512_setzero_si512(), dh = dl, dl2 = dl, dh2 = dl;
-          MOE_UNROLL
-          for (int k = 0; k < 4; ++k) {
-            dl = _mm512_dpbusd_epi32(dl, L[k], bcast32(x + 4 * k));
-            dh = _mm512_dpbusd_epi32(dh, H[k], bcast32(x + 32 + 4 * k));
-            dl2 = _mm512_dpbusd_epi32(dl2, L[k + 4], bcast32(x + 16 + 4 * k));
-            dh2 = _mm512_dpbusd_epi32(dh2, H[k + 4], bcast32(x + 48 + 4 * k));
-          }
-          dl = _mm512_add_epi32(dl, dl2);
-          dh = _mm512_add_epi32(dh, dh2);
-          const __m512i part = _mm512_add_epi32(_mm512_mullo_epi32(dl, scl), _mm512_mullo_epi32(dh, sch));
-          _mm512_store_si512(isumm[t], j == 0 ? part : _mm512_add_epi32(_mm512_load_si512(isumm[t]), part));
-        }
-      });
-      __m512i mm[8];
-      static_for<8>([&](auto s) { mm[s] = q45k_min_pair<decltype(s)::value>(hd); });
-      for (int t = 0; t < n; ++t) {
-        __m512i msum = _mm512_setzero_si512();
-        MOE_UNROLL
-        for (int s = 0; s < 8; ++s) msum = _mm512_dpwssd_epi32(msum, mm[s], bcast32(a[t].bsums + b * 16 + 2 * s));
-        const __m512 dx = _mm512_set1_ps(a[t].d[b]);
-        __m512 acc = _mm512_load_ps(accm[t]);
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(isumm[t])), _mm512_mul_ps(hd.dv, dx), acc);
-        acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(hd.dmv, dx), acc);
-        _mm512_store_ps(accm[t], acc);
-      }
+      sb(static_cast<const uint8_t* const*>(rp), b * kBytes, b, accm, isumm);
     }
     const __mmask16 mk = static_cast<__mmask16>((1u << nr) - 1u);
     for (int t = 0; t < n; ++t) _mm512_mask_storeu_ps(Y + t * ldy + r, mk, _mm512_load_ps(accm[t]));
   }
+}
+
+// rows_q45k_panel for any number of tokens n <= kPanelTok: the super-block's transposed codes stay in
+// registers while a loop over the tokens (not unrolled) keeps each token's state (the 16 rows' float
+// accumulator and the exact integer isum) in an L1 array. A large tile pays for the transposes once
+// (the register-tile kernel pays once per 8 tokens). Same integers, same float operations in the same
+// order per row and token: the same bits as rows_q45k_panel.
+template <bool kHigh>
+void rows_q45k_panel_n(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, int n,
+                       float* Y, size_t ldy) {
+  panel_n_frame<kHigh ? 176 : 144>(W, rb, r0, r1, cols, n, Y, ldy, [&](const uint8_t* const* rp, size_t off, size_t b,
+                                                                       float (*accm)[16], int32_t (*isumm)[16]) {
+    const Q45kHead hd = q45k_head(rp, off);
+    __m512i QH[8];
+    if constexpr (kHigh) panel_t32(rp, off + 16, QH);
+    static_for<4>([&](auto j) {
+      __m512i L[8], H[8], scl, sch;
+      q45k_chunk<kHigh, decltype(j)::value>(rp, off, QH, hd, L, H, scl, sch);
+      for (int t = 0; t < n; ++t) {
+        const int8_t* x = a[t].q + b * 256 + 64 * j;
+        // Four chains (exact integers: the split does not change the sums) so the dot latency overlaps.
+        __m512i dl = _mm512_setzero_si512(), dh = dl, dl2 = dl, dh2 = dl;
+        MOE_UNROLL
+        for (int k = 0; k < 4; ++k) {
+          dl = _mm512_dpbusd_epi32(dl, L[k], bcast32(x + 4 * k));
+          dh = _mm512_dpbusd_epi32(dh, H[k], bcast32(x + 32 + 4 * k));
+          dl2 = _mm512_dpbusd_epi32(dl2, L[k + 4], bcast32(x + 16 + 4 * k));
+          dh2 = _mm512_dpbusd_epi32(dh2, H[k + 4], bcast32(x + 48 + 4 * k));
+        }
+        dl = _mm512_add_epi32(dl, dl2);
+        dh = _mm512_add_epi32(dh, dh2);
+        const __m512i part = _mm512_add_epi32(_mm512_mullo_epi32(dl, scl), _mm512_mullo_epi32(dh, sch));
+        _mm512_store_si512(isumm[t], j == 0 ? part : _mm512_add_epi32(_mm512_load_si512(isumm[t]), part));
+      }
+    });
+    __m512i mm[8];
+    static_for<8>([&](auto s) { mm[s] = q45k_min_pair<decltype(s)::value>(hd); });
+    for (int t = 0; t < n; ++t) {
+      __m512i msum = _mm512_setzero_si512();
+      MOE_UNROLL
+      for (int s = 0; s < 8; ++s) msum = _mm512_dpwssd_epi32(msum, mm[s], bcast32(a[t].bsums + b * 16 + 2 * s));
+      const __m512 dx = _mm512_set1_ps(a[t].d[b]);
+      __m512 acc = _mm512_load_ps(accm[t]);
+      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(isumm[t])), _mm512_mul_ps(hd.dv, dx), acc);
+      acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(hd.dmv, dx), acc);
+      _mm512_store_ps(accm[t], acc);
+    }
+  });
 }
 
 // Q6_K panel helpers. q6k_pairs: the 16 groups' int8 scales (C = panel_t16 of the scales) as int16 pairs
@@ -637,6 +648,17 @@ inline void q6k_chunk(const __m512i* Q, const __m512i* HB, const __m512i* C, __m
   constexpr int g = 8 * Hf + 2 * Cc;
   sl = _mm512_srai_epi32(_mm512_slli_epi32(C[g / 4], 24 - 8 * (g % 4)), 24);
   sh = _mm512_srai_epi32(_mm512_slli_epi32(C[g / 4], 16 - 8 * (g % 4)), 24);
+}
+
+// One token's scaled sums over a chunk of 32 elements (x): sl * (its first 16) + sh * (its last 16).
+inline __m512i q6k_token_chunk(const __m512i* U, const int8_t* x, __m512i sl, __m512i sh) {
+  __m512i dl = _mm512_setzero_si512(), dh = _mm512_setzero_si512();
+  MOE_UNROLL
+  for (int k = 0; k < 4; ++k) {
+    dl = _mm512_dpbusd_epi32(dl, U[k], bcast32(x + 4 * k));
+    dh = _mm512_dpbusd_epi32(dh, U[k + 4], bcast32(x + 16 + 4 * k));
+  }
+  return _mm512_add_epi32(_mm512_mullo_epi32(dl, sl), _mm512_mullo_epi32(dh, sh));
 }
 
 // The 16 rows' f16 scales d (bytes 208..209 of each row's super-block) gathered through memory.
@@ -692,16 +714,8 @@ void rows_q6k_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t co
             __m512i U[8], sl, sh;
             q6k_chunk<decltype(h)::value, c>(Q, HB, C, U, sl, sh);
             MOE_UNROLL
-            for (int t = 0; t < NT; ++t) {
-              const int8_t* x = a[t].q + b * 256 + 128 * h + 32 * c;
-              __m512i dl = _mm512_setzero_si512(), dh2 = _mm512_setzero_si512();
-              MOE_UNROLL
-              for (int k = 0; k < 4; ++k) {
-                dl = _mm512_dpbusd_epi32(dl, U[k], bcast32(x + 4 * k));
-                dh2 = _mm512_dpbusd_epi32(dh2, U[k + 4], bcast32(x + 16 + 4 * k));
-              }
-              isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(dl, sl), _mm512_mullo_epi32(dh2, sh)));
-            }
+            for (int t = 0; t < NT; ++t)
+              isum[t] = _mm512_add_epi32(isum[t], q6k_token_chunk(U, a[t].q + b * 256 + 128 * h + 32 * c, sl, sh));
           });
         });
       });
@@ -718,62 +732,44 @@ void rows_q6k_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t co
 // rows_q6k_panel for any number of tokens n <= kPanelTok (see rows_q45k_panel_n). The same bits.
 void rows_q6k_panel_n(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, int n,
                       float* Y, size_t ldy) {
-  const size_t nb = cols / 256;
-  alignas(64) float accm[kPanelTok][16];
-  alignas(64) int32_t isumm[kPanelTok][16];
-  for (size_t r = r0; r < r1; r += 16) {
-    const uint8_t* rp[16];
-    const size_t nr = panel_rows(W, rb, r, r1, rp);
-    for (int t = 0; t < n; ++t) _mm512_store_ps(accm[t], _mm512_setzero_ps());
-    for (size_t b = 0; b < nb; ++b) {
-      const size_t off = b * 210;
-      panel_prefetch_next(rp, rb, b, nb);
-      __m512i C[4];
-      panel_t16(rp, off + 192, C);
-      const __m512 dv = q6k_d(rp, off);
-      static_for<2>([&](auto h) {
-        __m512i HB[8];
-        panel_t32(rp, off + 128 + 32 * h, HB);
-        static_for<2>([&](auto half) {
-          __m512i Q[8];
-          panel_t32(rp, off + 64 * h + 32 * half, Q);
-          static_for<2>([&](auto nib) {
-            constexpr int c = decltype(half)::value + 2 * decltype(nib)::value;
-            constexpr bool first = decltype(h)::value == 0 && c == 0;
-            __m512i U[8], sl, sh;
-            q6k_chunk<decltype(h)::value, c>(Q, HB, C, U, sl, sh);
-            for (int t = 0; t < n; ++t) {
-              const int8_t* x = a[t].q + b * 256 + 128 * h + 32 * c;
-              __m512i dl = _mm512_setzero_si512(), dh2 = _mm512_setzero_si512();
-              MOE_UNROLL
-              for (int k = 0; k < 4; ++k) {
-                dl = _mm512_dpbusd_epi32(dl, U[k], bcast32(x + 4 * k));
-                dh2 = _mm512_dpbusd_epi32(dh2, U[k + 4], bcast32(x + 16 + 4 * k));
-              }
-              const __m512i part = _mm512_add_epi32(_mm512_mullo_epi32(dl, sl), _mm512_mullo_epi32(dh2, sh));
-              _mm512_store_si512(isumm[t], first ? part : _mm512_add_epi32(_mm512_load_si512(isumm[t]), part));
-            }
-          });
+  panel_n_frame<210>(W, rb, r0, r1, cols, n, Y, ldy, [&](const uint8_t* const* rp, size_t off, size_t b,
+                                                         float (*accm)[16], int32_t (*isumm)[16]) {
+    __m512i C[4];
+    panel_t16(rp, off + 192, C);
+    const __m512 dv = q6k_d(rp, off);
+    static_for<2>([&](auto h) {
+      __m512i HB[8];
+      panel_t32(rp, off + 128 + 32 * h, HB);
+      static_for<2>([&](auto half) {
+        __m512i Q[8];
+        panel_t32(rp, off + 64 * h + 32 * half, Q);
+        static_for<2>([&](auto nib) {
+          constexpr int c = decltype(half)::value + 2 * decltype(nib)::value;
+          constexpr bool first = decltype(h)::value == 0 && c == 0;
+          __m512i U[8], sl, sh;
+          q6k_chunk<decltype(h)::value, c>(Q, HB, C, U, sl, sh);
+          for (int t = 0; t < n; ++t) {
+            const __m512i part = q6k_token_chunk(U, a[t].q + b * 256 + 128 * h + 32 * c, sl, sh);
+            _mm512_store_si512(isumm[t], first ? part : _mm512_add_epi32(_mm512_load_si512(isumm[t]), part));
+          }
         });
       });
-      __m512i P[8];
-      q6k_pairs(C, P);
-      for (int t = 0; t < n; ++t) {
-        __m512i corr = _mm512_setzero_si512();
-        MOE_UNROLL
-        for (int c = 0; c < 4; ++c) {
-          const int16_t* bs = a[t].bsums + b * 16 + 4 * c;
-          corr = _mm512_dpwssd_epi32(corr, P[2 * c], bcast32(bs));
-          corr = _mm512_dpwssd_epi32(corr, P[2 * c + 1], bcast32(bs + 2));
-        }
-        const __m512i tot = _mm512_sub_epi32(_mm512_load_si512(isumm[t]), _mm512_slli_epi32(corr, 5));
-        _mm512_store_ps(accm[t], _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot), _mm512_mul_ps(dv, _mm512_set1_ps(a[t].d[b])),
-                                                 _mm512_load_ps(accm[t])));
+    });
+    __m512i P[8];
+    q6k_pairs(C, P);
+    for (int t = 0; t < n; ++t) {
+      __m512i corr = _mm512_setzero_si512();
+      MOE_UNROLL
+      for (int c = 0; c < 4; ++c) {
+        const int16_t* bs = a[t].bsums + b * 16 + 4 * c;
+        corr = _mm512_dpwssd_epi32(corr, P[2 * c], bcast32(bs));
+        corr = _mm512_dpwssd_epi32(corr, P[2 * c + 1], bcast32(bs + 2));
       }
+      const __m512i tot = _mm512_sub_epi32(_mm512_load_si512(isumm[t]), _mm512_slli_epi32(corr, 5));
+      _mm512_store_ps(accm[t], _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot), _mm512_mul_ps(dv, _mm512_set1_ps(a[t].d[b])),
+                                               _mm512_load_ps(accm[t])));
     }
-    const __mmask16 mk = static_cast<__mmask16>((1u << nr) - 1u);
-    for (int t = 0; t < n; ++t) _mm512_mask_storeu_ps(Y + t * ldy + r, mk, _mm512_load_ps(accm[t]));
-  }
+  });
 }
 
 // Block `off` of a Q8_0 panel: Z = the 16 rows' codes transposed and flipped to w + 128 (unsigned); returns
