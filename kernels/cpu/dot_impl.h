@@ -478,6 +478,22 @@ inline void q45k_chunk(const uint8_t* const* rp, size_t off, const __m512i* QH, 
   sch = _mm512_and_si512(_mm512_srli_epi32(h.sc4[J / 2], 16 * (J % 2) + 8), mff);
 }
 
+// One token's scaled sums over a 64-element chunk (x): scl * (sub-block 2j's dot) + sch * (2j + 1's), for
+// rows_q45k_panel_n's token loop. Four chains (exact integers: the split does not change the sums) so the
+// dot latency overlaps.
+inline __m512i q45k_token_chunk(const __m512i* L, const __m512i* H, const int8_t* x, __m512i scl, __m512i sch) {
+  __m512i dl = _mm512_setzero_si512(), dh = dl, dl2 = dl, dh2 = dl;
+  MOE_UNROLL
+  for (int k = 0; k < 4; ++k) {
+    dl = _mm512_dpbusd_epi32(dl, L[k], bcast32(x + 4 * k));
+    dh = _mm512_dpbusd_epi32(dh, H[k], bcast32(x + 32 + 4 * k));
+    dl2 = _mm512_dpbusd_epi32(dl2, L[k + 4], bcast32(x + 16 + 4 * k));
+    dh2 = _mm512_dpbusd_epi32(dh2, H[k + 4], bcast32(x + 48 + 4 * k));
+  }
+  return _mm512_add_epi32(_mm512_mullo_epi32(_mm512_add_epi32(dl, dl2), scl),
+                          _mm512_mullo_epi32(_mm512_add_epi32(dh, dh2), sch));
+}
+
 // Calls f(std::integral_constant<int, 0>{}) .. f(<N - 1>): compile-time indices for shift counts.
 template <class F, int... I>
 inline void static_for_impl(F&& f, std::integer_sequence<int, I...>) {
@@ -526,6 +542,8 @@ void rows_q45k_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c
         q45k_chunk<kHigh, decltype(j)::value>(rp, off, QH, hd, L, H, scl, sch);
         MOE_UNROLL
         for (int t = 0; t < NT; ++t) {
+          // Two chains per token: the NT unrolled tokens already overlap the dot latency (the four chains
+          // of q45k_token_chunk, which rows_q45k_panel_n's token loop needs, cost 5-10% here).
           const int8_t* x = a[t].q + b * 256 + 64 * j;
           __m512i dl = _mm512_setzero_si512(), dh = _mm512_setzero_si512();
           MOE_UNROLL
@@ -588,19 +606,7 @@ void rows_q45k_panel_n(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t
       __m512i L[8], H[8], scl, sch;
       q45k_chunk<kHigh, decltype(j)::value>(rp, off, QH, hd, L, H, scl, sch);
       for (int t = 0; t < n; ++t) {
-        const int8_t* x = a[t].q + b * 256 + 64 * j;
-        // Four chains (exact integers: the split does not change the sums) so the dot latency overlaps.
-        __m512i dl = _mm512_setzero_si512(), dh = dl, dl2 = dl, dh2 = dl;
-        MOE_UNROLL
-        for (int k = 0; k < 4; ++k) {
-          dl = _mm512_dpbusd_epi32(dl, L[k], bcast32(x + 4 * k));
-          dh = _mm512_dpbusd_epi32(dh, H[k], bcast32(x + 32 + 4 * k));
-          dl2 = _mm512_dpbusd_epi32(dl2, L[k + 4], bcast32(x + 16 + 4 * k));
-          dh2 = _mm512_dpbusd_epi32(dh2, H[k + 4], bcast32(x + 48 + 4 * k));
-        }
-        dl = _mm512_add_epi32(dl, dl2);
-        dh = _mm512_add_epi32(dh, dh2);
-        const __m512i part = _mm512_add_epi32(_mm512_mullo_epi32(dl, scl), _mm512_mullo_epi32(dh, sch));
+        const __m512i part = q45k_token_chunk(L, H, a[t].q + b * 256 + 64 * j, scl, sch);
         _mm512_store_si512(isumm[t], j == 0 ? part : _mm512_add_epi32(_mm512_load_si512(isumm[t]), part));
       }
     });
@@ -786,6 +792,19 @@ inline __m512 q8_panel_block(const uint8_t* const* rp, size_t off, __m512i* Z) {
   return _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(dh)));
 }
 
+// One token's exact integer dots of block b with the panel's 16 rows (Z from q8_panel_block):
+// sum of (w + 128) * q, less 128 * sum(q).
+inline __m512i q8_token_block(const __m512i* Z, const ActView& a, size_t b) {
+  const int8_t* xq = a.q + b * 32;
+  __m512i s0 = _mm512_set1_epi32(-128 * a.qsum[b]), s1 = _mm512_setzero_si512();
+  MOE_UNROLL
+  for (int k = 0; k < 4; ++k) {
+    s0 = _mm512_dpbusd_epi32(s0, Z[k], bcast32(xq + 4 * k));
+    s1 = _mm512_dpbusd_epi32(s1, Z[k + 4], bcast32(xq + 16 + 4 * k));
+  }
+  return _mm512_add_epi32(s0, s1);
+}
+
 template <int NT>
 void rows_q8_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t cols, const ActView* a, float* Y,
                    size_t ldy) {
@@ -811,15 +830,8 @@ void rows_q8_panel(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t col
       const __m512 dw = q8_panel_block(rp, off, Z);
       MOE_UNROLL
       for (int t = 0; t < NT; ++t) {
-        const int8_t* xq = a[t].q + b * 32;
-        __m512i s0 = _mm512_set1_epi32(-128 * a[t].qsum[b]), s1 = _mm512_setzero_si512();
-        MOE_UNROLL
-        for (int k = 0; k < 4; ++k) {
-          s0 = _mm512_dpbusd_epi32(s0, Z[k], _mm512_set1_epi32(static_cast<int>(ld32(reinterpret_cast<const uint8_t*>(xq) + 4 * k))));
-          s1 = _mm512_dpbusd_epi32(s1, Z[k + 4], _mm512_set1_epi32(static_cast<int>(ld32(reinterpret_cast<const uint8_t*>(xq) + 16 + 4 * k))));
-        }
         const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(a[t].d[b]));
-        acc[t][kb] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), sc, acc[t][kb]);
+        acc[t][kb] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q8_token_block(Z, a[t], b)), sc, acc[t][kb]);
       }
     }
     const __mmask16 m = static_cast<__mmask16>((1u << nr) - 1u);
@@ -852,15 +864,8 @@ void rows_q8_panel_n(const uint8_t* W, size_t rb, size_t r0, size_t r1, size_t c
       const __m512 dw = q8_panel_block(rp, off, Z);
       const size_t kb = b % 8;
       for (int t = 0; t < n; ++t) {
-        const uint8_t* xq = reinterpret_cast<const uint8_t*>(a[t].q + b * 32);
-        __m512i s0 = _mm512_set1_epi32(-128 * a[t].qsum[b]), s1 = _mm512_setzero_si512();
-        MOE_UNROLL
-        for (int k = 0; k < 4; ++k) {
-          s0 = _mm512_dpbusd_epi32(s0, Z[k], bcast32(xq + 4 * k));
-          s1 = _mm512_dpbusd_epi32(s1, Z[k + 4], bcast32(xq + 16 + 4 * k));
-        }
         const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(a[t].d[b]));
-        _mm512_store_ps(accm[t][kb], _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), sc,
+        _mm512_store_ps(accm[t][kb], _mm512_fmadd_ps(_mm512_cvtepi32_ps(q8_token_block(Z, a[t], b)), sc,
                                                      _mm512_load_ps(accm[t][kb])));
       }
     }
